@@ -1,0 +1,1 @@
+//! metaguard-proxy library.

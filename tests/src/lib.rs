@@ -1,0 +1,10 @@
+//! Test harness shared by the integration and end-to-end tests (all run as root).
+//!
+//! Every namespace, process and file a test makes is owned by a guard whose `Drop` removes it, so
+//! a failing assertion still cleans up.
+
+pub mod bins;
+pub mod cni;
+pub mod fake;
+pub mod netns;
+pub mod proxy;
