@@ -1,1 +1,5 @@
-fn main() {}
+//! The `metaguard` CNI plugin binary: everything lives in the library.
+
+fn main() {
+    std::process::exit(metaguard_plugin::run());
+}

@@ -8,3 +8,5 @@ pub mod cni;
 pub mod fake;
 pub mod netns;
 pub mod proxy;
+pub mod corpus;
+pub mod raw;

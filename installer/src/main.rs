@@ -1,0 +1,97 @@
+//! `metaguard-install`: see [`metaguard_installer::cli::USAGE`].
+//!
+//! Exit codes: 0 success (status: metaguard is in the chain); 1 failure; 2 bad usage;
+//! 3 status/probe: not in the chain / not ready; 75 install: the file changed while it was being
+//! edited (nothing half-written; run again).
+
+use metaguard_installer::cli::{self, Command, USAGE};
+use metaguard_installer::install::{self, ChainOutcome};
+use metaguard_installer::watch;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = match cli::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("metaguard-install: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("metaguard-install: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<ExitCode, install::InstallError> {
+    match cmd {
+        Command::Help => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            println!("metaguard-install {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Install { layout, plugin, entry } => {
+            if install::install_plugin(&layout, &plugin)? {
+                println!("installed {}", layout.plugin_path().display());
+            } else {
+                println!("{} already up to date", layout.plugin_path().display());
+            }
+            match install::ensure_chain(&layout, &entry, &mut |_, _| true)? {
+                ChainOutcome::AlreadyInChain(f) => println!("metaguard already in the chain of {}", f.display()),
+                ChainOutcome::Added { file, converted_from: None } => {
+                    println!("metaguard added to {}", file.display())
+                }
+                ChainOutcome::Added { file, converted_from: Some(c) } => println!(
+                    "{} converted to {} with metaguard last (original kept in {})",
+                    c.display(),
+                    file.display(),
+                    layout.backup_dir.display()
+                ),
+                ChainOutcome::Deferred(f) => {
+                    eprintln!("metaguard-install: {} changed while being edited; nothing half-written; run again", f.display());
+                    return Ok(ExitCode::from(75));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Uninstall { layout, keep_plugin } => {
+            let notes = install::uninstall(&layout, keep_plugin)?;
+            if notes.is_empty() {
+                println!("nothing to uninstall");
+            }
+            for n in notes {
+                println!("{n}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { layout } => {
+            let st = install::status(&layout)?;
+            match &st.selected {
+                None => println!("no CNI configuration in {}", layout.conf_dir.display()),
+                Some(f) => println!("config: {} (plugins: {})", f.display(), st.types.join(", ")),
+            }
+            if let Some(p) = &st.problem {
+                println!("problem: {p}");
+            }
+            println!(
+                "plugin binary: {} ({})",
+                layout.plugin_path().display(),
+                if st.plugin_present { "present" } else { "missing" }
+            );
+            println!("metaguard in chain: {}", if st.in_chain { "yes" } else { "no" });
+            Ok(if st.ready() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
+        Command::Probe { ready_file } => Ok(if ready_file.exists() { ExitCode::SUCCESS } else { ExitCode::from(3) }),
+        Command::Watch(opts) => {
+            watch::run(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

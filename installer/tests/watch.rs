@@ -1,0 +1,186 @@
+//! `metaguard-install watch`: keeps metaguard in the chain while "the main CNI" rewrites its file,
+//! keeps the ready file in step, removes the node taint through (a stand-in for) kubectl, and
+//! restores the configuration on SIGTERM. No root needed; every wait is a poll with a deadline.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running `watch`, killed on drop if the test did not stop it.
+struct Watcher {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Watcher {
+    fn start(host: &Host, extra: &[&str]) -> Watcher {
+        let mut a = vec!["watch".to_string()];
+        a.extend(host.dirs_args());
+        a.push("--plugin".into());
+        a.push(host.root.join("payload/metaguard").display().to_string());
+        a.push("--ready-file".into());
+        a.push(ready_file(host).display().to_string());
+        a.push("--interval-ms".into());
+        a.push("100".into());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let log = host.root.join("watch.log");
+        let child = Command::new(BIN)
+            .args(&a)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(host.root.join("watch.out")).unwrap())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Watcher { child: Some(child), log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child by pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let mut status = None;
+        wait_for("watch to exit after SIGTERM", DEADLINE, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        assert!(status.unwrap().success(), "watch exited with {status:?}\n{}", self.log());
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ready_file(host: &Host) -> PathBuf {
+    host.root.join("ready")
+}
+
+fn in_chain(host: &Host, file: &str) -> bool {
+    let Ok(b) = fs::read(host.conf(file)) else { return false };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) else { return false };
+    v["plugins"].as_array().is_some_and(|p| p.last().is_some_and(|l| l["type"] == "metaguard"))
+}
+
+#[test]
+fn keeps_the_chain_follows_readiness_and_restores_on_sigterm() {
+    let host = Host::new(Some("calico"));
+    let before = host.snapshot();
+    let original = fs::read(host.conf("10-calico.conflist")).unwrap();
+    let mut w = Watcher::start(&host, &[]);
+    wait_for("metaguard in the chain", DEADLINE, || in_chain(&host, "10-calico.conflist"));
+    wait_for("ready file", DEADLINE, || ready_file(&host).exists());
+    assert!(host.bin_dir().join("metaguard").exists());
+
+    // Calico's agent restarts and rewrites its file in place, without metaguard.
+    fs::write(host.conf("10-calico.conflist"), &original).unwrap();
+    wait_for("metaguard added again", DEADLINE, || in_chain(&host, "10-calico.conflist"));
+    wait_for("ready again", DEADLINE, || ready_file(&host).exists());
+
+    // The main CNI goes away: not ready. It comes back as flannel: chained again, ready again.
+    fs::remove_file(host.conf("10-calico.conflist")).unwrap();
+    wait_for("ready file removed", DEADLINE, || !ready_file(&host).exists());
+    wait_for("the missing configuration logged", DEADLINE, || w.log().contains("not in the chain: no CNI configuration"));
+    fs::copy(fixture_dir("flannel").join("10-flannel.conflist"), host.conf("10-flannel.conflist")).unwrap();
+    wait_for("flannel chained", DEADLINE, || in_chain(&host, "10-flannel.conflist"));
+    wait_for("ready with flannel", DEADLINE, || ready_file(&host).exists());
+
+    // The binary deleted behind its back: put back.
+    fs::remove_file(host.bin_dir().join("metaguard")).unwrap();
+    wait_for("binary reinstalled", DEADLINE, || host.bin_dir().join("metaguard").exists());
+
+    // SIGTERM: everything restored (flannel's file as flannel wrote it), binary gone.
+    w.stop();
+    assert!(!ready_file(&host).exists());
+    assert_eq!(
+        fs::read(host.conf("10-flannel.conflist")).unwrap(),
+        fs::read(fixture_dir("flannel").join("10-flannel.conflist")).unwrap()
+    );
+    assert!(!host.bin_dir().join("metaguard").exists());
+    assert!(!host.conf(".metaguard-backup").exists());
+    let mut expected = before.clone();
+    expected.0.retain(|k, _| !k.ends_with("10-calico.conflist"));
+    let mut now = host.snapshot();
+    now.0.retain(|k, _| !k.ends_with("10-flannel.conflist"));
+    assert_eq!(now, expected, "{}", expected.diff(&now));
+}
+
+#[test]
+fn waits_for_a_config_and_keeps_chain_on_exit_when_asked() {
+    let host = Host::new(None);
+    let mut w = Watcher::start(&host, &["--on-exit", "keep"]);
+    wait_for("first pass logged", DEADLINE, || w.log().contains("no CNI configuration"));
+    assert!(!ready_file(&host).exists());
+    fs::copy(fixture_dir("single-conf").join("10-mynet.conf"), host.conf("10-mynet.conf")).unwrap();
+    wait_for("converted and chained", DEADLINE, || in_chain(&host, "10-mynet.conflist"));
+    wait_for("ready", DEADLINE, || ready_file(&host).exists());
+    assert!(!host.conf("10-mynet.conf").exists());
+    w.stop();
+    // Fail closed across restarts: metaguard stays in the chain, the binary stays.
+    assert!(in_chain(&host, "10-mynet.conflist"));
+    assert!(host.bin_dir().join("metaguard").exists());
+    assert!(!ready_file(&host).exists());
+}
+
+#[test]
+fn removes_the_taint_only_once_in_the_chain() {
+    let host = Host::new(None);
+    // A stand-in for kubectl (no API server here): records its arguments; `get` answers a node
+    // carrying the taint, `patch` succeeds.
+    let calls = host.root.join("kubectl.calls");
+    let kubectl = host.root.join("kubectl");
+    fs::write(
+        &kubectl,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {calls}\ncase \"$1\" in\n  get) echo '{node}' ;;\n  patch) ;;\n  *) exit 9 ;;\nesac\n",
+            calls = calls.display(),
+            node = r#"{"kind":"Node","metadata":{"name":"worker-1"},"spec":{"taints":[{"key":"metaguard.io/not-ready","effect":"NoSchedule"},{"key":"dedicated","value":"ci","effect":"NoSchedule"}]}}"#,
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&kubectl, fs::Permissions::from_mode(0o755)).unwrap();
+    let kubectl_s = kubectl.display().to_string();
+    let mut w = Watcher::start(&host, &["--remove-taint", "--node-name", "worker-1", "--kubectl", &kubectl_s]);
+    wait_for("a pass without configuration", DEADLINE, || w.log().contains("no CNI configuration"));
+    assert!(!calls.exists(), "kubectl ran before metaguard was in the chain");
+
+    fs::copy(fixture_dir("bridge-portmap").join("10-containerd-net.conflist"), host.conf("10-containerd-net.conflist")).unwrap();
+    wait_for("taint removed", DEADLINE, || fs::read_to_string(&calls).unwrap_or_default().contains("patch"));
+    assert!(in_chain(&host, "10-containerd-net.conflist"));
+    let log = fs::read_to_string(&calls).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].starts_with("get node worker-1 -o json --request-timeout="), "{log}");
+    let patch_line = lines[1];
+    assert!(patch_line.starts_with("patch node worker-1 --type=json -p "), "{log}");
+    let patch: serde_json::Value = {
+        let start = patch_line.find('[').unwrap();
+        let end = patch_line.rfind(']').unwrap();
+        serde_json::from_str(&patch_line[start..=end]).unwrap()
+    };
+    assert_eq!(patch[0]["op"], "test");
+    assert_eq!(patch[1]["op"], "replace");
+    assert_eq!(patch[1]["value"], serde_json::json!([{"key": "dedicated", "value": "ci", "effect": "NoSchedule"}]));
+    wait_for("taint removal logged", DEADLINE, || w.log().contains("removed taint metaguard.io/not-ready:NoSchedule"));
+    w.stop();
+    // Exactly once.
+    assert_eq!(fs::read_to_string(&calls).unwrap().lines().count(), 2);
+}

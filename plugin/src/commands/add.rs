@@ -1,0 +1,72 @@
+//! ADD: install the pod's rules, then the host guard, then the record; print prevResult.
+//!
+//! Order matters. The record is what gives a source address an identity at the proxy, so it is
+//! written last, when enforcement is already in place. If any step fails, the steps already done
+//! are undone before the error is returned: an attachment is fully guarded or not touched.
+//! Repeating ADD re-applies the same tables (each apply is one atomic nf_tables batch that
+//! replaces the table) and leaves an identical record alone.
+
+use super::{nft_error, open_netns, plan, same_record, state_error};
+use crate::cni::error::CniError;
+use crate::cni::result::pass_through;
+use crate::cni::Env;
+use crate::config::Config;
+use crate::hostif::KernelProbe;
+use crate::nft::{self, Family, Where};
+use metaguard_common::state::StateDir;
+use serde_json::Value;
+
+pub fn add(env: &Env, cfg: &Config, state: &StateDir) -> Result<Value, CniError> {
+    let prev = cfg.prev_result.as_ref().ok_or_else(|| {
+        CniError::invalid_config(
+            "prevResult",
+            "missing: metaguard is a chained plugin; list it after an interface plugin (bridge, ptp, ...) in a conflist",
+        )
+    })?;
+    let plan = plan(env, cfg, prev, &KernelProbe)?;
+    let ns = open_netns(env.netns.as_deref())?;
+
+    nft::apply_pod_rules(Where::In(&ns), &plan.pod).map_err(|e| nft_error("installing the pod's rules", e))?;
+    log::info!("installed inet {} in {}", plan.pod.table, ns.path().display());
+
+    let undo_pod = || {
+        if let Err(e) = nft::delete_table(Where::In(&ns), Family::Inet, &plan.pod.table) {
+            log::error!("undo: deleting inet {} failed: {e}", plan.pod.table);
+        }
+    };
+    if let Some(g) = &plan.guard {
+        if let Err(e) = nft::apply_host_guard(Where::Current, g) {
+            undo_pod();
+            return Err(nft_error("installing the host guard", e));
+        }
+        log::info!("installed netdev {} on {}", g.table, g.host_ifname);
+    }
+    let undo_guard = || {
+        if let Some(g) = &plan.guard {
+            if let Err(e) = nft::delete_table(Where::Current, Family::Netdev, &g.table) {
+                log::error!("undo: deleting netdev {} failed: {e}", g.table);
+            }
+        }
+    };
+
+    // An identical record (repeat ADD) is left as it is, creation time included.
+    let unchanged = matches!(state.read_record(&plan.key), Ok(Some(old)) if same_record(&old, &plan.record));
+    if !unchanged {
+        if let Err(e) = state.write_record(&plan.record) {
+            for e in state.remove_record(&plan.key) {
+                log::error!("undo: {e}");
+            }
+            undo_guard();
+            undo_pod();
+            return Err(state_error("writing the pod record", e));
+        }
+    }
+    log::info!(
+        "guarded {} ips={:?} host_interface={:?} host_guard={}",
+        plan.record.display_name(),
+        plan.record.ips,
+        plan.record.host_interface,
+        plan.record.host_guard
+    );
+    Ok(pass_through(prev, cfg.cni_version))
+}

@@ -1,0 +1,61 @@
+//! CHECK: the pod's table, the host guard and the record must all be exactly what ADD would
+//! install now. Any difference is code 101 listing every problem found.
+//!
+//! CHECK exists from spec 0.4.0; an older cniVersion gets code 1, as in the reference `skel`.
+
+use super::{nft_error, open_netns, plan, same_record, state_error};
+use crate::cni::error::{code, CniError};
+use crate::cni::Env;
+use crate::config::Config;
+use crate::hostif::KernelProbe;
+use crate::nft::{self, NftError, Where};
+use metaguard_common::state::StateDir;
+
+fn mismatch(what: &str, details: String) -> CniError {
+    CniError::new(code::CHECK_FAILED, format!("CHECK failed: {what}"), details)
+}
+
+/// Missing or different state is a CHECK failure; other nf_tables errors stay nf_tables errors.
+fn classify(what: &str, e: NftError) -> CniError {
+    if e.is_not_found() || matches!(e, NftError::Mismatch(_)) {
+        mismatch(what, e.to_string())
+    } else {
+        nft_error(what, e)
+    }
+}
+
+pub fn check(env: &Env, cfg: &Config, state: &StateDir) -> Result<(), CniError> {
+    if !cfg.cni_version.allows_check() {
+        return Err(CniError::incompatible_version(
+            "config version does not allow CHECK",
+            format!("CHECK needs cniVersion 0.4.0 or later, got {}", cfg.cni_version),
+        ));
+    }
+    let prev = cfg.prev_result.as_ref().ok_or_else(|| {
+        CniError::invalid_config("prevResult", "missing: CHECK needs the result of the ADD it checks")
+    })?;
+    let plan = plan(env, cfg, prev, &KernelProbe)?;
+    let ns = open_netns(env.netns.as_deref())?;
+    let mut problems = Vec::new();
+    if let Err(e) = nft::check_pod_rules(Where::In(&ns), &plan.pod) {
+        problems.push(classify("pod rules", e));
+    }
+    if let Some(g) = &plan.guard {
+        if let Err(e) = nft::check_host_guard(Where::Current, g) {
+            problems.push(classify("host guard", e));
+        }
+    }
+    match state.read_record(&plan.key) {
+        Ok(Some(rec)) if same_record(&rec, &plan.record) => {}
+        Ok(Some(rec)) => problems.push(mismatch(
+            "pod record",
+            format!("record {} differs: found {rec:?}, expected {:?}", plan.key, plan.record),
+        )),
+        Ok(None) => problems.push(mismatch("pod record", format!("record {} is missing", plan.key))),
+        Err(e) => problems.push(state_error("reading the pod record", e)),
+    }
+    match CniError::combine("CHECK failed", problems) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

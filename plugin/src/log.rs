@@ -1,0 +1,127 @@
+//! Logging for the plugin: the `log` crate, lines on stderr and optionally appended to a file.
+//!
+//! stdout belongs to the protocol (results and errors), so logs never go there. Runtimes copy a
+//! plugin's stderr into their own log; the default level is `warn` so a healthy node stays quiet.
+//! Line format: `2024-05-01T12:00:00.123Z metaguard[4242] WARN ADD mgnet:abc:eth0: message`.
+//!
+//! A log file that cannot be opened is reported on stderr and otherwise ignored: logging is not
+//! enforcement, and refusing DEL because of a log file would leave rules and records behind.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+struct State {
+    file: Option<File>,
+    /// Command and attachment key, so every line says what it is about.
+    context: String,
+}
+
+static STATE: Mutex<State> = Mutex::new(State { file: None, context: String::new() });
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let Ok(mut st) = STATE.lock() else { return };
+        let ctx = if st.context.is_empty() { String::new() } else { format!("{} ", st.context) };
+        let line = format!(
+            "{} metaguard[{}] {} {}{}\n",
+            timestamp(SystemTime::now()),
+            std::process::id(),
+            record.level(),
+            ctx,
+            record.args()
+        );
+        // Nothing sensible to do when stderr or the log file is gone; never panic over a log line.
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        if let Some(f) = st.file.as_mut() {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Installs the logger at `warn` (before the configuration is known). Safe to call twice.
+pub fn init() {
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+/// Applies the configured level and log file.
+pub fn configure(level: log::LevelFilter, file: Option<&Path>) {
+    log::set_max_level(level);
+    let Some(path) = file else { return };
+    match OpenOptions::new().create(true).append(true).open(path) {
+        Ok(f) => {
+            if let Ok(mut st) = STATE.lock() {
+                st.file = Some(f);
+            }
+        }
+        Err(e) => log::warn!("cannot open logFile {}: {e}; logging to stderr only", path.display()),
+    }
+}
+
+/// Sets the prefix that says which command and attachment a line is about.
+pub fn set_context(ctx: String) {
+    if let Ok(mut st) = STATE.lock() {
+        st.context = ctx;
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, without a date library.
+fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, dd) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(UNIX_EPOCH + Duration::from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
+        assert_eq!(timestamp(UNIX_EPOCH + Duration::from_secs(1_714_564_799)), "2024-05-01T11:59:59.000Z");
+    }
+}

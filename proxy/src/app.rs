@@ -1,0 +1,31 @@
+//! Everything a request needs, built once at start and shared by every connection.
+
+use crate::decision_log::DecisionLog;
+use crate::metrics::{Gauges, Metrics};
+use crate::policy_store::PolicyStore;
+use crate::records::RecordCache;
+use crate::upstream::Upstream;
+
+pub struct App {
+    pub policy: PolicyStore,
+    pub records: RecordCache,
+    pub upstream: Upstream,
+    pub log: DecisionLog,
+    pub metrics: Metrics,
+    /// Endpoint names, indexed like the configuration's endpoints (and `Upstream::targets`).
+    pub endpoints: Vec<String>,
+}
+
+impl App {
+    pub fn endpoint_name(&self, i: usize) -> &str {
+        self.endpoints.get(i).map(String::as_str).unwrap_or("?")
+    }
+
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&Gauges {
+            records_loaded: self.records.len(),
+            decision_log_dropped: self.log.dropped(),
+            policy_loaded: true,
+        })
+    }
+}

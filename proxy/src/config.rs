@@ -1,0 +1,527 @@
+//! The daemon's configuration: a TOML file, then command-line flags on top, then checks.
+//!
+//! Every key has a default, so an empty file (or no file) is a working configuration: listen on
+//! 0.0.0.0 and :: on each default endpoint's proxy port, forward to the endpoint itself, read pod
+//! records from /run/metaguard, admin on 127.0.0.1:9169, decision log on stdout.
+//! Durations are integers in milliseconds (keys end in `_ms`): no unit parsing to get wrong.
+
+use metaguard_common::endpoints::default_endpoints;
+use metaguard_common::state::DEFAULT_STATE_DIR;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default admin listener: loopback only, so pods (which reach the node through the bridge
+/// gateway) cannot read metrics or probe readiness.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9169);
+
+/// hyper refuses a read buffer smaller than this (it panics), so the configuration does too.
+pub const MIN_MAX_BUF_SIZE: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The TOML parser's message names the line and column.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Where decision log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+impl LogTarget {
+    /// `-` means stdout; anything else is a file path (appended to, created if missing).
+    pub fn parse(s: &str) -> LogTarget {
+        if s == "-" {
+            LogTarget::Stdout
+        } else {
+            LogTarget::File(PathBuf::from(s))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Err(serde::de::Error::custom("decision_log must be \"-\" or a path"));
+        }
+        Ok(LogTarget::parse(&s))
+    }
+}
+
+/// One metadata endpoint the plugin redirects to this daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Name used in logs and metrics labels.
+    pub name: String,
+    /// The address pods use (what the plugin redirects).
+    pub address: IpAddr,
+    /// The metadata service's port.
+    #[serde(default = "default_http_port")]
+    pub port: u16,
+    /// The port this daemon listens on for this endpoint (must match the plugin's `proxyPort`).
+    pub proxy_port: u16,
+    /// Where allowed requests are forwarded; default `address:port`.
+    #[serde(default)]
+    pub upstream: Option<SocketAddr>,
+}
+
+fn default_http_port() -> u16 {
+    80
+}
+
+impl EndpointConfig {
+    pub fn upstream_addr(&self) -> SocketAddr {
+        self.upstream.unwrap_or(SocketAddr::new(self.address, self.port))
+    }
+}
+
+fn default_endpoint_configs() -> Vec<EndpointConfig> {
+    default_endpoints()
+        .into_iter()
+        .map(|e| EndpointConfig {
+            name: e.name,
+            address: e.address,
+            port: e.port,
+            proxy_port: e.proxy_port,
+            upstream: None,
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub connect_timeout_ms: u64,
+    /// From sending the request to the last byte of the response body.
+    pub response_timeout_ms: u64,
+    /// Larger responses become 502 (metadata documents are small; user-data is at most 16 KiB on AWS).
+    pub max_response_bytes: usize,
+    /// Idle kept-alive upstream connections are closed after this long.
+    pub pool_idle_timeout_ms: u64,
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout_ms: 1000,
+            response_timeout_ms: 5000,
+            max_response_bytes: 1024 * 1024,
+            pool_idle_timeout_ms: 60_000,
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open pod connections at once, all sources together.
+    pub max_connections: usize,
+    /// Open connections from one source address; keeps one pod from starving the others.
+    pub max_connections_per_source: usize,
+    /// Time allowed to send a complete request head; also closes a kept-alive connection that
+    /// sends nothing for this long (hyper restarts the timer before each request).
+    pub header_read_timeout_ms: u64,
+    /// Size of the request line plus headers.
+    pub max_header_bytes: usize,
+    /// Number of request headers.
+    pub max_headers: usize,
+    /// Per-connection read buffer cap (hyper's `max_buf_size`, at least 8192).
+    pub max_buf_size: usize,
+    pub keep_alive: bool,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 4096,
+            max_connections_per_source: 64,
+            header_read_timeout_ms: 5000,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_buf_size: 64 * 1024,
+            keep_alive: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsConfig {
+    /// A cached record older than this is checked against its `ips/<ip>` file before use.
+    pub revalidate_ms: u64,
+    /// Period of the background sweep that drops cached records whose files are gone.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        RecordsConfig { revalidate_ms: 1000, sweep_interval_ms: 10_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long SIGTERM waits for requests in flight before exiting anyway.
+    pub grace_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace_ms: 10_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    /// Policy file; `None` = the built-in default policy.
+    pub policy: Option<PathBuf>,
+    /// Addresses to listen on (each with every endpoint's proxy port).
+    pub listen: Vec<IpAddr>,
+    pub admin: SocketAddr,
+    pub decision_log: LogTarget,
+    /// Operational log level on stderr: error, warn, info, debug, trace, off.
+    pub log_level: String,
+    /// Runtime worker threads; 0 = one per CPU.
+    pub worker_threads: usize,
+    pub endpoints: Vec<EndpointConfig>,
+    pub upstream: UpstreamConfig,
+    pub limits: LimitsConfig,
+    pub records: RecordsConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            policy: None,
+            listen: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
+            admin: DEFAULT_ADMIN,
+            decision_log: LogTarget::Stdout,
+            log_level: "info".into(),
+            worker_threads: 0,
+            endpoints: default_endpoint_configs(),
+            upstream: UpstreamConfig::default(),
+            limits: LimitsConfig::default(),
+            records: RecordsConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+/// Command-line values that override the file (each `None`/empty = keep the file's value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub admin: Option<SocketAddr>,
+    /// When given at all, replaces the file's `listen` list.
+    pub listen: Vec<IpAddr>,
+    /// `NAME=ADDR:PORT`: forward endpoint NAME there.
+    pub upstream: Vec<(String, SocketAddr)>,
+    pub decision_log: Option<LogTarget>,
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        Ok(cfg)
+    }
+
+    /// Reads the file (or takes the defaults when `path` is `None`), applies the overrides and
+    /// validates the result.
+    pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                Config::from_toml(&text, p)?
+            }
+            None => Config::default(),
+        };
+        cfg.apply(ov)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn apply(&mut self, ov: &Overrides) -> Result<(), ConfigError> {
+        if let Some(d) = &ov.state_dir {
+            self.state_dir = d.clone();
+        }
+        if let Some(p) = &ov.policy {
+            self.policy = Some(p.clone());
+        }
+        if let Some(a) = ov.admin {
+            self.admin = a;
+        }
+        if !ov.listen.is_empty() {
+            self.listen = ov.listen.clone();
+        }
+        if let Some(t) = &ov.decision_log {
+            self.decision_log = t.clone();
+        }
+        if let Some(l) = &ov.log_level {
+            self.log_level = l.clone();
+        }
+        for (name, addr) in &ov.upstream {
+            let known: Vec<String> = self.endpoints.iter().map(|e| e.name.clone()).collect();
+            let ep = self.endpoints.iter_mut().find(|e| &e.name == name).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--upstream {name}=...: no endpoint named {name:?} (known: {})",
+                    known.join(", ")
+                ))
+            })?;
+            ep.upstream = Some(*addr);
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.endpoints.is_empty() {
+            return bad("no endpoints".into());
+        }
+        let mut names = HashSet::new();
+        let mut ports = HashSet::new();
+        for e in &self.endpoints {
+            if e.name.is_empty()
+                || e.name.len() > 64
+                || !e.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return bad(format!("endpoint name {:?}: use 1-64 of [A-Za-z0-9_-]", e.name));
+            }
+            if !names.insert(&e.name) {
+                return bad(format!("endpoint name {:?} appears twice", e.name));
+            }
+            if e.proxy_port == 0 || !ports.insert(e.proxy_port) {
+                return bad(format!("endpoint {}: proxy_port {} is 0 or already used", e.name, e.proxy_port));
+            }
+            if e.proxy_port == self.admin.port() {
+                return bad(format!("endpoint {}: proxy_port {} is the admin port", e.name, e.proxy_port));
+            }
+            if e.upstream_addr().port() == 0 {
+                return bad(format!("endpoint {}: upstream port 0", e.name));
+            }
+        }
+        if self.listen.is_empty() {
+            return bad("listen: no addresses".into());
+        }
+        let mut seen = HashSet::new();
+        for a in &self.listen {
+            if !seen.insert(a) {
+                return bad(format!("listen: {a} appears twice"));
+            }
+        }
+        if parse_level(&self.log_level).is_none() {
+            return bad(format!(
+                "log_level {:?}: use off, error, warn, info, debug or trace",
+                self.log_level
+            ));
+        }
+        let l = &self.limits;
+        if l.max_connections == 0 || l.max_connections_per_source == 0 {
+            return bad("limits: connection caps must be at least 1".into());
+        }
+        if l.max_connections > (u32::MAX as usize) {
+            return bad("limits.max_connections is too large".into());
+        }
+        if l.header_read_timeout_ms == 0 {
+            return bad("limits.header_read_timeout_ms must be at least 1".into());
+        }
+        if l.max_buf_size < MIN_MAX_BUF_SIZE {
+            return bad(format!("limits.max_buf_size must be at least {MIN_MAX_BUF_SIZE}"));
+        }
+        if l.max_headers == 0 || l.max_header_bytes == 0 {
+            return bad("limits.max_headers and limits.max_header_bytes must be at least 1".into());
+        }
+        let u = &self.upstream;
+        if u.connect_timeout_ms == 0 || u.response_timeout_ms == 0 {
+            return bad("upstream timeouts must be at least 1 ms".into());
+        }
+        if u.max_response_bytes == 0 {
+            return bad("upstream.max_response_bytes must be at least 1".into());
+        }
+        if self.records.revalidate_ms == 0 || self.records.sweep_interval_ms == 0 {
+            return bad("records intervals must be at least 1 ms".into());
+        }
+        Ok(())
+    }
+
+    /// Every (address, port, endpoint index) the daemon listens on for pods.
+    pub fn listen_sockets(&self) -> Vec<(SocketAddr, usize)> {
+        let mut v = Vec::new();
+        for a in &self.listen {
+            for (i, e) in self.endpoints.iter().enumerate() {
+                v.push((SocketAddr::new(*a, e.proxy_port), i));
+            }
+        }
+        v
+    }
+
+    pub fn worker_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+
+    pub fn level(&self) -> log::LevelFilter {
+        parse_level(&self.log_level).unwrap_or(log::LevelFilter::Info)
+    }
+}
+
+pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
+    s.parse().ok()
+}
+
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        let c = Config::from_toml(s, Path::new("t.toml"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.endpoints.len(), 3);
+        assert_eq!(c.admin.to_string(), "127.0.0.1:9169");
+        assert_eq!(c.state_dir, PathBuf::from("/run/metaguard"));
+        // 2 addresses x 3 endpoints.
+        let socks = c.listen_sockets();
+        assert_eq!(socks.len(), 6);
+        assert!(socks.contains(&("0.0.0.0:8169".parse().unwrap(), 0)));
+        assert!(socks.contains(&("[::]:8170".parse().unwrap(), 1)));
+        assert_eq!(c.endpoints[1].upstream_addr().to_string(), "[fd00:ec2::254]:80");
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse(
+            r#"
+state_dir = "/tmp/s"
+policy = "/etc/p.toml"
+listen = ["10.0.0.1"]
+admin = "127.0.0.1:9999"
+decision_log = "/var/log/d.jsonl"
+log_level = "debug"
+worker_threads = 3
+[[endpoints]]
+name = "imds"
+address = "169.254.169.254"
+proxy_port = 8169
+upstream = "127.0.0.1:8080"
+[upstream]
+connect_timeout_ms = 10
+[limits]
+max_connections_per_source = 2
+[records]
+revalidate_ms = 500
+[shutdown]
+grace_ms = 1
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.policy.as_deref(), Some(Path::new("/etc/p.toml")));
+        assert_eq!(c.decision_log, LogTarget::File("/var/log/d.jsonl".into()));
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(c.endpoints[0].port, 80);
+        assert_eq!(c.endpoints[0].upstream_addr().to_string(), "127.0.0.1:8080");
+        assert_eq!(c.upstream.connect_timeout_ms, 10);
+        assert_eq!(c.upstream.response_timeout_ms, 5000, "unset keys keep defaults");
+        assert_eq!(c.limits.max_connections_per_source, 2);
+        assert_eq!(c.limits.max_connections, 4096);
+        assert_eq!(c.records.revalidate_ms, 500);
+        assert_eq!(c.worker_threads(), 3);
+        assert_eq!(c.level(), log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let e = parse("state_dir = \"/x\"\nlisten_on = []\n").unwrap_err().to_string();
+        assert!(e.contains("listen_on"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse("[limits]\nmax_conns = 1\n").unwrap_err().to_string();
+        assert!(e.contains("max_conns"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values() {
+        for (text, want) in [
+            ("listen = []", "no addresses"),
+            ("listen = [\"::\", \"::\"]", "twice"),
+            ("log_level = \"loud\"", "log_level"),
+            ("[limits]\nmax_buf_size = 100", "max_buf_size"),
+            ("[limits]\nmax_connections = 0", "at least 1"),
+            ("[upstream]\nresponse_timeout_ms = 0", "timeouts"),
+            ("admin = \"127.0.0.1:8169\"", "admin port"),
+            (
+                "[[endpoints]]\nname=\"a\"\naddress=\"1.2.3.4\"\nproxy_port=1\n[[endpoints]]\nname=\"b\"\naddress=\"1.2.3.5\"\nproxy_port=1",
+                "already used",
+            ),
+            ("[[endpoints]]\nname=\"a b\"\naddress=\"1.2.3.4\"\nproxy_port=1", "name"),
+            ("listen = [\"not-an-ip\"]", "listen"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = Config::default();
+        let ov = Overrides {
+            state_dir: Some("/s".into()),
+            policy: Some("/p".into()),
+            admin: Some("127.0.0.1:1".parse().unwrap()),
+            listen: vec!["10.1.0.1".parse().unwrap()],
+            upstream: vec![("imds-v6".into(), "[fd00::1]:8080".parse().unwrap())],
+            decision_log: Some(LogTarget::parse("/l")),
+            log_level: Some("warn".into()),
+        };
+        c.apply(&ov).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/s"));
+        assert_eq!(c.listen, vec!["10.1.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.endpoints[1].upstream_addr().to_string(), "[fd00::1]:8080");
+        assert_eq!(c.endpoints[0].upstream_addr().to_string(), "169.254.169.254:80");
+        assert_eq!(c.decision_log, LogTarget::File("/l".into()));
+        let bad = Overrides { upstream: vec![("nope".into(), "1.2.3.4:80".parse().unwrap())], ..Default::default() };
+        let e = c.apply(&bad).unwrap_err().to_string();
+        assert!(e.contains("nope") && e.contains("imds-v4"), "{e}");
+    }
+
+    #[test]
+    fn stdout_log_target() {
+        assert_eq!(LogTarget::parse("-"), LogTarget::Stdout);
+        let c = parse("decision_log = \"-\"").unwrap();
+        assert_eq!(c.decision_log, LogTarget::Stdout);
+    }
+}

@@ -1,0 +1,302 @@
+//! The per-request pipeline.
+//!
+//! canonicalise the target -> check framing and headers -> who is calling -> select the pod's
+//! policy -> decide -> forward (allow, audit) or answer locally (deny, respond, refusals).
+//! Every path ends in [`finish`], which writes the decision line and counts the request, so no
+//! request goes unrecorded. Nothing here holds a lock across an await.
+
+use crate::app::App;
+use crate::canon::{self, CanonicalTarget};
+use crate::decision_log::{self, Entry};
+use crate::headers;
+use crate::outcome::Outcome;
+use crate::policy::{Action, RequestView};
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use metaguard_common::record::PodRecord;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub type Body = Full<Bytes>;
+
+/// What the connection knows before any request: the caller's address and which endpoint's
+/// port it connected to.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnCtx {
+    /// Normalised (IPv4-mapped IPv6 -> IPv4).
+    pub peer: IpAddr,
+    pub endpoint: usize,
+}
+
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// A local answer: `reason` as a one-line text body.
+pub fn text_response(status: StatusCode, reason: &str) -> Response<Body> {
+    let mut body = String::with_capacity(reason.len() + 1);
+    // One line, whatever the reason contains.
+    body.extend(reason.chars().map(|c| if c.is_control() { ' ' } else { c }));
+    body.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+    r
+}
+
+fn status(code: u16) -> StatusCode {
+    // Policy statuses are validated when the file is loaded; 403 is the safe fallback.
+    StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN)
+}
+
+/// The fields of a decision line that are known by the end of the request.
+struct Outcomes<'a> {
+    outcome: Outcome,
+    policy: Option<&'a str>,
+    rule: Option<&'a str>,
+    status: StatusCode,
+    upstream_status: Option<u16>,
+    reason: Option<&'a str>,
+}
+
+pub async fn handle(app: Arc<App>, ctx: ConnCtx, req: http::Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    // Bodies are refused by the header check (Content-Length must be 0), so the body is never read.
+    let (parts, _body) = req.into_parts();
+    let identity = app.records.lookup(ctx.peer);
+    let record: Option<&PodRecord> = identity.as_ref().ok().and_then(|r| r.as_deref());
+
+    let target = match canon::canonicalize(&parts.method, &parts.uri) {
+        Ok(t) => t,
+        Err(rej) => {
+            let st = status(rej.status);
+            let o = Outcomes {
+                outcome: Outcome::Invalid,
+                policy: None,
+                rule: None,
+                status: st,
+                upstream_status: None,
+                reason: Some(&rej.reason),
+            };
+            finish(&app, ctx, record, &parts, None, &o, start);
+            return Ok(text_response(st, &rej.reason));
+        }
+    };
+    if let Err(rej) = headers::check_request_headers(parts.version, &parts.headers) {
+        let st = status(rej.status);
+        let o = Outcomes {
+            outcome: Outcome::Invalid,
+            policy: None,
+            rule: None,
+            status: st,
+            upstream_status: None,
+            reason: Some(&rej.reason),
+        };
+        finish(&app, ctx, record, &parts, Some(&target), &o, start);
+        return Ok(text_response(st, &rej.reason));
+    }
+    let record = match &identity {
+        Ok(Some(r)) => r.clone(),
+        Ok(None) => {
+            let reason = "no pod record for this source address";
+            let o = Outcomes {
+                outcome: Outcome::UnknownCaller,
+                policy: None,
+                rule: None,
+                status: StatusCode::FORBIDDEN,
+                upstream_status: None,
+                reason: Some(reason),
+            };
+            finish(&app, ctx, None, &parts, Some(&target), &o, start);
+            return Ok(text_response(StatusCode::FORBIDDEN, reason));
+        }
+        Err(e) => {
+            // Fail closed: an unreadable record is no identity.
+            log::warn!("pod record for {}: {e}", ctx.peer);
+            let reason = "pod record unreadable";
+            let o = Outcomes {
+                outcome: Outcome::Error,
+                policy: None,
+                rule: None,
+                status: StatusCode::FORBIDDEN,
+                upstream_status: None,
+                reason: Some(reason),
+            };
+            finish(&app, ctx, None, &parts, Some(&target), &o, start);
+            return Ok(text_response(StatusCode::FORBIDDEN, reason));
+        }
+    };
+
+    let set = app.policy.current();
+    let policy = set.select(&record);
+    let view = RequestView { method: &parts.method, target: &target, headers: &parts.headers };
+    let d = policy.decide(&view);
+    let rec = Some(&*record);
+    match d.action {
+        Action::Deny { status: code, .. } => {
+            let st = status(*code);
+            let reason = d.reason(&view);
+            let reason = reason.as_deref().unwrap_or("denied");
+            let o = Outcomes {
+                outcome: Outcome::Deny,
+                policy: Some(d.policy),
+                rule: Some(d.rule_id),
+                status: st,
+                upstream_status: None,
+                reason: Some(reason),
+            };
+            finish(&app, ctx, rec, &parts, Some(&target), &o, start);
+            let mut resp = text_response(st, reason);
+            add_headers(resp.headers_mut(), policy.response_headers());
+            Ok(resp)
+        }
+        Action::Respond { status: code, headers: hs, body } => {
+            let st = status(*code);
+            let o = Outcomes {
+                outcome: Outcome::Respond,
+                policy: Some(d.policy),
+                rule: Some(d.rule_id),
+                status: st,
+                upstream_status: None,
+                reason: None,
+            };
+            finish(&app, ctx, rec, &parts, Some(&target), &o, start);
+            let mut resp = Response::new(Full::new(body.clone()));
+            *resp.status_mut() = st;
+            add_headers(resp.headers_mut(), policy.response_headers());
+            // The rule's own headers win over the policy's.
+            for (n, v) in hs {
+                resp.headers_mut().insert(n.clone(), v.clone());
+            }
+            Ok(resp)
+        }
+        Action::Allow => {
+            let outcome = if d.audit { Outcome::Audit } else { Outcome::Allow };
+            let host = app.upstream.target(ctx.endpoint).map(|t| t.host.as_str()).unwrap_or("");
+            let up_headers = headers::upstream_headers(&parts.headers, host);
+            let pq = target.forward_target();
+            let up_start = Instant::now();
+            let result = app.upstream.send(ctx.endpoint, parts.method.clone(), &pq, up_headers).await;
+            match result {
+                Ok(up) => {
+                    app.metrics.observe_upstream(ctx.endpoint, up_start.elapsed());
+                    let o = Outcomes {
+                        outcome,
+                        policy: Some(d.policy),
+                        rule: Some(d.rule_id),
+                        status: up.status,
+                        upstream_status: Some(up.status.as_u16()),
+                        reason: None,
+                    };
+                    finish(&app, ctx, rec, &parts, Some(&target), &o, start);
+                    let mut hm = up.headers;
+                    headers::filter_response_headers(&mut hm);
+                    if parts.method != Method::HEAD {
+                        // hyper frames the relayed body itself from its exact length.
+                        hm.remove(CONTENT_LENGTH);
+                    }
+                    let mut resp = Response::new(Full::new(up.body));
+                    *resp.status_mut() = up.status;
+                    *resp.headers_mut() = hm;
+                    Ok(resp)
+                }
+                Err(e) => {
+                    app.metrics.upstream_failed(ctx.endpoint, e.kind);
+                    let reason = e.reason();
+                    log::debug!("upstream {}: {reason}", app.endpoint_name(ctx.endpoint));
+                    let st = e.status();
+                    let o = Outcomes {
+                        outcome: Outcome::Error,
+                        policy: Some(d.policy),
+                        rule: Some(d.rule_id),
+                        status: st,
+                        upstream_status: None,
+                        reason: Some(&reason),
+                    };
+                    finish(&app, ctx, rec, &parts, Some(&target), &o, start);
+                    Ok(text_response(st, &reason))
+                }
+            }
+        }
+    }
+}
+
+fn add_headers(dst: &mut HeaderMap, hs: &[(http::HeaderName, HeaderValue)]) {
+    for (n, v) in hs {
+        dst.insert(n.clone(), v.clone());
+    }
+}
+
+/// Writes the decision line and counts the request.
+fn finish(
+    app: &App,
+    ctx: ConnCtx,
+    record: Option<&PodRecord>,
+    parts: &Parts,
+    target: Option<&CanonicalTarget>,
+    o: &Outcomes<'_>,
+    start: Instant,
+) {
+    app.metrics.count_request(o.outcome, o.policy.unwrap_or(""), o.rule.unwrap_or(""));
+    let raw;
+    let path = match target {
+        Some(t) => t.path.as_str(),
+        None => {
+            raw = parts.uri.to_string();
+            decision_log::truncate(&raw, decision_log::MAX_LOGGED_TARGET)
+        }
+    };
+    log_line(app, ctx, record, parts.method.as_str(), path, o, start);
+}
+
+fn log_line(
+    app: &App,
+    ctx: ConnCtx,
+    record: Option<&PodRecord>,
+    method: &str,
+    path: &str,
+    o: &Outcomes<'_>,
+    start: Instant,
+) {
+    let ts = decision_log::rfc3339_now();
+    let pod = record.and_then(|r| match (&r.namespace, &r.pod_name) {
+        (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
+        _ => None,
+    });
+    app.log.write(&Entry {
+        ts: &ts,
+        pod: pod.as_deref(),
+        container_id: record.map(|r| r.container_id.as_str()),
+        src: ctx.peer,
+        endpoint: app.endpoint_name(ctx.endpoint),
+        method,
+        path,
+        decision: o.outcome.as_str(),
+        policy: o.policy,
+        rule: o.rule,
+        status: o.status.as_u16(),
+        upstream_status: o.upstream_status,
+        latency_ms: decision_log::latency_ms(start.elapsed()),
+        reason: o.reason,
+    });
+}
+
+/// Records a request hyper refused before it reached [`handle`] (unparsable head, head too
+/// large): hyper has already answered it (400/431); this leaves the decision line and the count.
+pub fn record_unparsed(app: &App, ctx: ConnCtx, status: StatusCode, reason: &str) {
+    let record = app.records.lookup(ctx.peer).ok().flatten();
+    app.metrics.count_request(Outcome::Invalid, "", "");
+    let o = Outcomes {
+        outcome: Outcome::Invalid,
+        policy: None,
+        rule: None,
+        status,
+        upstream_status: None,
+        reason: Some(reason),
+    };
+    log_line(app, ctx, record.as_deref(), "", "", &o, Instant::now());
+}

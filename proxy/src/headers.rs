@@ -1,0 +1,310 @@
+//! Request framing and header rules, applied before policy (issue 3 item 5).
+//!
+//! Metadata requests carry no body, so every framing feature beyond "no body" is refused: that
+//! removes the request-smuggling surface hyper has had bugs in (multiple Transfer-Encoding, `+`
+//! in Content-Length). Forwarding headers are refused with 403 because the clouds reject them
+//! (AWS on the token PUT, GCP and Azure everywhere) and because a pod that sends them is trying
+//! to look like someone else. The proxy itself never adds X-Forwarded-For, Forwarded or Via.
+
+use crate::canon::Rejection;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+
+/// Hop-by-hop headers (RFC 9110 7.6.1 plus the legacy Keep-Alive/Proxy-Connection): never
+/// forwarded in either direction.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers that claim the request was forwarded for someone else.
+const FORWARDING: &[&str] = &["forwarded", "via", "x-real-ip", "x-forwarded-for"];
+
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
+}
+
+fn is_forwarding(name: &str) -> bool {
+    FORWARDING.contains(&name) || name.starts_with("x-forwarded-")
+}
+
+/// The comma-separated tokens of every Connection header, lower-cased by the caller's compare.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Check a request's version, framing and headers. `Ok(())` means the request may go on to policy.
+///
+/// - HTTP/1.0 and HTTP/1.1 only (505 otherwise);
+/// - `Transfer-Encoding` (any value) -> 400; more than one `Content-Length`, or one other than `0`
+///   -> 400 (metadata requests have no bodies);
+/// - `Upgrade`, `HTTP2-Settings` or `Connection: upgrade` (h2c included) -> 400;
+/// - a `Connection` header naming anything but `close`, `keep-alive` or a hop-by-hop header
+///   -> 400 (it would make the proxy drop an end-to-end header the policy already looked at);
+/// - more than one `Host` -> 400; a non-ASCII Connection header -> 400;
+/// - `Forwarded`, `Via`, `X-Real-IP`, `X-Forwarded-For` or any `X-Forwarded-*` -> 403
+///   "forwarding headers are not accepted".
+pub fn check_request_headers(version: Version, headers: &HeaderMap) -> Result<(), Rejection> {
+    if version != Version::HTTP_11 && version != Version::HTTP_10 {
+        return Err(Rejection {
+            status: 505,
+            reason: format!("{version:?} is not supported"),
+        });
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(Rejection::bad_request(
+            "Transfer-Encoding is not accepted (requests have no body)",
+        ));
+    }
+    let mut cl = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = cl.next() {
+        if cl.next().is_some() {
+            return Err(Rejection::bad_request("several Content-Length headers"));
+        }
+        if first.as_bytes() != b"0" {
+            return Err(Rejection::bad_request(
+                "request bodies are not accepted (Content-Length must be 0)",
+            ));
+        }
+    }
+    if headers.contains_key(header::UPGRADE) || headers.contains_key("http2-settings") {
+        return Err(Rejection::bad_request("protocol upgrades are not accepted"));
+    }
+    for v in headers.get_all(header::CONNECTION) {
+        if v.to_str().is_err() {
+            return Err(Rejection::bad_request("malformed Connection header"));
+        }
+    }
+    for token in connection_tokens(headers) {
+        if token.eq_ignore_ascii_case("upgrade") || token.eq_ignore_ascii_case("http2-settings") {
+            return Err(Rejection::bad_request("protocol upgrades are not accepted"));
+        }
+        let ok = token.eq_ignore_ascii_case("close")
+            || HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h));
+        if !ok {
+            return Err(Rejection::bad_request(format!(
+                "Connection header names an end-to-end header ({token})"
+            )));
+        }
+    }
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(Rejection::bad_request("several Host headers"));
+    }
+    if headers.keys().any(|n| is_forwarding(n.as_str())) {
+        return Err(Rejection::forbidden("forwarding headers are not accepted"));
+    }
+    Ok(())
+}
+
+/// The headers to send upstream: the request's headers without hop-by-hop headers, without any
+/// header named in `Connection`, without `Expect` (no body is ever forwarded) and without
+/// forwarding headers, with `Host` set to `upstream_host`. Nothing is added besides Host.
+pub fn upstream_headers(headers: &HeaderMap, upstream_host: &str) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.keys_len() + 1);
+    for (name, value) in headers {
+        let n = name.as_str();
+        if is_hop_by_hop(n)
+            || is_forwarding(n)
+            || name == header::HOST
+            || name == header::EXPECT
+            || named_in_connection(headers, n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    if let Ok(host) = HeaderValue::from_str(upstream_host) {
+        out.insert(header::HOST, host);
+    }
+    out
+}
+
+fn named_in_connection(headers: &HeaderMap, name: &str) -> bool {
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name))
+}
+
+/// Drop hop-by-hop headers (and those named in the response's `Connection`) from an upstream
+/// response before it is relayed to the pod. hyper sets the framing of the relayed response.
+pub fn filter_response_headers(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    type Case<'a> = (&'a [(&'a str, &'a str)], Result<(), u16>);
+
+    fn check(pairs: &[(&str, &str)]) -> Result<(), u16> {
+        check_request_headers(Version::HTTP_11, &map(pairs)).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn request_header_table() {
+        let cases: &[Case<'_>] = &[
+            (&[], Ok(())),
+            (&[("host", "169.254.169.254")], Ok(())),
+            (&[("content-length", "0")], Ok(())),
+            (&[("connection", "close")], Ok(())),
+            (&[("connection", "Keep-Alive")], Ok(())),
+            (&[("connection", "keep-alive, close")], Ok(())),
+            (&[("connection", "TE"), ("te", "trailers")], Ok(())),
+            (&[("metadata-flavor", "Google")], Ok(())),
+            (&[("x-aws-ec2-metadata-token-ttl-seconds", "21600")], Ok(())),
+            (&[("transfer-encoding", "chunked")], Err(400)),
+            (&[("transfer-encoding", "identity")], Err(400)),
+            (
+                &[("transfer-encoding", "chunked"), ("content-length", "0")],
+                Err(400),
+            ),
+            (
+                &[("content-length", "0"), ("content-length", "0")],
+                Err(400),
+            ),
+            (&[("content-length", "5")], Err(400)),
+            (&[("content-length", "+0")], Err(400)),
+            (&[("content-length", "00")], Err(400)),
+            (&[("content-length", "0, 0")], Err(400)),
+            (&[("upgrade", "h2c")], Err(400)),
+            (
+                &[("upgrade", "websocket"), ("connection", "Upgrade")],
+                Err(400),
+            ),
+            (
+                &[
+                    ("connection", "Upgrade, HTTP2-Settings"),
+                    ("http2-settings", "AAAA"),
+                ],
+                Err(400),
+            ),
+            (&[("http2-settings", "AAAA")], Err(400)),
+            (&[("connection", "upgrade")], Err(400)),
+            (
+                &[
+                    ("connection", "metadata-flavor"),
+                    ("metadata-flavor", "Google"),
+                ],
+                Err(400),
+            ),
+            (&[("connection", "x-aws-ec2-metadata-token")], Err(400)),
+            (&[("host", "a"), ("host", "b")], Err(400)),
+            (&[("x-forwarded-for", "10.0.0.1")], Err(403)),
+            (&[("X-Forwarded-Host", "x")], Err(403)),
+            (&[("x-forwarded-proto", "http")], Err(403)),
+            (&[("forwarded", "for=1.2.3.4")], Err(403)),
+            (&[("via", "1.1 proxy")], Err(403)),
+            (&[("x-real-ip", "1.2.3.4")], Err(403)),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(&check(pairs), want, "headers {pairs:?}");
+        }
+    }
+
+    #[test]
+    fn versions() {
+        let h = HeaderMap::new();
+        assert!(check_request_headers(Version::HTTP_10, &h).is_ok());
+        assert!(check_request_headers(Version::HTTP_11, &h).is_ok());
+        for v in [Version::HTTP_09, Version::HTTP_2, Version::HTTP_3] {
+            assert_eq!(check_request_headers(v, &h).unwrap_err().status, 505);
+        }
+    }
+
+    #[test]
+    fn forwarding_reason() {
+        let r = check_request_headers(Version::HTTP_11, &map(&[("x-forwarded-for", "1.1.1.1")]))
+            .unwrap_err();
+        assert_eq!(r.reason, "forwarding headers are not accepted");
+    }
+
+    #[test]
+    fn upstream_headers_drop_hop_by_hop_and_set_host() {
+        let h = map(&[
+            ("host", "evil.example"),
+            ("connection", "keep-alive, x-drop-me"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("upgrade", "h2c"),
+            ("x-drop-me", "1"),
+            ("expect", "100-continue"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("metadata-flavor", "Google"),
+            ("x-aws-ec2-metadata-token", "tok"),
+            ("accept", "a"),
+            ("accept", "b"),
+        ]);
+        let out = upstream_headers(&h, "169.254.169.254");
+        assert_eq!(out.get("host").unwrap(), "169.254.169.254");
+        assert_eq!(out.get_all("host").iter().count(), 1);
+        for gone in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "upgrade",
+            "x-drop-me",
+            "expect",
+            "x-forwarded-for",
+            "forwarded",
+            "via",
+        ] {
+            assert!(!out.contains_key(gone), "{gone} forwarded");
+        }
+        assert_eq!(out.get("metadata-flavor").unwrap(), "Google");
+        assert_eq!(out.get("x-aws-ec2-metadata-token").unwrap(), "tok");
+        assert_eq!(out.get_all("accept").iter().count(), 2);
+        assert_eq!(out.keys_len(), 4);
+    }
+
+    #[test]
+    fn response_headers_filtered() {
+        let mut h = map(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("keep-alive", "timeout=5"),
+            ("content-type", "text/plain"),
+            ("metadata-flavor", "Google"),
+        ]);
+        filter_response_headers(&mut h);
+        assert_eq!(h.keys_len(), 2);
+        assert!(h.contains_key("content-type"));
+        assert!(h.contains_key("metadata-flavor"));
+    }
+}

@@ -1,0 +1,188 @@
+//! Start-up, signals and shutdown.
+//!
+//! Start-up binds every socket first (FREEBIND: the addresses need not exist yet), so the daemon
+//! serves before the first pod exists; records are preloaded in the background (a miss reads the
+//! files directly, so nothing waits for the preload).
+//! SIGHUP: reload the policy (a bad file keeps the old one, logs why and counts a failed reload)
+//! and reopen the decision log file. SIGTERM/SIGINT: stop accepting (listeners closed, so pods get
+//! connection refused, never the real service), let requests in flight finish within the grace
+//! period, flush the decision log, exit 0.
+
+use crate::admin::{self, Admin};
+use crate::app::App;
+use crate::config::{ms, Config};
+use crate::decision_log::DecisionLog;
+use crate::limits::ConnLimits;
+use crate::metrics::Metrics;
+use crate::policy_store::{self, PolicyStore, Reloaded};
+use crate::records::RecordCache;
+use crate::upstream::Upstream;
+use crate::{listen, serve};
+use metaguard_common::state::StateDir;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Policy(#[from] policy_store::LoadError),
+    #[error(transparent)]
+    Log(#[from] crate::decision_log::LogError),
+    #[error(transparent)]
+    Listen(#[from] listen::ListenError),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamSetupError),
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Errors are start-up errors.
+pub fn run(cfg: Config) -> Result<(), RunError> {
+    let policy = policy_store::load(cfg.policy.as_deref())?;
+    let names: Vec<String> = policy.policy_names().map(str::to_owned).collect();
+    log::info!(
+        "policy {}: {}",
+        cfg.policy.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in default)".into()),
+        names.join(", ")
+    );
+    let log = DecisionLog::start(cfg.decision_log.clone())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads())
+        .thread_name("metaguard-proxy")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let res = rt.block_on(run_async(cfg, policy, log));
+    // Blocking tasks (a preload on a slow disk) must not hold the exit.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    res
+}
+
+async fn run_async(cfg: Config, policy: crate::policy::PolicySet, log: DecisionLog) -> Result<(), RunError> {
+    let upstream = Upstream::new(&cfg.upstream, &cfg.endpoints)?;
+    let app = Arc::new(App {
+        policy: PolicyStore::new(policy, cfg.policy.clone()),
+        records: RecordCache::new(StateDir::new(&cfg.state_dir), ms(cfg.records.revalidate_ms)),
+        upstream,
+        log,
+        metrics: Metrics::new(cfg.endpoints.iter().map(|e| e.name.clone()).collect()),
+        endpoints: cfg.endpoints.iter().map(|e| e.name.clone()).collect(),
+    });
+
+    // Bind everything before serving anything: a port conflict is a start-up error, not a
+    // half-working daemon.
+    let mut listeners = Vec::new();
+    for (addr, endpoint) in cfg.listen_sockets() {
+        listeners.push((listen::bind(addr)?, endpoint));
+    }
+    let admin_listener = listen::bind(cfg.admin)?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let limits = ConnLimits::new(cfg.limits.max_connections, cfg.limits.max_connections_per_source);
+    let builder = Arc::new(serve::http1_builder(&cfg.limits));
+    let mut loops = Vec::new();
+    for (l, endpoint) in listeners {
+        log::info!("listening on {} for endpoint {}", describe(&l), app.endpoint_name(endpoint));
+        loops.push(tokio::spawn(serve::accept_loop(
+            l,
+            endpoint,
+            app.clone(),
+            limits.clone(),
+            builder.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    log::info!("admin on {}", describe(&admin_listener));
+    loops.push(tokio::spawn(admin::serve(admin_listener, Admin::new(app.clone()), shutdown_rx.clone())));
+
+    // Background: preload, then sweep periodically.
+    {
+        let app = app.clone();
+        let sweep_every = ms(cfg.records.sweep_interval_ms);
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let a = app.clone();
+            if let Ok((n, errors)) = tokio::task::spawn_blocking(move || a.records.preload()).await {
+                log::info!("pod records: {n} addresses loaded from {}", app.records.state_dir().root().display());
+                for e in errors.iter().take(10) {
+                    log::warn!("pod record skipped: {e}");
+                }
+            }
+            let mut tick = tokio::time::interval(sweep_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = tick.tick() => {}
+                }
+                let a = app.clone();
+                if let Ok(n) = tokio::task::spawn_blocking(move || a.records.sweep()).await {
+                    if n > 0 {
+                        log::debug!("pod records: {n} removed addresses evicted");
+                    }
+                }
+            }
+        });
+    }
+
+    wait_for_shutdown(&app).await.map_err(RunError::Runtime)?;
+
+    log::info!("shutting down: no longer accepting; {} connections open", limits.in_use());
+    let _ = shutdown_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    let grace = ms(cfg.shutdown.grace_ms);
+    if limits.wait_idle(grace).await {
+        log::info!("all connections finished");
+    } else {
+        log::warn!("grace period ({} ms) over: closing {} connections", grace.as_millis(), limits.in_use());
+    }
+    if !app.log.flush(Duration::from_secs(2)) {
+        log::warn!("decision log not fully flushed");
+    }
+    Ok(())
+}
+
+fn describe(l: &tokio::net::TcpListener) -> String {
+    l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// Handles SIGHUP until SIGTERM or SIGINT arrives.
+async fn wait_for_shutdown(app: &Arc<App>) -> std::io::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(app).await,
+            _ = term.recv() => { log::info!("SIGTERM"); return Ok(()); }
+            _ = int.recv() => { log::info!("SIGINT"); return Ok(()); }
+        }
+    }
+}
+
+/// SIGHUP: policy reload plus decision log reopen (for log rotation).
+pub async fn reload(app: &Arc<App>) {
+    app.log.reopen();
+    let a = app.clone();
+    match tokio::task::spawn_blocking(move || a.policy.reload()).await {
+        Ok(Ok(Reloaded::Swapped(names))) => {
+            app.metrics.reload(true);
+            log::info!("policy reloaded: {}", names.join(", "));
+        }
+        Ok(Ok(Reloaded::NoFile)) => {
+            log::info!("SIGHUP: no policy file configured (built-in default); nothing to reload");
+        }
+        Ok(Err(e)) => {
+            app.metrics.reload(false);
+            log::error!("policy reload failed, keeping the previous policy: {e}");
+        }
+        Err(e) => {
+            app.metrics.reload(false);
+            log::error!("policy reload failed, keeping the previous policy: {e}");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! A compiled rule and the per-request match. Everything is prepared at load time so matching a
+//! request allocates nothing.
+
+use super::glob::PathGlob;
+use super::{Action, RequestView};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+/// Which methods a rule accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Methods {
+    Any,
+    List(Vec<Method>),
+}
+
+/// How a rule matches the canonical path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// No path condition.
+    Any,
+    Exact(String),
+    /// Plain string prefix (`/latest/meta-data/iam` also matches `/latest/meta-data/iamx`).
+    Prefix(String),
+    Glob(PathGlob),
+}
+
+/// Which query keys a request may carry for the rule to match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryAllow {
+    /// `query = ["*"]`.
+    Any,
+    /// Only these keys (exact case); empty means no query at all.
+    Keys(Vec<String>),
+}
+
+/// A header condition: present with any value (`"*"`), or every value equal to this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderCond {
+    Present,
+    Exact(HeaderValue),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: String,
+    /// The rule's `description`, for summaries.
+    pub description: Option<String>,
+    pub methods: Methods,
+    pub path: PathMatch,
+    pub query: QueryAllow,
+    /// All of these keys must be present (exact case).
+    pub require_query: Vec<String>,
+    /// If non-empty, at least one of these keys must be present (ASCII case-insensitive).
+    pub has_query: Vec<String>,
+    /// If non-empty, at least one of these keys must be absent (exact case).
+    pub lacks_query: Vec<String>,
+    /// All of these must hold.
+    pub headers: Vec<(HeaderName, HeaderCond)>,
+    /// If non-empty, at least one of these must fail.
+    pub lacks_headers: Vec<(HeaderName, HeaderCond)>,
+    pub action: Action,
+    pub audit: bool,
+}
+
+fn header_holds(headers: &HeaderMap, name: &HeaderName, cond: &HeaderCond) -> bool {
+    let mut values = headers.get_all(name).iter().peekable();
+    if values.peek().is_none() {
+        return false;
+    }
+    match cond {
+        HeaderCond::Present => true,
+        // A repeated header must agree everywhere: upstream might read either copy.
+        HeaderCond::Exact(want) => values.all(|v| v == want),
+    }
+}
+
+impl Rule {
+    /// Whether this rule applies to `req`.
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        let t = req.target;
+        let method_ok = match &self.methods {
+            Methods::Any => true,
+            Methods::List(ms) => ms.iter().any(|m| m == req.method),
+        };
+        if !method_ok {
+            return false;
+        }
+        let path_ok = match &self.path {
+            PathMatch::Any => true,
+            PathMatch::Exact(p) => t.path == *p,
+            PathMatch::Prefix(p) => t.path.starts_with(p.as_str()),
+            PathMatch::Glob(g) => g.matches(&t.path),
+        };
+        if !path_ok {
+            return false;
+        }
+        if let QueryAllow::Keys(allowed) = &self.query {
+            if !t.query_keys.iter().all(|k| allowed.iter().any(|a| a == k)) {
+                return false;
+            }
+        }
+        if !self.require_query.iter().all(|k| t.has_query_key(k)) {
+            return false;
+        }
+        if !self.has_query.is_empty() && !self.has_query.iter().any(|k| t.has_query_key_ci(k)) {
+            return false;
+        }
+        if !self.lacks_query.is_empty() && self.lacks_query.iter().all(|k| t.has_query_key(k)) {
+            return false;
+        }
+        if !self
+            .headers
+            .iter()
+            .all(|(n, c)| header_holds(req.headers, n, c))
+        {
+            return false;
+        }
+        if !self.lacks_headers.is_empty()
+            && self
+                .lacks_headers
+                .iter()
+                .all(|(n, c)| header_holds(req.headers, n, c))
+        {
+            return false;
+        }
+        true
+    }
+}

@@ -1,0 +1,387 @@
+//! Per-pod metadata policy: parsing, validation, selection and per-request decisions.
+//!
+//! A [`PolicySet`] is compiled once from TOML (see docs/policy.md) and then only read: the proxy
+//! keeps it in an `Arc` and swaps the whole set on reload. [`PolicySet::select`] picks a pod's
+//! [`Policy`]; [`Policy::decide`] runs per request without allocating.
+
+mod glob;
+mod load;
+mod matcher;
+mod presets;
+mod schema;
+mod select;
+
+pub use glob::{GlobError, NameGlob, PathGlob};
+pub use load::{DEFAULT_ANNOTATION_KEY, DEFAULT_POLICY};
+pub use presets::{is_preset, PRESETS};
+
+use crate::canon::CanonicalTarget;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use matcher::Rule;
+use metaguard_common::record::PodRecord;
+use select::{AnnotationChoice, AnnotationRule, Selector};
+use std::borrow::Cow;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A policy file that could not be read or is invalid. `line`/`column` are 1-based and point at
+/// the offending item; both are 0 when the error has no position (e.g. the file cannot be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            f.write_str(&self.message)
+        } else {
+            write!(
+                f,
+                "line {}, column {}: {}",
+                self.line, self.column, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// What a policy does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Forward the canonical request upstream.
+    Allow,
+    /// Answer with `status` (403 unless configured) and `reason` as a text body.
+    Deny { status: u16, reason: String },
+    /// Answer with a fixed response; upstream is not contacted.
+    Respond {
+        status: u16,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+    },
+}
+
+/// The parts of a request a policy looks at.
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    pub target: &'a CanonicalTarget,
+    pub headers: &'a HeaderMap,
+}
+
+/// The outcome of [`Policy::decide`].
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'p> {
+    /// Id of the matching rule, or `"default-deny"` when no rule matched.
+    pub rule_id: &'p str,
+    /// Name of the policy whose rule matched (the selected one, or a fallback).
+    pub policy: &'p str,
+    pub action: &'p Action,
+    /// The matching rule (or its policy) asks for audit logging.
+    pub audit: bool,
+}
+
+/// Rule id reported when no rule matched.
+pub const DEFAULT_DENY_ID: &str = "default-deny";
+
+static DEFAULT_DENY_ACTION: std::sync::LazyLock<Action> =
+    std::sync::LazyLock::new(|| Action::Deny {
+        status: 403,
+        reason: "no rule allows this request".to_owned(),
+    });
+
+impl<'p> Decision<'p> {
+    /// Whether no rule matched.
+    pub fn is_default_deny(&self) -> bool {
+        self.rule_id == DEFAULT_DENY_ID
+    }
+
+    /// The reason to show for a Deny: the configured reason, or "no rule allows <METHOD> <path>"
+    /// when no rule matched. `None` for Allow and Respond.
+    pub fn reason(&self, req: &RequestView<'_>) -> Option<Cow<'p, str>> {
+        match self.action {
+            Action::Deny { .. } if self.is_default_deny() => Some(Cow::Owned(format!(
+                "no rule allows {} {}",
+                req.method, req.target.path
+            ))),
+            Action::Deny { reason, .. } => Some(Cow::Borrowed(reason.as_str())),
+            _ => None,
+        }
+    }
+}
+
+/// One named, compiled policy: ordered rules, an optional fallback, headers for the proxy's own
+/// answers.
+#[derive(Debug)]
+pub struct Policy {
+    name: String,
+    description: Option<String>,
+    rules: Vec<Rule>,
+    /// Consulted when no rule here matched (acyclic, checked at load).
+    fallback: Option<Arc<Policy>>,
+    response_headers: Vec<(HeaderName, HeaderValue)>,
+    audit: bool,
+    builtin: bool,
+}
+
+impl Policy {
+    /// The policy's name (as selected and as logged).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The policy's `description`, if any.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// Whether this is a built-in preset.
+    pub fn is_builtin(&self) -> bool {
+        self.builtin
+    }
+
+    /// Number of rules (not counting the fallback's).
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The fallback policy's name, if any.
+    pub fn fallback_name(&self) -> Option<&str> {
+        self.fallback.as_deref().map(Policy::name)
+    }
+
+    /// Decide what to do with a request: the first matching rule of this policy, else of its
+    /// fallback chain, else deny ([`DEFAULT_DENY_ID`], 403). Does not allocate.
+    pub fn decide<'p>(&'p self, req: &RequestView<'_>) -> Decision<'p> {
+        let mut p: &'p Policy = self;
+        loop {
+            if let Some(rule) = p.rules.iter().find(|r| r.matches(req)) {
+                return Decision {
+                    rule_id: &rule.id,
+                    policy: &p.name,
+                    action: &rule.action,
+                    audit: rule.audit || self.audit,
+                };
+            }
+            match &p.fallback {
+                Some(f) => p = f,
+                None => break,
+            }
+        }
+        Decision {
+            rule_id: DEFAULT_DENY_ID,
+            policy: &self.name,
+            action: &DEFAULT_DENY_ACTION,
+            audit: self.audit,
+        }
+    }
+
+    /// Headers to add to every response the proxy itself generates under this policy (deny,
+    /// respond, 400s after selection), e.g. GCP's `Metadata-Flavor: Google`.
+    pub fn response_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.response_headers
+    }
+}
+
+/// How [`PolicySet::selection`] chose a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectedBy {
+    /// The `[[selector]]` at this index (0-based, file order) matched.
+    Selector(usize),
+    /// The pod's annotation named a policy listed in `annotation_policies`.
+    Annotation,
+    /// The pod's annotation named a policy not listed in `annotation_policies`: the pod gets
+    /// `deny-all`, and [`Selection::note`] says why.
+    AnnotationRejected,
+    /// Nothing else applied: the file's `default`.
+    Default,
+}
+
+/// Result of [`PolicySet::selection`].
+#[derive(Debug)]
+pub struct Selection<'s> {
+    pub policy: &'s Policy,
+    pub by: SelectedBy,
+    /// A reason worth logging; set when an annotation was rejected.
+    pub note: Option<String>,
+}
+
+/// A parsed, validated, immutable policy file (presets included). Cheap to share in an `Arc`.
+#[derive(Debug)]
+pub struct PolicySet {
+    /// Presets first, then the file's policies (each after its fallback).
+    policies: Vec<Arc<Policy>>,
+    default: usize,
+    deny_all: usize,
+    selectors: Vec<Selector>,
+    annotation: AnnotationRule,
+}
+
+impl PolicySet {
+    /// Parse and validate a policy file's text.
+    pub fn from_toml(text: &str) -> Result<PolicySet, PolicyError> {
+        load::compile_file(text)
+    }
+
+    /// Read and compile a policy file.
+    pub fn load(path: &Path) -> Result<PolicySet, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            line: 0,
+            column: 0,
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// The set used when no policy file is configured: the presets, default `deny-all`.
+    pub fn builtin_default() -> PolicySet {
+        match load::builtin_set() {
+            Ok(s) => s,
+            // Unreachable unless a preset is broken (unit tests compile them all); stay closed.
+            Err(e) => {
+                log::error!("built-in presets failed to compile: {e}; using an empty deny-all");
+                PolicySet {
+                    policies: vec![Arc::new(Policy {
+                        name: DEFAULT_POLICY.to_owned(),
+                        description: None,
+                        rules: Vec::new(),
+                        fallback: None,
+                        response_headers: Vec::new(),
+                        audit: false,
+                        builtin: true,
+                    })],
+                    default: 0,
+                    deny_all: 0,
+                    selectors: Vec::new(),
+                    annotation: AnnotationRule {
+                        key: DEFAULT_ANNOTATION_KEY.to_owned(),
+                        allowed: Vec::new(),
+                    },
+                }
+            }
+        }
+    }
+
+    /// The policy for a pod (see [`PolicySet::selection`] for how and why).
+    pub fn select(&self, rec: &PodRecord) -> &Policy {
+        self.selection(rec).policy
+    }
+
+    /// Choose a pod's policy: the first matching `[[selector]]`; else the annotation
+    /// `annotation_key` if it names a policy in `annotation_policies` (any other name gives
+    /// `deny-all` with a note); else `default`.
+    pub fn selection(&self, rec: &PodRecord) -> Selection<'_> {
+        if let Some((i, s)) = self
+            .selectors
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.matches(rec))
+        {
+            return Selection {
+                policy: &self.policies[s.policy],
+                by: SelectedBy::Selector(i),
+                note: None,
+            };
+        }
+        match self.annotation.choose(rec) {
+            AnnotationChoice::Allowed(i) => Selection {
+                policy: &self.policies[i],
+                by: SelectedBy::Annotation,
+                note: None,
+            },
+            AnnotationChoice::Rejected => {
+                let asked = rec
+                    .annotations
+                    .get(&self.annotation.key)
+                    .map_or("", String::as_str);
+                Selection {
+                    policy: &self.policies[self.deny_all],
+                    by: SelectedBy::AnnotationRejected,
+                    note: Some(format!(
+                        "annotation {}={asked:?} names a policy not listed in annotation_policies; using {}",
+                        self.annotation.key, DEFAULT_POLICY
+                    )),
+                }
+            }
+            AnnotationChoice::Absent => Selection {
+                policy: &self.policies[self.default],
+                by: SelectedBy::Default,
+                note: None,
+            },
+        }
+    }
+
+    /// Names of every policy in the set, presets included.
+    pub fn policy_names(&self) -> impl Iterator<Item = &str> {
+        self.policies.iter().map(|p| p.name())
+    }
+
+    /// A policy by name.
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name).map(|p| &**p)
+    }
+
+    /// The policy for pods no selector or annotation picks.
+    pub fn default_policy(&self) -> &Policy {
+        &self.policies[self.default]
+    }
+
+    /// The annotation key pods may use to pick a policy.
+    pub fn annotation_key(&self) -> &str {
+        &self.annotation.key
+    }
+
+    /// A multi-line human summary (what `check-policy` prints).
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "default policy: {}", self.default_policy().name());
+        let picks: Vec<&str> = self
+            .annotation
+            .allowed
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let _ = writeln!(
+            s,
+            "annotation {}: may pick [{}]",
+            self.annotation.key,
+            picks.join(", ")
+        );
+        let _ = writeln!(s, "selectors: {}", self.selectors.len());
+        for (i, sel) in self.selectors.iter().enumerate() {
+            let _ = writeln!(s, "  #{i} -> {}", self.policies[sel.policy].name());
+        }
+        let _ = writeln!(s, "policies:");
+        for p in &self.policies {
+            let _ = write!(
+                s,
+                "  {}{}: {} rules",
+                p.name,
+                if p.builtin { " (built-in)" } else { "" },
+                p.rules.len()
+            );
+            if let Some(f) = p.fallback_name() {
+                let _ = write!(s, ", fallback {f}");
+            }
+            if p.audit {
+                let _ = write!(s, ", audit");
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// Validate a policy file for `metaguard-proxy check-policy FILE`; returns a human summary.
+pub fn check_policy_file(path: &Path) -> Result<String, PolicyError> {
+    let set = PolicySet::load(path)?;
+    Ok(format!("{}: ok\n{}", path.display(), set.summary()))
+}
+
+#[cfg(test)]
+mod tests;

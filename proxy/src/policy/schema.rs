@@ -1,0 +1,67 @@
+//! The policy file as written (serde view of the TOML), with source spans for error messages.
+//! Nothing here is interpreted; `load.rs` validates and compiles it.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// A `{ key = "value" }` table whose keys and values keep their positions.
+pub type SpannedMap = BTreeMap<Spanned<String>, Spanned<String>>;
+/// A list whose items keep their positions.
+pub type SpannedList = Spanned<Vec<Spanned<String>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDoc {
+    pub default: Option<Spanned<String>>,
+    pub annotation_key: Option<Spanned<String>>,
+    pub annotation_policies: Option<SpannedList>,
+    #[serde(default)]
+    pub selector: Vec<Spanned<SelectorDoc>>,
+    #[serde(default)]
+    pub policy: Vec<Spanned<PolicyDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorDoc {
+    pub namespace: Option<Spanned<String>>,
+    pub pod: Option<Spanned<String>>,
+    pub annotations: Option<Spanned<SpannedMap>>,
+    pub policy: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+    pub fallback: Option<Spanned<String>>,
+    pub response_headers: Option<Spanned<SpannedMap>>,
+    pub audit: Option<bool>,
+    #[serde(default)]
+    pub rule: Vec<Spanned<RuleDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDoc {
+    pub id: Spanned<String>,
+    pub description: Option<String>,
+    pub methods: Option<SpannedList>,
+    pub path: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub glob: Option<Spanned<String>>,
+    pub query: Option<SpannedList>,
+    pub require_query: Option<SpannedList>,
+    pub has_query: Option<SpannedList>,
+    pub lacks_query: Option<SpannedList>,
+    pub headers: Option<Spanned<SpannedMap>>,
+    pub lacks_headers: Option<Spanned<SpannedMap>>,
+    pub action: Spanned<String>,
+    pub status: Option<Spanned<i64>>,
+    pub reason: Option<Spanned<String>>,
+    pub body: Option<Spanned<String>>,
+    pub response_headers: Option<Spanned<SpannedMap>>,
+    pub audit: Option<bool>,
+}

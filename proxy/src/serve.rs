@@ -1,0 +1,122 @@
+//! Accepting pod connections and serving HTTP/1 on them.
+
+use crate::app::App;
+use crate::config::LimitsConfig;
+use crate::handler::{self, ConnCtx};
+use crate::limits::{refusal_response, ConnLimits};
+use crate::records::normalize;
+use http::StatusCode;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// hyper's default number of headers; asking for another count makes hyper allocate the header
+/// array per request, so the builder is only told when the configuration differs.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// The HTTP/1 server settings shared by every pod connection.
+pub fn http1_builder(l: &LimitsConfig) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    // Without a timer hyper's header-read timeout does nothing, and slowloris wins.
+    b.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(l.header_read_timeout_ms))
+        .keep_alive(l.keep_alive)
+        .max_buf_size(l.max_buf_size)
+        .max_header_size(l.max_header_bytes)
+        .half_close(false);
+    if l.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        b.max_headers(l.max_headers);
+    }
+    b
+}
+
+/// Accepts until `shutdown` turns true (or its sender goes away), then drops the listener so new
+/// connections are refused by the kernel.
+pub async fn accept_loop(
+    listener: TcpListener,
+    endpoint: usize,
+    app: Arc<App>,
+    limits: Arc<ConnLimits>,
+    builder: Arc<http1::Builder>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning on the error.
+                log::warn!("accept on {:?}: {e}", listener.local_addr().ok());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = normalize(peer.ip());
+        let permit = match limits.try_acquire(peer) {
+            Ok(p) => p,
+            Err(why) => {
+                app.metrics.connection_refused(why);
+                log::debug!("refused connection from {peer}: {} cap reached", why.as_str());
+                // Best effort, never waits: the kernel buffer takes this small answer.
+                let _ = stream.try_write(refusal_response(why));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ConnCtx { peer, endpoint };
+        let app = app.clone();
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            app.metrics.connection_opened();
+            serve_connection(stream, ctx, app.clone(), &builder, shutdown).await;
+            app.metrics.connection_closed();
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    ctx: ConnCtx,
+    app: Arc<App>,
+    builder: &http1::Builder,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let svc_app = app.clone();
+    let svc = service_fn(move |req| handler::handle(svc_app.clone(), ctx, req));
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            // Finish the request in flight (if any), then close; idle connections close now.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        note_connection_error(&app, ctx, &e);
+    }
+}
+
+fn note_connection_error(app: &App, ctx: ConnCtx, e: &hyper::Error) {
+    if e.is_timeout() {
+        app.metrics.header_timeout();
+        log::debug!("{}: closed: request head not received in time", ctx.peer);
+    } else if e.is_parse_too_large() {
+        handler::record_unparsed(app, ctx, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
+    } else if e.is_parse() {
+        handler::record_unparsed(app, ctx, StatusCode::BAD_REQUEST, &format!("unparsable request: {e}"));
+    } else {
+        log::debug!("{}: connection error: {e}", ctx.peer);
+    }
+}

@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Benchmark of metaguard-proxy (issue 3), in one run, with wrk from a pod namespace through the
+# plugin's redirect (169.254.169.254:80 -> gateway:8169), against:
+#   metaguard    metaguard-proxy with conf/bench/policy.toml (or --policy FILE), 10,000 extra pod records
+#   nginx-seed   nginx as in the seed article: 403 by default, plain `proxy_pass` (conf/bench/nginx-seed.conf)
+#   nginx-tuned  the same with upstream keepalive (conf/bench/nginx-tuned.conf)
+#   direct       wrk straight to the fake upstream, not redirected (the ceiling)
+# on an allowed path (/latest/meta-data/instance-id) and a denied one
+# (/latest/meta-data/iam/security-credentials/); plus the daemon's resident memory.
+#
+#   sudo scripts/bench-proxy.sh [--duration 10] [--warmup 2] [--threads 2] [--connections 64]
+#        [--records 10000] [--policy FILE] [--log file|null] [--only "metaguard nginx-seed ..."]
+#        [--emulate-redirect] [--no-build] [--keep]
+#
+# Topology (all in namespaces this script creates and deletes; nothing in the root namespace):
+#   pod  --veth-- [bridge mgbench0 10.99.0.1/16]  node  --veth 10.254.0.1/30--10.254.0.2/30--  cloud
+# The pod is attached with Debian's bridge + host-local and metaguard (conf/bench/chain.conflist
+# without portmap), run like a runtime by cni-bench. The proxy / nginx listens on 10.99.0.1:8169
+# in the node namespace. The fake metadata server (fake-metadata --bench: a small fixed body for
+# every path, no request recording) runs in the cloud namespace on 169.254.169.254:80 and
+# 10.254.0.2:80; the node routes 169.254.169.254 to the cloud. "direct" targets 10.254.0.2, which
+# the pod's metaguard rules leave alone. --emulate-redirect replaces the metaguard plugin by one nft
+# DNAT rule in the pod (to validate the script while the plugin is unfinished; says so in the output).
+#
+# Logging: metaguard's decision log and nginx's access log both go to a file in the temporary
+# directory (--log file, the default) or both to /dev/null (--log null).
+set -euo pipefail
+# shellcheck source=lib/bench-common.sh
+source "$(dirname "$0")/lib/bench-common.sh"
+
+DURATION=10 WARMUP=2 THREADS=2 CONNS=64 RECORDS=10000 LOG=file EMULATE=0
+POLICY=$BENCH_REPO/conf/bench/policy.toml
+ONLY="metaguard nginx-seed nginx-tuned direct"
+ALLOW_PATH=/latest/meta-data/instance-id
+DENY_PATH=/latest/meta-data/iam/security-credentials/
+while [ $# -gt 0 ]; do
+  case $1 in
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --records) RECORDS=$2; shift 2 ;;
+    --policy) POLICY=$(realpath "$2"); shift 2 ;;
+    --log) LOG=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    --emulate-redirect) EMULATE=1; shift ;;
+    --no-build) BENCH_NO_BUILD=1; shift ;;
+    --keep) BENCH_KEEP=1; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) die "unknown option $1" ;;
+  esac
+done
+case $LOG in file|null) ;; *) die "--log must be file or null" ;; esac
+
+bench_require_root
+bench_require_cmds ip nft wrk nginx curl timeout awk
+CNI_PLUGIN_DIR=${CNI_PLUGIN_DIR:-/usr/lib/cni}
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+
+builds=("-p metaguard-tests --bin cni-bench --bin gen-records --bin fake-metadata")
+[ "$EMULATE" = 0 ] && builds+=("-p metaguard-plugin --bin metaguard")
+want metaguard && builds+=("-p metaguard-proxy --bin metaguard-proxy")
+bench_build "${builds[@]}"
+CNI_BENCH=$(bench_bin cni-bench)
+FAKE=$(bench_bin fake-metadata)
+
+bench_trap_cleanup
+bench_mkwork bench-proxy
+W=$BENCH_WORK
+mkdir -p "$W/cni-bin" "$W/cache" "$W/ipam" "$W/state"
+for p in bridge host-local; do ln -s "$CNI_PLUGIN_DIR/$p" "$W/cni-bin/$p"; done
+SKIP=(--skip portmap)
+if [ "$EMULATE" = 0 ]; then
+  ln -s "$(bench_bin metaguard)" "$W/cni-bin/metaguard"
+else
+  SKIP+=(--skip metaguard)
+fi
+sed "s|@WORK@|$W|g" "$BENCH_REPO/conf/bench/chain.conflist" >"$W/chain.conflist"
+if [ "$LOG" = file ]; then LOGFILE_MG=$W/metaguard-decisions.log; else LOGFILE_MG=/dev/null; fi
+
+GW=10.99.0.1 PROXY_PORT=8169 IMDS=169.254.169.254 CLOUD_IP=10.254.0.2
+TAG=mgbx$$
+NODE=${TAG}node CLOUD=${TAG}cloud POD=${TAG}pod
+
+# --- namespaces --------------------------------------------------------------------------------
+bench_netns_add "$NODE"
+bench_netns_add "$CLOUD"
+bench_netns_add "$POD"
+ip -n "$NODE" link add up0 type veth peer name up1 netns "$CLOUD"
+ip -n "$NODE" addr add 10.254.0.1/30 dev up0
+ip -n "$NODE" link set up0 up
+ip -n "$CLOUD" addr add "$CLOUD_IP/30" dev up1
+ip -n "$CLOUD" link set up1 up
+ip -n "$CLOUD" addr add "$IMDS/32" dev lo
+ip -n "$NODE" route add "$IMDS/32" via "$CLOUD_IP"
+ip -n "$CLOUD" route add 10.99.0.0/16 via 10.254.0.1
+ip netns exec "$NODE" sysctl -qw net.ipv4.ip_forward=1
+
+# in_ns NS CMD...: run a command in one of our namespaces (foreground only: a background job must be
+# started with `ip netns exec` itself, so that $! is the server's own pid, ip having exec'd it).
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# http_code NS URL: the status code a request gets (000 when it fails).
+http_code() { in_ns "$1" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$2" || true; }
+code_is() { [ "$(http_code "$1" "$2")" = "$3" ]; }
+
+# --- fake upstream -------------------------------------------------------------------------------
+ip netns exec "$CLOUD" "$FAKE" --listen "$IMDS:80" --listen "$CLOUD_IP:80" --bench >"$W/fake.log" 2>&1 &
+FAKE_PID=$!
+BENCH_PIDS+=("$FAKE_PID")
+bench_wait_for 20 "fake-metadata on $IMDS:80" code_is "$NODE" "http://$IMDS$ALLOW_PATH" 200
+
+# --- pod records and the pod ---------------------------------------------------------------------
+if want metaguard; then
+  "$(bench_bin gen-records)" --state-dir "$W/state" --count "$RECORDS" --network mgbench --first-ip 10.200.0.1 >&2
+fi
+in_ns "$NODE" timeout 60 "$CNI_BENCH" add --conflist "$W/chain.conflist" --netns "/var/run/netns/$POD" \
+  --cid "$POD" --ifname eth0 --cache "$W/cache" --cni-path "$W/cni-bin" "${SKIP[@]}" ||
+  die "attaching the pod failed"
+POD_IP=$(ip -n "$POD" -4 -o addr show dev eth0 | awk '{split($4, a, "/"); print a[1]; exit}')
+[ -n "$POD_IP" ] || die "the pod got no IPv4 address"
+if [ "$EMULATE" = 1 ]; then
+  in_ns "$POD" nft -f - <<EOF
+table ip mgbench_emulated {
+  chain out { type nat hook output priority -100; policy accept; ip daddr $IMDS tcp dport 80 dnat to $GW:$PROXY_PORT; }
+}
+EOF
+  REDIRECT="EMULATED (one nft DNAT rule in the pod; the metaguard plugin was not used)"
+else
+  in_ns "$POD" nft list ruleset | grep -q "$PROXY_PORT" ||
+    die "the pod's ruleset has no redirect to port $PROXY_PORT after metaguard ADD"
+  REDIRECT="metaguard plugin (bridge + host-local + metaguard)"
+fi
+# With nothing on the proxy port the pod must get a refused connection: the redirect does not leak
+# to the real upstream, and no server from an earlier configuration is still answering.
+assert_no_listener() {
+  local c
+  c=$(http_code "$POD" "http://$IMDS$ALLOW_PATH")
+  [ "$c" = 000 ] || die "$1: the pod got HTTP $c from $IMDS with no server on the proxy port (expected a refused connection)"
+}
+assert_no_listener "before any server"
+
+# --- measurement helpers -------------------------------------------------------------------------
+declare -A RPS P50 P99 NON2XX ERRS REQS
+# ms VALUE: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+
+# run_wrk CONFIG PATHNAME URL: a warm-up, then the measured run, parsed into the tables above.
+run_wrk() {
+  local cfg=$1 pname=$2 url=$3 out=$W/wrk-$1-$2.txt
+  if [ "$WARMUP" -gt 0 ]; then
+    in_ns "$POD" timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+  fi
+  log "$cfg $pname: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency $url"
+  in_ns "$POD" timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 ||
+    die "wrk failed for $cfg $pname: $(cat "$out")"
+  local k="$cfg/$pname"
+  RPS[$k]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+  P50[$k]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+  P99[$k]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+  REQS[$k]=$(awk '/requests in/ { print $1 }' "$out")
+  NON2XX[$k]=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+  NON2XX[$k]=${NON2XX[$k]:-0}
+  ERRS[$k]=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$out")
+  ERRS[$k]=${ERRS[$k]:-0}
+  [ -n "${RPS[$k]}" ] || die "could not parse wrk output for $cfg $pname: $(cat "$out")"
+}
+
+# measure CONFIG: both paths through the redirect, after checking the decisions are right.
+measure() {
+  local cfg=$1 pid=$2
+  bench_wait_for 20 "$cfg to answer the pod" code_is "$POD" "http://$IMDS$ALLOW_PATH" 200
+  local d
+  d=$(http_code "$POD" "http://$IMDS$DENY_PATH")
+  [ "$d" = 403 ] || die "$cfg answered the denied path with $d (expected 403)"
+  run_wrk "$cfg" allowed "http://$IMDS$ALLOW_PATH"
+  run_wrk "$cfg" denied "http://$IMDS$DENY_PATH"
+  kill -0 "$pid" 2>/dev/null || die "$cfg (pid $pid) died during the run"
+}
+
+stop_server() {
+  bench_stop_pid "$1"
+  local i
+  for i in "${!BENCH_PIDS[@]}"; do [ "${BENCH_PIDS[$i]}" = "$1" ] && unset 'BENCH_PIDS[i]'; done
+  return 0
+}
+
+status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+echo "== metaguard-proxy benchmark"
+bench_machine_info
+echo "redirect: $REDIRECT; pod $POD_IP -> $IMDS:80 -> $GW:$PROXY_PORT"
+echo "wrk: -t$THREADS -c$CONNS -d${DURATION}s --latency (after a ${WARMUP}s warm-up); upstream: fake-metadata --bench in its own namespace"
+echo "logs: $([ "$LOG" = file ] && echo "decision/access log to a file in $W" || echo "decision/access log to /dev/null")"
+echo "allowed path: $ALLOW_PATH; denied path: $DENY_PATH"
+echo
+
+# --- (a) metaguard-proxy -------------------------------------------------------------------------
+RSS_IDLE="" RSS_AFTER="" HWM_AFTER=""
+if want metaguard; then
+  PROXY=$(bench_bin metaguard-proxy)
+  assert_no_listener metaguard
+  in_ns "$NODE" "$PROXY" check-policy "$POLICY" >&2 || die "policy $POLICY does not validate"
+  ip netns exec "$NODE" "$PROXY" run --state-dir "$W/state" --policy "$POLICY" --listen "$GW" \
+    --admin 127.0.0.1:9169 --decision-log "$LOGFILE_MG" >"$W/metaguard.out" 2>"$W/metaguard.err" &
+  MG_PID=$!
+  BENCH_PIDS+=("$MG_PID")
+  bench_wait_for 30 "metaguard-proxy /readyz" code_is "$NODE" "http://127.0.0.1:9169/readyz" 200
+  bench_wait_for 20 "metaguard-proxy to answer the pod" code_is "$POD" "http://$IMDS$ALLOW_PATH" 200
+  RSS_IDLE=$(status_kib "$MG_PID" VmRSS)
+  measure metaguard "$MG_PID"
+  RSS_AFTER=$(status_kib "$MG_PID" VmRSS)
+  HWM_AFTER=$(status_kib "$MG_PID" VmHWM)
+  stop_server "$MG_PID"
+fi
+
+# --- (b), (c) nginx ------------------------------------------------------------------------------
+for cfg in nginx-seed nginx-tuned; do
+  want "$cfg" || continue
+  d=$W/$cfg
+  mkdir -p "$d/tmp"
+  chmod 755 "$d" "$d/tmp"
+  if [ "$LOG" = file ]; then access=$d/access.log; else access=/dev/null; fi
+  sed -e "s|@DIR@|$d|g" -e "s|@ACCESS_LOG@|$access|g" -e "s|@LISTEN@|$GW:$PROXY_PORT|g" \
+    -e "s|@UPSTREAM@|$IMDS|g" -e "s|@ALLOW_PATH@|$ALLOW_PATH|g" \
+    "$BENCH_REPO/conf/bench/$cfg.conf" >"$d/nginx.conf"
+  assert_no_listener "$cfg"
+  in_ns "$NODE" nginx -t -q -p "$d/" -e "$d/error.log" -c "$d/nginx.conf" ||
+    die "nginx rejects $d/nginx.conf: $(cat "$d/error.log" 2>/dev/null)"
+  ip netns exec "$NODE" nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf" -g 'daemon off;' >"$d/stdout" 2>&1 &
+  NGINX_PID=$!
+  BENCH_PIDS+=("$NGINX_PID")
+  measure "$cfg" "$NGINX_PID"
+  stop_server "$NGINX_PID"
+done
+
+# --- (d) direct ----------------------------------------------------------------------------------
+if want direct; then
+  bench_wait_for 10 "the fake upstream from the pod" code_is "$POD" "http://$CLOUD_IP$ALLOW_PATH" 200
+  run_wrk direct allowed "http://$CLOUD_IP$ALLOW_PATH"
+fi
+
+# --- report --------------------------------------------------------------------------------------
+echo
+echo "| config | path | req/s | p50 ms | p99 ms | requests | non-2xx/3xx | socket errors | valid |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for cfg in metaguard nginx-seed nginx-tuned direct; do
+  for pname in allowed denied; do
+    k="$cfg/$pname"
+    [ -n "${RPS[$k]:-}" ] || continue
+    # A run counts only if every answer was the expected one and no connection failed.
+    if [ "$pname" = allowed ]; then ok=$([ "${NON2XX[$k]}" = 0 ] && echo yes || echo NO)
+    else ok=$([ "${NON2XX[$k]}" = "${REQS[$k]}" ] && echo yes || echo NO); fi
+    [ "${ERRS[$k]}" = 0 ] || ok=NO
+    echo "| $cfg | $pname | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | ${REQS[$k]} | ${NON2XX[$k]} | ${ERRS[$k]} | $ok |"
+  done
+done
+echo
+
+# ratio WHAT A B LIMIT ge|le: prints A/B against the target.
+ratio() {
+  local what=$1 a=$2 b=$3 limit=$4 dir=$5
+  if [ -z "$a" ] || [ -z "$b" ]; then echo "  $what: n/a (not measured)"; return; fi
+  awk -v w="$what" -v a="$a" -v b="$b" -v l="$limit" -v d="$dir" 'BEGIN {
+    r = (b > 0) ? a / b : 0
+    ok = (d == "ge") ? (r >= l) : (r <= l)
+    printf "  %s = %s / %s = %.3f  (target %s %s)  %s\n", w, a, b, r, (d == "ge" ? ">=" : "<="), l, ok ? "PASS" : "FAIL"
+  }'
+}
+max_of() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { print (a > b) ? a : b }'; }
+echo "Targets (issue 3):"
+ratio "metaguard allowed req/s / nginx-tuned allowed req/s" "${RPS[metaguard/allowed]:-}" "${RPS[nginx-tuned/allowed]:-}" 1.2 ge
+ratio "metaguard allowed req/s / nginx-seed allowed req/s" "${RPS[metaguard/allowed]:-}" "${RPS[nginx-seed/allowed]:-}" 2.5 ge
+ratio "metaguard allowed p99 / nginx-tuned allowed p99" "${P99[metaguard/allowed]:-}" "${P99[nginx-tuned/allowed]:-}" 1.0 le
+nginx_denied=""
+if [ -n "${RPS[nginx-seed/denied]:-}${RPS[nginx-tuned/denied]:-}" ]; then
+  nginx_denied=$(max_of "${RPS[nginx-seed/denied]:-}" "${RPS[nginx-tuned/denied]:-}")
+fi
+ratio "metaguard denied req/s / best nginx denied req/s" "${RPS[metaguard/denied]:-}" "$nginx_denied" 1.0 ge
+ratio "metaguard allowed req/s / direct req/s (ceiling, no target)" "${RPS[metaguard/allowed]:-}" "${RPS[direct/allowed]:-}" 0 ge
+if [ -n "$RSS_AFTER" ]; then
+  awk -v i="$RSS_IDLE" -v a="$RSS_AFTER" -v h="$HWM_AFTER" -v n="$RECORDS" 'BEGIN {
+    printf "metaguard-proxy memory with %d extra pod records: VmRSS %.1f MiB when ready, %.1f MiB after the runs (VmHWM %.1f MiB)  (target <= 20 MiB)  %s\n",
+      n, i / 1024, a / 1024, h / 1024, (a / 1024 <= 20) ? "PASS" : "FAIL"
+  }'
+fi
+echo "wrk outputs: $W/wrk-*.txt$([ "${BENCH_KEEP:-0}" = 1 ] || echo ' (removed on exit; --keep to keep them)')"

@@ -1,0 +1,117 @@
+# Shared helpers of scripts/bench-plugin.sh and scripts/bench-proxy.sh (sourced, not run).
+#
+# Everything the benchmarks create lives in network namespaces named "mg<tag><pid>..." and in one
+# temporary directory; bench_cleanup removes them on any exit. Nothing is done in the root network
+# namespace except creating and deleting those namespaces.
+
+BENCH_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BENCH_TARGET=${CARGO_TARGET_DIR:-$BENCH_REPO/target}
+BENCH_BIN=${METAGUARD_BIN_DIR:-$BENCH_TARGET/release}
+BENCH_NETNS=()      # namespaces to delete on exit
+BENCH_PIDS=()       # background processes to stop on exit
+BENCH_WORK=""       # temporary directory (removed on exit unless BENCH_KEEP=1)
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+bench_require_root() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root (it creates network namespaces)"
+}
+
+bench_require_cmds() {
+  local c
+  for c in "$@"; do command -v "$c" >/dev/null || die "missing command: $c (see scripts/lib/deps.sh)"; done
+}
+
+# Builds the named binaries in release mode, unless BENCH_NO_BUILD=1.
+# Usage: bench_build "-p metaguard-plugin --bin metaguard" "-p metaguard-tests --bin cni-bench" ...
+bench_build() {
+  [ "${BENCH_NO_BUILD:-0}" = 1 ] && return 0
+  local spec
+  for spec in "$@"; do
+    log "cargo build --release $spec"
+    # shellcheck disable=SC2086
+    (cd "$BENCH_REPO" && cargo build --release --quiet $spec) || die "build failed: $spec"
+  done
+}
+
+bench_bin() {
+  local p="$BENCH_BIN/$1"
+  [ -x "$p" ] || die "$p not built (cargo build --release, or set METAGUARD_BIN_DIR)"
+  printf '%s\n' "$p"
+}
+
+bench_mkwork() {
+  BENCH_WORK=$(mktemp -d "/tmp/mg-$1.XXXXXX")
+  chmod 755 "$BENCH_WORK"
+}
+
+bench_netns_add() {
+  ip netns add "$1" || die "ip netns add $1"
+  BENCH_NETNS+=("$1")
+  ip -n "$1" link set lo up
+}
+
+bench_netns_del() {
+  ip netns del "$1" 2>/dev/null || true
+  local i
+  for i in "${!BENCH_NETNS[@]}"; do
+    [ "${BENCH_NETNS[$i]}" = "$1" ] && unset 'BENCH_NETNS[i]'
+  done
+  return 0
+}
+
+# Stops a process we started: SIGTERM, wait up to 5 s, then SIGKILL.
+bench_stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
+}
+
+bench_cleanup() {
+  local rc=$? pid ns i idx=()
+  trap - EXIT INT TERM
+  for pid in "${BENCH_PIDS[@]}"; do bench_stop_pid "$pid"; done
+  # Pods first, the node (with its bridge, iptables and nftables state) last: reverse creation order.
+  idx=("${!BENCH_NETNS[@]}")
+  for ((i = ${#idx[@]} - 1; i >= 0; i--)); do
+    ns=${BENCH_NETNS[${idx[$i]}]}
+    # Backstop: anything still running inside our own namespace was started by us.
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  if [ -n "$BENCH_WORK" ] && [ -d "$BENCH_WORK" ]; then
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $BENCH_WORK"; else rm -rf "$BENCH_WORK"; fi
+  fi
+  exit "$rc"
+}
+
+bench_trap_cleanup() {
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# Polls a command until it succeeds or the deadline (seconds) passes.
+# Usage: bench_wait_for SECONDS DESCRIPTION CMD...
+bench_wait_for() {
+  local secs=$1 what=$2
+  shift 2
+  local end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -ge "$end" ] && die "timed out after ${secs}s waiting for $what"
+    sleep 0.05
+  done
+}
+
+bench_machine_info() {
+  printf 'machine: %s CPUs (%s), kernel %s, load average %s\n' "$(nproc)" \
+    "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)" "$(uname -r)" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)"
+}

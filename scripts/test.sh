@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, checks formatting and lints, builds, then runs unit,
+# integration (real netns, nftables, bridge/host-local plugins) and end-to-end (containerd) tests.
+# Run as root on a disposable Linux machine: `sudo scripts/test.sh`. Fails loudly on the first failing step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh must run as root (it creates network namespaces and runs containerd)" >&2
+  exit 1
+fi
+
+step "installing system packages"
+bash scripts/lib/deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "building binaries"
+cargo build --workspace --bins
+
+step "unit, integration and end-to-end tests"
+cargo test --workspace -- --test-threads=2
+
+if [ -x scripts/check-kubernetes.sh ]; then
+  step "Kubernetes manifest checks"
+  bash scripts/check-kubernetes.sh
+fi
+
+step "all test steps passed"

@@ -1,0 +1,605 @@
+//! What the fake answers: AWS (IMDSv1 and IMDSv2), GCP, Azure, Alibaba (AWS-shaped paths) and
+//! OpenStack content, fault paths and the benchmark path.
+//!
+//! Routing is deliberately lenient (the path is percent-decoded once, empty and dot segments are
+//! resolved) like a permissive real server: a proxy that forwards `/latest/meta-data/x/../iam/...`
+//! gets the secret back, so a bypass is visible in the answer as well as in the record. Every secret
+//! contains `FAKE-SECRET`.
+
+use crate::http1::Head;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+// Shared with the test harness, which asserts on them.
+pub use metaguard_tests::fake::{AWS_ROLE, BENCH_BODY, INSTANCE_ID};
+#[cfg(test)]
+use metaguard_tests::fake::SECRET_MARKER;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Respond,
+    /// Never answer; keep the connection until the client gives up.
+    Hang,
+    /// Close with RST (SO_LINGER 0) without answering.
+    Reset,
+    /// Answer after a delay.
+    Delay(Duration),
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    pub action: Action,
+}
+
+impl Reply {
+    fn new(status: u16, ctype: &str, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type", ctype.to_string())],
+            body: body.into(),
+            action: Action::Respond,
+        }
+    }
+    fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply::new(status, "text/plain", body.into())
+    }
+    fn json(status: u16, v: &Value) -> Reply {
+        Reply::new(status, "application/json", v.to_string())
+    }
+    fn with(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+    fn action(mut self, a: Action) -> Reply {
+        self.action = a;
+        self
+    }
+    pub fn bench() -> Reply {
+        Reply::new(200, "text/plain", BENCH_BODY)
+    }
+}
+
+/// IMDSv2 tokens handed out, with their expiry.
+#[derive(Debug, Default)]
+pub struct State {
+    tokens: Mutex<HashMap<String, Instant>>,
+    next: AtomicU64,
+}
+
+impl State {
+    fn issue(&self, ttl: u64) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let token = format!("AQAEAFAKEIMDSTOKEN{n:08}==");
+        if let Ok(mut m) = self.tokens.lock() {
+            m.insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
+        }
+        token
+    }
+    fn valid(&self, token: &str) -> bool {
+        self.tokens
+            .lock()
+            .map(|m| m.get(token).is_some_and(|exp| *exp > Instant::now()))
+            .unwrap_or(false)
+    }
+}
+
+/// The request as the router sees it.
+struct Req<'a> {
+    head: &'a Head,
+    /// Percent-decoded once, empty and dot segments resolved, always starting with '/'.
+    path: String,
+    /// Query pairs, percent-decoded once, keys lowercased.
+    query: Vec<(String, String)>,
+}
+
+impl Req<'_> {
+    fn q(&self, key: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+    fn method(&self) -> &str {
+        &self.head.method
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn normalize(path: &str) -> String {
+    let decoded = percent_decode(path).replace('\\', "/");
+    let mut segs: Vec<&str> = Vec::new();
+    for s in decoded.split('/') {
+        match s {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = format!("/{}", segs.join("/"));
+    if decoded.ends_with('/') && out.len() > 1 {
+        out.push('/');
+    }
+    out
+}
+
+fn split_target(target: &[u8]) -> (String, String) {
+    let t = String::from_utf8_lossy(target);
+    let mut t: &str = &t;
+    // Absolute form: drop scheme and authority.
+    if let Some(rest) = t.strip_prefix("http://").or_else(|| t.strip_prefix("https://")) {
+        t = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
+    }
+    let t = t.split('#').next().unwrap_or_default();
+    match t.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (t.to_string(), String::new()),
+    }
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split(['&', ';'])
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k).to_ascii_lowercase(), percent_decode(&v.replace('+', " ")))
+        })
+        .collect()
+}
+
+/// Answers one request.
+pub fn route(head: &Head, st: &State, bench: bool) -> Reply {
+    if bench {
+        return Reply::bench();
+    }
+    let (raw_path, raw_query) = split_target(&head.target);
+    let req = Req {
+        head,
+        path: normalize(&raw_path),
+        query: parse_query(&raw_query),
+    };
+    let p = req.path.as_str();
+    if p == "/bench" {
+        return Reply::bench();
+    }
+    if let Some(f) = p.strip_prefix("/fault/") {
+        return fault(f, &req);
+    }
+    if p == "/computeMetadata" || p.starts_with("/computeMetadata/") {
+        return gcp(&req);
+    }
+    if p.starts_with("/metadata/") || p == "/metadata" {
+        return azure(&req);
+    }
+    if p.starts_with("/openstack") {
+        return openstack(&req);
+    }
+    aws(&req, st)
+}
+
+fn fault(name: &str, req: &Req) -> Reply {
+    let num = |k: &str, max: u64| req.q(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0).min(max);
+    match name.trim_end_matches('/') {
+        "hang" => Reply::text(200, "").action(Action::Hang),
+        "reset" => Reply::text(200, "").action(Action::Reset),
+        "500" => Reply::text(500, "fake-metadata: injected failure\n"),
+        "slow" => Reply::text(200, "slow\n").action(Action::Delay(Duration::from_millis(num("ms", 60_000)))),
+        "big" => Reply::new(200, "application/octet-stream", vec![b'x'; num("bytes", 64 << 20) as usize]),
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Reply {
+    Reply::text(404, "Not Found\n")
+}
+
+// ---------------------------------------------------------------- AWS (and Alibaba, same paths)
+
+const AWS_VERSIONS: &[&str] = &[
+    "1.0", "2007-01-19", "2007-03-01", "2008-02-01", "2008-09-01", "2009-04-04", "2011-01-01",
+    "2012-01-12", "2014-02-25", "2016-09-02", "2018-09-24", "2021-03-23", "latest",
+];
+
+fn is_aws_version(v: &str) -> bool {
+    AWS_VERSIONS.contains(&v)
+        || (v.len() == 10
+            && v.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() }))
+}
+
+fn aws_creds() -> Value {
+    json!({
+        "Code": "Success",
+        "LastUpdated": "2024-01-01T00:00:00Z",
+        "Type": "AWS-HMAC",
+        "AccessKeyId": "ASIAFAKESECRET000001",
+        "SecretAccessKey": "FAKE-SECRET-aws-secret-access-key",
+        "Token": "FAKE-SECRET-aws-session-token",
+        "Expiration": "2099-01-01T00:00:00Z"
+    })
+}
+
+fn aws_identity_document() -> Value {
+    json!({
+        "accountId": "123456789012",
+        "architecture": "x86_64",
+        "availabilityZone": "us-east-1a",
+        "imageId": "ami-0fake00000000001",
+        "instanceId": INSTANCE_ID,
+        "instanceType": "m5.large",
+        "privateIp": "10.0.0.10",
+        "region": "us-east-1",
+        "version": "2017-09-30"
+    })
+}
+
+/// Content below a version prefix; `None` means 404.
+fn aws_file(rest: &str) -> Option<Reply> {
+    let dir = rest.trim_end_matches('/');
+    let t = |s: &str| Some(Reply::text(200, s));
+    match dir {
+        "" => t("dynamic\nmeta-data\nuser-data"),
+        "meta-data" => t("ami-id\nhostname\niam/\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nmac\nnetwork/\nplacement/\nsecurity-groups"),
+        "meta-data/ami-id" => t("ami-0fake00000000001"),
+        "meta-data/hostname" | "meta-data/local-hostname" => t("ip-10-0-0-10.ec2.internal"),
+        "meta-data/instance-id" => t(INSTANCE_ID),
+        "meta-data/instance-type" => t("m5.large"),
+        "meta-data/local-ipv4" => t("10.0.0.10"),
+        "meta-data/mac" => t("0e:00:00:00:00:01"),
+        "meta-data/security-groups" => t("metaguard-lab"),
+        "meta-data/network" => t("interfaces/"),
+        "meta-data/network/interfaces" => t("macs/"),
+        "meta-data/network/interfaces/macs" => t("0e:00:00:00:00:01/"),
+        "meta-data/network/interfaces/macs/0e:00:00:00:00:01" => t("device-number\nlocal-ipv4s\nsubnet-id\nvpc-id"),
+        "meta-data/network/interfaces/macs/0e:00:00:00:00:01/device-number" => t("0"),
+        "meta-data/network/interfaces/macs/0e:00:00:00:00:01/local-ipv4s" => t("10.0.0.10"),
+        "meta-data/network/interfaces/macs/0e:00:00:00:00:01/subnet-id" => t("subnet-0fake0001"),
+        "meta-data/network/interfaces/macs/0e:00:00:00:00:01/vpc-id" => t("vpc-0fake0001"),
+        "meta-data/placement" => t("availability-zone\navailability-zone-id\nregion"),
+        "meta-data/placement/availability-zone" => t("us-east-1a"),
+        "meta-data/placement/availability-zone-id" => t("use1-az1"),
+        "meta-data/placement/region" => t("us-east-1"),
+        "meta-data/iam" => t("info\nsecurity-credentials/"),
+        "meta-data/iam/info" => Some(Reply::json(
+            200,
+            &json!({"Code": "Success", "InstanceProfileArn": "arn:aws:iam::123456789012:instance-profile/metaguard-lab", "InstanceProfileId": "AIPAFAKE0001"}),
+        )),
+        "meta-data/iam/security-credentials" => t(AWS_ROLE),
+        "meta-data/identity-credentials/ec2/security-credentials/ec2-instance" => {
+            Some(Reply::json(200, &aws_creds()))
+        }
+        "user-data" => t("#!/bin/sh\n# cloud-init user-data\nexport DB_PASSWORD=FAKE-SECRET-user-data-hunter2\n"),
+        "dynamic" => t("instance-identity/"),
+        "dynamic/instance-identity" => t("document\npkcs7\nsignature"),
+        "dynamic/instance-identity/document" => Some(Reply::json(200, &aws_identity_document())),
+        "dynamic/instance-identity/pkcs7" => t("MIAGCSqGSIb3DQEHAqCAMIACAQExFAKEPKCS7"),
+        "dynamic/instance-identity/signature" => t("FAKESIGNATUREBASE64=="),
+        _ => {
+            let role = dir.strip_prefix("meta-data/iam/security-credentials/")?;
+            (role == AWS_ROLE).then(|| Reply::json(200, &aws_creds()))
+        }
+    }
+}
+
+fn aws(req: &Req, st: &State) -> Reply {
+    let p = req.path.as_str();
+    if p == "/" {
+        return Reply::text(200, AWS_VERSIONS.join("\n"));
+    }
+    let rest = &p[1..];
+    let (version, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    if !is_aws_version(version) {
+        return not_found();
+    }
+    if rest.trim_end_matches('/') == "api/token" {
+        return aws_token(req, st);
+    }
+    if !matches!(req.method(), "GET" | "HEAD") {
+        return Reply::text(405, "Method Not Allowed\n").with("Allow", "GET, HEAD");
+    }
+    if let Some(tok) = req.head.header("X-aws-ec2-metadata-token") {
+        if !st.valid(tok) {
+            return Reply::text(401, "Unauthorized\n");
+        }
+    }
+    aws_file(rest).unwrap_or_else(not_found)
+}
+
+fn aws_token(req: &Req, st: &State) -> Reply {
+    if req.method() != "PUT" {
+        return Reply::text(405, "Method Not Allowed\n").with("Allow", "PUT");
+    }
+    if req.head.has_header("X-Forwarded-For") {
+        return Reply::text(403, "Forbidden\n");
+    }
+    let ttl = req
+        .head
+        .header("X-aws-ec2-metadata-token-ttl-seconds")
+        .and_then(|v| v.parse::<u64>().ok());
+    match ttl {
+        Some(ttl @ 1..=21600) => Reply::text(200, st.issue(ttl))
+            .with("X-aws-ec2-metadata-token-ttl-seconds", ttl.to_string()),
+        _ => Reply::text(400, "Bad Request\n"),
+    }
+}
+
+// ---------------------------------------------------------------- GCP
+
+fn gcp_tree() -> Value {
+    json!({
+        "instance": {
+            "id": "4520031799277581759",
+            "hostname": "metaguard-lab.c.metaguard-lab.internal",
+            "zone": "projects/123456789/zones/us-central1-a",
+            "machine-type": "projects/123456789/machineTypes/e2-medium",
+            "attributes": {
+                "cluster-name": "metaguard-lab",
+                "kube-env": "KUBELET_CERT: FAKE-SECRET-kube-env-cert\nKUBELET_KEY: FAKE-SECRET-kube-env-key\n",
+                "startup-script": "#!/bin/sh\necho FAKE-SECRET-startup-script\n"
+            },
+            "network-interfaces": { "0": { "ip": "10.128.0.10", "network": "projects/123456789/networks/default" } },
+            "service-accounts": {
+                "default": {
+                    "aliases": "default",
+                    "email": "123456789-compute@developer.gserviceaccount.com",
+                    "scopes": "https://www.googleapis.com/auth/cloud-platform",
+                    "token": "",
+                    "identity": ""
+                }
+            }
+        },
+        "project": { "project-id": "metaguard-lab", "numeric-project-id": "123456789" }
+    })
+}
+
+fn gcp_listing(obj: &serde_json::Map<String, Value>) -> String {
+    obj.iter()
+        .map(|(k, v)| if v.is_object() { format!("{k}/\n") } else { format!("{k}\n") })
+        .collect()
+}
+
+fn gcp(req: &Req) -> Reply {
+    let reply = gcp_inner(req);
+    reply.with("Metadata-Flavor", "Google")
+}
+
+fn gcp_inner(req: &Req) -> Reply {
+    if req.head.has_header("X-Forwarded-For") {
+        return Reply::text(403, "Request had X-Forwarded-For header.\n");
+    }
+    if req.head.header("Metadata-Flavor") != Some("Google") {
+        return Reply::text(403, "Missing Metadata-Flavor:Google header.\n");
+    }
+    if !matches!(req.method(), "GET" | "HEAD") {
+        return Reply::text(405, "Method Not Allowed\n");
+    }
+    let Some(rest) = req.path.strip_prefix("/computeMetadata/v1") else {
+        return not_found();
+    };
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let tree = gcp_tree();
+    let mut node = &tree;
+    for s in &segs {
+        match node.get(*s) {
+            Some(n) => node = n,
+            None => return not_found(),
+        }
+    }
+    let recursive = req.q("recursive").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let in_sa = segs.first() == Some(&"instance") && segs.get(1) == Some(&"service-accounts");
+    match (segs.last(), node) {
+        (Some(&"token"), _) if in_sa => Reply::json(
+            200,
+            &json!({"access_token": "FAKE-SECRET-gcp-access-token", "expires_in": 3599, "token_type": "Bearer"}),
+        ),
+        (Some(&"identity"), _) if in_sa => match req.q("audience") {
+            Some(_) => Reply::text(200, "eyJhbGciOiJSUzI1NiJ9.FAKE-SECRET-gcp-identity.c2ln"),
+            None => Reply::text(400, "non-empty audience parameter required\n"),
+        },
+        (_, Value::Object(o)) if recursive => Reply::json(200, &Value::Object(o.clone())),
+        (_, Value::Object(o)) => Reply::text(200, gcp_listing(o)),
+        (_, Value::String(s)) => Reply::text(200, s.clone()),
+        (_, v) => Reply::text(200, v.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------- Azure
+
+fn azure_instance() -> Value {
+    json!({
+        "compute": {
+            "location": "eastus",
+            "name": "metaguard-lab",
+            "vmId": "02aab8a4-74ef-476e-8182-f6d2ba4166a6",
+            "vmSize": "Standard_D2s_v3",
+            "subscriptionId": "00000000-0000-0000-0000-000000000000",
+            "resourceGroupName": "metaguard-lab",
+            "osType": "Linux",
+            "customData": "",
+            "userData": "RkFLRS1TRUNSRVQtYXp1cmUtdXNlci1kYXRh"
+        },
+        "network": {
+            "interface": [{ "ipv4": { "ipAddress": [{ "privateIpAddress": "10.1.0.4", "publicIpAddress": "" }] } }]
+        }
+    })
+}
+
+fn azure(req: &Req) -> Reply {
+    if req.head.has_header("X-Forwarded-For") {
+        return Reply::json(400, &json!({"error": "Bad request. X-Forwarded-For header is not allowed"}));
+    }
+    let p = req.path.trim_end_matches('/');
+    if p == "/metadata/versions" {
+        return Reply::json(200, &json!({"apiVersions": ["2021-02-01", "2021-12-13", "2023-07-01"]}));
+    }
+    if !req.head.header("Metadata").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Reply::json(400, &json!({"error": "Bad request. Required metadata header not specified"}));
+    }
+    if req.q("api-version").is_none() {
+        return Reply::json(400, &json!({"error": "Bad request. api-version was not specified in the request"}));
+    }
+    if p == "/metadata/identity/oauth2/token" {
+        return Reply::json(
+            200,
+            &json!({"access_token": "FAKE-SECRET-azure-access-token", "expires_in": "86399", "token_type": "Bearer", "resource": req.q("resource").unwrap_or("")}),
+        );
+    }
+    if p == "/metadata/attested/document" {
+        return Reply::json(200, &json!({"encoding": "pkcs7", "signature": "FAKEATTESTED=="}));
+    }
+    let Some(rest) = p.strip_prefix("/metadata/instance") else {
+        return Reply::json(404, &json!({"error": "Not found"}));
+    };
+    let doc = azure_instance();
+    let mut node = &doc;
+    for s in rest.split('/').filter(|s| !s.is_empty()) {
+        let next = match node {
+            Value::Array(a) => s.parse::<usize>().ok().and_then(|i| a.get(i)),
+            v => v.get(s),
+        };
+        match next {
+            Some(n) => node = n,
+            None => return Reply::json(404, &json!({"error": "Not found"})),
+        }
+    }
+    match (req.q("format"), node) {
+        (Some("text"), Value::String(s)) => Reply::text(200, s.clone()),
+        (Some("text"), v) if !v.is_object() && !v.is_array() => Reply::text(200, v.to_string()),
+        (_, v) => Reply::json(200, v),
+    }
+}
+
+// ---------------------------------------------------------------- OpenStack
+
+fn openstack(req: &Req) -> Reply {
+    match req.path.trim_end_matches('/') {
+        "/openstack" => Reply::text(200, "2018-08-27\nlatest"),
+        "/openstack/latest" => Reply::text(200, "meta_data.json\nnetwork_data.json\nuser_data"),
+        "/openstack/latest/meta_data.json" => Reply::json(
+            200,
+            &json!({"uuid": "d8e02d56-2648-49a3-bf97-6be8f1204f38", "name": "metaguard-lab", "availability_zone": "nova"}),
+        ),
+        "/openstack/latest/network_data.json" => Reply::json(200, &json!({"links": [], "networks": []})),
+        "/openstack/latest/user_data" => Reply::text(200, "#cloud-config\npassword: FAKE-SECRET-openstack-user-data\n"),
+        _ => not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, target: &str, headers: &[(&str, &str)]) -> Head {
+        Head {
+            method: method.into(),
+            target: target.as_bytes().to_vec(),
+            version: "HTTP/1.1".into(),
+            headers: headers.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        }
+    }
+
+    fn get(target: &str, headers: &[(&str, &str)]) -> Reply {
+        route(&head("GET", target, headers), &State::default(), false)
+    }
+
+    fn body(r: &Reply) -> String {
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+
+    #[test]
+    fn aws_paths() {
+        assert_eq!(body(&get("/latest/meta-data/instance-id", &[])), INSTANCE_ID);
+        assert_eq!(body(&get("/2009-04-04/meta-data/instance-id", &[])), INSTANCE_ID);
+        assert_eq!(body(&get("/latest/meta-data/iam/security-credentials", &[])), AWS_ROLE);
+        let creds = get(&format!("/latest/meta-data/iam/security-credentials/{AWS_ROLE}"), &[]);
+        assert!(body(&creds).contains(SECRET_MARKER));
+        assert!(body(&get("/latest/user-data", &[])).contains(SECRET_MARKER));
+        assert_eq!(get("/latest/meta-data/nope", &[]).status, 404);
+        assert_eq!(get("/nope", &[]).status, 404);
+        // Lenient like a permissive server: dot segments and encoded slashes resolve.
+        let sneaky = get("/latest/meta-data/placement/..%2Fiam/security-credentials/", &[]);
+        assert_eq!(body(&sneaky), AWS_ROLE);
+    }
+
+    #[test]
+    fn imdsv2_token_flow() {
+        let st = State::default();
+        let put = |h: &[(&str, &str)]| route(&head("PUT", "/latest/api/token", h), &st, false);
+        assert_eq!(put(&[]).status, 400);
+        assert_eq!(put(&[("X-aws-ec2-metadata-token-ttl-seconds", "0")]).status, 400);
+        assert_eq!(put(&[("X-aws-ec2-metadata-token-ttl-seconds", "21601")]).status, 400);
+        let xff = [("X-aws-ec2-metadata-token-ttl-seconds", "60"), ("X-Forwarded-For", "1.2.3.4")];
+        assert_eq!(put(&xff).status, 403);
+        let ok = put(&[("X-aws-ec2-metadata-token-ttl-seconds", "60")]);
+        assert_eq!(ok.status, 200);
+        let tok = body(&ok);
+        let r = route(
+            &head("GET", "/latest/meta-data/instance-id", &[("X-aws-ec2-metadata-token", &tok)]),
+            &st,
+            false,
+        );
+        assert_eq!(r.status, 200);
+        let bad = route(
+            &head("GET", "/latest/meta-data/instance-id", &[("X-aws-ec2-metadata-token", "nope")]),
+            &st,
+            false,
+        );
+        assert_eq!(bad.status, 401);
+    }
+
+    #[test]
+    fn gcp_needs_flavor() {
+        let flavor = [("Metadata-Flavor", "Google")];
+        assert_eq!(get("/computeMetadata/v1/instance/id", &[]).status, 403);
+        let r = get("/computeMetadata/v1/instance/id", &flavor);
+        assert_eq!(r.status, 200);
+        assert!(r.headers.iter().any(|(n, v)| *n == "Metadata-Flavor" && v == "Google"));
+        assert!(body(&get("/computeMetadata/v1/instance/attributes/kube-env", &flavor)).contains(SECRET_MARKER));
+        assert!(body(&get("/computeMetadata/v1/instance/service-accounts/default/token", &flavor))
+            .contains(SECRET_MARKER));
+        let rec = get("/computeMetadata/v1/instance/?recursive=TRUE", &flavor);
+        assert!(body(&rec).contains("kube-env"));
+        assert!(body(&get("/computeMetadata/v1/instance/", &flavor)).contains("attributes/"));
+    }
+
+    #[test]
+    fn azure_needs_header_and_version() {
+        let md = [("Metadata", "true")];
+        assert_eq!(get("/metadata/instance?api-version=2021-02-01", &[]).status, 400);
+        assert_eq!(get("/metadata/instance", &md).status, 400);
+        let r = get("/metadata/instance/compute/vmId?api-version=2021-02-01&format=text", &md);
+        assert_eq!(body(&r), "02aab8a4-74ef-476e-8182-f6d2ba4166a6");
+        let tok = get("/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x", &md);
+        assert!(body(&tok).contains(SECRET_MARKER));
+    }
+
+    #[test]
+    fn faults_and_bench() {
+        assert_eq!(get("/fault/hang", &[]).action, Action::Hang);
+        assert_eq!(get("/fault/reset", &[]).action, Action::Reset);
+        assert_eq!(get("/fault/500", &[]).status, 500);
+        assert_eq!(get("/bench", &[]).body, BENCH_BODY);
+        assert_eq!(route(&head("GET", "/anything", &[]), &State::default(), true).body, BENCH_BODY);
+    }
+}
