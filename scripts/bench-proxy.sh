@@ -146,12 +146,30 @@ to_ms() {
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
 
+# server_conns: connections the server under test still holds on the proxy port (any state but
+# LISTEN/TIME-WAIT), so a run never starts while the previous one's connections are being closed
+# (metaguard caps connections per source address: 64 leftovers + 64 new ones would be refused).
+server_conns() {
+  in_ns "$NODE" ss -Htn state all "( sport = :$PROXY_PORT )" | awk '$1 != "LISTEN" && $1 != "TIME-WAIT"' | wc -l
+}
+settled() {
+  [ "$(server_conns)" = 0 ] || return 1
+  if [ -n "${MG_METRICS:-}" ]; then
+    [ "$(metric metaguard_proxy_connections_open)" = 0 ] || return 1
+  fi
+}
+# metric NAME: one unlabelled value (or the sum over labels) from metaguard-proxy's /metrics.
+metric() {
+  in_ns "$NODE" curl -s --max-time 2 "$MG_METRICS" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2; f = 1 } END { if (f) print s + 0 }'
+}
+
 # run_wrk CONFIG PATHNAME URL: a warm-up, then the measured run, parsed into the tables above.
 run_wrk() {
   local cfg=$1 pname=$2 url=$3 out=$W/wrk-$1-$2.txt
   if [ "$WARMUP" -gt 0 ]; then
     in_ns "$POD" timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
   fi
+  [ "$cfg" = direct ] || bench_wait_for 20 "$cfg to close the warm-up's connections" settled
   log "$cfg $pname: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency $url"
   in_ns "$POD" timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 ||
     die "wrk failed for $cfg $pname: $(cat "$out")"
@@ -174,6 +192,9 @@ measure() {
   local d
   d=$(http_code "$POD" "http://$IMDS$DENY_PATH")
   [ "$d" = 403 ] || die "$cfg answered the denied path with $d (expected 403)"
+  # The answers' headers, for the record (keep-alive or not matters to throughput).
+  in_ns "$POD" curl -s -D - -o /dev/null --max-time 2 "http://$IMDS$ALLOW_PATH" >"$W/headers-$cfg-allowed.txt" || true
+  in_ns "$POD" curl -s -D - -o /dev/null --max-time 2 "http://$IMDS$DENY_PATH" >"$W/headers-$cfg-denied.txt" || true
   run_wrk "$cfg" allowed "http://$IMDS$ALLOW_PATH"
   run_wrk "$cfg" denied "http://$IMDS$DENY_PATH"
   kill -0 "$pid" 2>/dev/null || die "$cfg (pid $pid) died during the run"
@@ -197,7 +218,7 @@ echo "allowed path: $ALLOW_PATH; denied path: $DENY_PATH"
 echo
 
 # --- (a) metaguard-proxy -------------------------------------------------------------------------
-RSS_IDLE="" RSS_AFTER="" HWM_AFTER=""
+RSS_IDLE="" RSS_AFTER="" HWM_AFTER="" MG_INFO="" MG_METRICS=""
 if want metaguard; then
   PROXY=$(bench_bin metaguard-proxy)
   assert_no_listener metaguard
@@ -207,11 +228,14 @@ if want metaguard; then
   MG_PID=$!
   BENCH_PIDS+=("$MG_PID")
   bench_wait_for 30 "metaguard-proxy /readyz" code_is "$NODE" "http://127.0.0.1:9169/readyz" 200
+  MG_METRICS=http://127.0.0.1:9169/metrics
   bench_wait_for 20 "metaguard-proxy to answer the pod" code_is "$POD" "http://$IMDS$ALLOW_PATH" 200
   RSS_IDLE=$(status_kib "$MG_PID" VmRSS)
   measure metaguard "$MG_PID"
   RSS_AFTER=$(status_kib "$MG_PID" VmRSS)
   HWM_AFTER=$(status_kib "$MG_PID" VmHWM)
+  MG_INFO="records loaded $(metric metaguard_proxy_records_loaded), connections refused $(metric metaguard_proxy_connections_refused_total), decision log lines dropped $(metric metaguard_proxy_decision_log_dropped_total)"
+  MG_METRICS=""
   stop_server "$MG_PID"
 fi
 
@@ -285,4 +309,5 @@ if [ -n "$RSS_AFTER" ]; then
       n, i / 1024, a / 1024, h / 1024, (a / 1024 <= 20) ? "PASS" : "FAIL"
   }'
 fi
+[ -z "$MG_INFO" ] || echo "metaguard-proxy metrics after the runs: $MG_INFO"
 echo "wrk outputs: $W/wrk-*.txt$([ "${BENCH_KEEP:-0}" = 1 ] || echo ' (removed on exit; --keep to keep them)')"

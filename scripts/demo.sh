@@ -16,7 +16,6 @@ export LAB_NAME=${LAB_NAME:-mgdemo}
 LAB=scripts/lab.sh
 POD=web
 CID=$LAB_NAME-$POD
-START=$SECONDS
 FAILED=0
 
 if [ -t 1 ]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' D=$'\e[2m' N=$'\e[0m'; else B="" G="" R="" D="" N=""; fi
@@ -40,8 +39,7 @@ cargo build --release --workspace --bins --quiet
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 export METAGUARD_BIN_DIR=$TARGET/release
 ok "built in $((SECONDS - t0))s ($METAGUARD_BIN_DIR)"
-DEMO_START=$SECONDS
-
+DEMO_
 FG_PID=""
 cleanup() {
   local rc=$?
@@ -115,13 +113,13 @@ expect_denied() {
   fi
 }
 
-# expect_refused URL: the connection is refused in the pod.
+# expect_refused URL WHY: the connection is refused in the pod.
 expect_refused() {
-  local url=$1 out
+  local url=$1 why=$2 out
   cmdline "mgcurl $url"
   out=$(pod_get "$url")
   if [ "$(jq -r .error <<<"$out" 2>/dev/null)" = refused ]; then
-    ok "connection refused (the fake service does listen there: metaguard's rules in the pod said no)"
+    ok "connection refused ($why)"
   else
     bad "expected connection refused, got: ${out:-nothing}"
   fi
@@ -134,26 +132,37 @@ heading "2. Denied: the node's IAM credentials"
 expect_denied "http://$METADATA4/latest/meta-data/iam/security-credentials/" "security-credentials"
 
 heading "3. Another port on the metadata address"
-expect_refused "http://$METADATA4:$OTHER_PORT/"
+expect_refused "http://$METADATA4:$OTHER_PORT/" "the fake service listens there; metaguard's rules in the pod reject it"
 
 heading "4. The same over IPv6: [$METADATA6]"
 expect_allowed "http://[$METADATA6]/latest/meta-data/placement/availability-zone"
 expect_denied "http://[$METADATA6]/latest/user-data" "user-data"
-expect_refused "http://[$METADATA6]:$OTHER_PORT/"
+expect_refused "http://[$METADATA6]:$OTHER_PORT/" "same rules for IPv6"
 
-heading "5. The proxy's decision log (one JSON line per request; here condensed)"
+heading "5. The proxy's decision log (one JSON line per request)"
 jq -r --arg cid "$CID" 'select(.container_id == $cid)
-  | "  \(.decision | ascii_upcase | . + "     " | .[0:6]) \(.method) http://\(if (.src | contains(":")) then "[v6]" else "v4" end)\(.path)  → \(.status)  rule \(.rule // "-")\(if .reason then ": " + .reason else "" end)"' "$DECISIONS_LOG" 2>/dev/null || true
-say "${D}first line in full:${N}"
+  | [(.decision | ascii_upcase), .method, .endpoint, .path, (.status | tostring), (.rule // "-")] | @tsv' \
+  "$DECISION_LOG" | while IFS=$'\t' read -r decision method endpoint path status rule; do
+  printf '    %-5s %-4s %-8s %-48s -> %s  (rule %s)\n' "$decision" "$method" "$endpoint" "$path" "$status" "$rule"
+done
+say "${D}the first one in full:${N}"
 printf '  %s%s%s\n' "$D" "$(grep -m1 "\"$CID\"" "$DECISION_LOG" || true)" "$N"
-[ "$(grep -c "\"$CID\"" "$DECISION_LOG" || true)" -ge 4 ] && ok "every proxied request has its decision line" || bad "decision lines missing in $DECISION_LOG"
+if [ "$(grep -c "\"$CID\"" "$DECISION_LOG" || true)" -ge 4 ]; then
+  ok "every request that reached the proxy has its line"
+else
+  bad "decision lines missing in $DECISION_LOG"
+fi
 
 heading "6. The proxy is stopped: the door stays shut"
 "$LAB" proxy stop >/dev/null 2>&1
 before=$(wc -l <"$FAKE_RECORD")
-expect_refused "http://$METADATA4/latest/meta-data/instance-id"
-[ "$(wc -l <"$FAKE_RECORD")" -eq "$before" ] && ok "nothing reached the metadata service" || bad "the metadata service was reached with the proxy down"
-"$LAB" proxy start >/dev/null 2>&1 && ok "proxy started again"
+expect_refused "http://$METADATA4/latest/meta-data/instance-id" "the redirect stays; nobody listens behind it"
+if [ "$(wc -l <"$FAKE_RECORD")" -eq "$before" ]; then
+  ok "nothing reached the metadata service"
+else
+  bad "the metadata service was reached with the proxy down"
+fi
+if "$LAB" proxy start >/dev/null 2>&1; then ok "proxy started again"; else bad "the proxy did not start again"; fi
 expect_allowed "http://$METADATA4/latest/meta-data/instance-id"
 
 heading "7. The container is removed: metaguard cleans up"
@@ -165,11 +174,8 @@ while [ -f "$STATE_DIR/pods/$CNI_NETWORK:$CID:eth0.json" ] || kill -0 "$FG_PID" 
 done
 FG_PID=""
 if [ ! -f "$STATE_DIR/pods/$CNI_NETWORK:$CID:eth0.json" ]; then ok "CNI DEL ran: pod record gone"; else bad "pod record still there after DEL"; fi
-if "$LAB" exec-node nft list tables 2>/dev/null | grep -q metaguard; then
-  bad "metaguard tables left on the node: $("$LAB" exec-node nft list tables | grep metaguard | tr '\n' ' ')"
-else
-  ok "no metaguard guard left on the node"
-fi
+left=$("$LAB" exec-node nft list tables 2>/dev/null | grep metaguard || true)
+if [ -z "$left" ]; then ok "host-side guard removed from the node"; else bad "metaguard tables left on the node: $left"; fi
 
 heading "Result"
 if [ "$FAILED" -eq 0 ]; then

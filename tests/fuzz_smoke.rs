@@ -52,7 +52,14 @@ fn run(target: &str) {
                 .cloned()
                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            panic!("fuzz_smoke {target}: iteration {i} failed on input {:?}: {msg}", String::from_utf8_lossy(&input));
+            // Keep the input: `cargo fuzz run <target> <file>` (or this check) replays it.
+            let file = std::env::temp_dir().join(format!("fuzz_smoke-{target}-crash-{i}"));
+            let _ = std::fs::write(&file, &input);
+            panic!(
+                "fuzz_smoke {target}: iteration {i} failed ({msg}) on input saved as {}: {:?}",
+                file.display(),
+                String::from_utf8_lossy(&input)
+            );
         }
         if pool.len() < 512 {
             pool.push(input);

@@ -1,5 +1,5 @@
-//! The `metaguard` CNI plugin driven like a runtime drives it, chained after Debian's real `bridge`
-//! + `host-local`, in throwaway node and pod namespaces (run as root, after
+//! The `metaguard` CNI plugin driven like a runtime drives it, chained after Debian's real
+//! `bridge` and `host-local`, in throwaway node and pod namespaces (run as root, after
 //! `cargo build --workspace --bins`).
 
 use metaguard_common::ids::short_hash;
@@ -46,10 +46,15 @@ fn assert_nothing_left(node: &Node, pod: &Pod) {
             nft_tables(&pod.ns)
         );
     }
-    assert!(!nft_tables(&node.ns).iter().any(|t| t.contains(&table)), "guard left behind: {:?}", nft_tables(&node.ns));
+    assert!(
+        !nft_tables(&node.ns).iter().any(|t| t.contains(&table)),
+        "guard left behind: {:?}",
+        nft_tables(&node.ns)
+    );
     assert!(!pod.record_path().exists(), "record left behind");
     for e in node.ip_entries() {
-        let owner = std::fs::read_to_string(node.state_dir().join("ips").join(&e)).unwrap_or_default();
+        let owner =
+            std::fs::read_to_string(node.state_dir().join("ips").join(&e)).unwrap_or_default();
         assert_ne!(owner, pod.key(), "address entry {e} left behind");
     }
 }
@@ -62,14 +67,25 @@ fn assert_node_clean_except_guards(node: &Node, guards: &[String]) {
     let mut tables = nft_tables(&node.ns);
     tables.sort();
     assert_eq!(tables, expected, "node nftables tables");
-    for tool in ["iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save"] {
+    for tool in [
+        "iptables-save",
+        "ip6tables-save",
+        "iptables-legacy-save",
+        "ip6tables-legacy-save",
+    ] {
         let out = node.ns.run(tool, &[]);
         if !out.status.success() {
             continue; // tool not installed
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(!text.to_lowercase().contains("metaguard"), "{tool} in node: {text}");
-        assert!(!text.lines().any(|l| l.starts_with("-A ")), "{tool} in node has rules: {text}");
+        assert!(
+            !text.to_lowercase().contains("metaguard"),
+            "{tool} in node: {text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("-A ")),
+            "{tool} in node has rules: {text}"
+        );
     }
 }
 
@@ -87,8 +103,10 @@ struct NodeListeners {
 }
 
 fn node_listeners(node: &Node) -> NodeListeners {
-    node.ns.ok("ip", &["addr", "add", &format!("{IMDS4}/32"), "dev", "lo"]);
-    node.ns.ok("ip", &["addr", "add", &format!("{IMDS6}/128"), "dev", "lo"]);
+    node.ns
+        .ok("ip", &["addr", "add", &format!("{IMDS4}/32"), "dev", "lo"]);
+    node.ns
+        .ok("ip", &["addr", "add", &format!("{IMDS6}/128"), "dev", "lo"]);
     NodeListeners {
         proxy4: node.ns.tcp_listen(sa(node.gateway4, 8169)),
         proxy6: node.ns.tcp_listen(sa(node.gateway6, 8170)),
@@ -105,23 +123,41 @@ fn node_listeners(node: &Node) -> NodeListeners {
 fn assert_arrives(pod: &Pod, to: SocketAddr, listener: &TcpListener) {
     let conn = pod.ns.tcp_connect(None, to, Duration::from_secs(3));
     assert!(conn.is_ok(), "connect from pod to {to}: {conn:?}");
-    let (_, peer) = accept_within(listener, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("connection to {to} did not arrive at {:?}", listener.local_addr()));
-    assert_eq!(peer.ip(), pod.ip(to.is_ipv6()), "source address seen at the listener");
+    let (_, peer) = accept_within(listener, Duration::from_secs(3)).unwrap_or_else(|| {
+        panic!(
+            "connection to {to} did not arrive at {:?}",
+            listener.local_addr()
+        )
+    });
+    assert_eq!(
+        peer.ip(),
+        pod.ip(to.is_ipv6()),
+        "source address seen at the listener"
+    );
 }
 
 /// Nothing from the pod reaches `listener` (the connect itself fails: rejected or dropped).
 fn assert_never_arrives(pod: &Pod, from: Option<IpAddr>, to: SocketAddr, listener: &TcpListener) {
     let conn = pod.ns.tcp_connect(from, to, QUIET);
-    assert!(conn.is_err(), "connect from pod ({from:?}) to {to} succeeded");
-    assert!(accept_within(listener, QUIET).is_none(), "a connection to {to} reached {:?}", listener.local_addr());
+    assert!(
+        conn.is_err(),
+        "connect from pod ({from:?}) to {to} succeeded"
+    );
+    assert!(
+        accept_within(listener, QUIET).is_none(),
+        "a connection to {to} reached {:?}",
+        listener.local_addr()
+    );
 }
 
 fn assert_udp_never_arrives(pod: &Pod, to: SocketAddr, sock: &std::net::UdpSocket) {
     // The send itself may succeed (the reject comes back as ICMP) or fail; either way nothing
     // may arrive.
     let _ = pod.ns.udp_send(to, b"hello");
-    assert!(recv_within(sock, QUIET).is_none(), "a UDP datagram to {to} arrived");
+    assert!(
+        recv_within(sock, QUIET).is_none(),
+        "a UDP datagram to {to} arrived"
+    );
 }
 
 /// Everything issue 2 asks of one cniVersion.
@@ -133,11 +169,17 @@ fn full_scenario(version: &str) {
 
     // ADD prints the bridge result unchanged (for 1.1.0: the result metaguard was given).
     let printed = pod.mg_result.clone().unwrap();
-    assert_eq!(printed, pod.prev_result, "ADD must print prevResult unchanged");
+    assert_eq!(
+        printed, pod.prev_result,
+        "ADD must print prevResult unchanged"
+    );
     if version != "1.1.0" {
         assert_eq!(printed, pod.bridge_result);
     } else {
-        assert_eq!(printed["routes"][0]["table"], 254, "1.1.0 route fields survive");
+        assert_eq!(
+            printed["routes"][0]["table"], 254,
+            "1.1.0 route fields survive"
+        );
     }
     assert_eq!(printed["cniVersion"], version);
 
@@ -145,7 +187,10 @@ fn full_scenario(version: &str) {
     assert_eq!(nft_tables(&pod.ns), vec![format!("inet {table}")]);
     assert_node_clean_except_guards(&node, std::slice::from_ref(&table));
     let guard_text = node.ns.ok("nft", &["list", "table", "netdev", &table]);
-    assert!(guard_text.contains(&pod.host_veth()), "guard bound to the host veth: {guard_text}");
+    assert!(
+        guard_text.contains(&pod.host_veth()),
+        "guard bound to the host veth: {guard_text}"
+    );
 
     // The record.
     let rec = read_record(&pod);
@@ -153,7 +198,10 @@ fn full_scenario(version: &str) {
     assert_eq!(rec["network"], node.network.as_str());
     assert_eq!(rec["ifname"], "eth0");
     assert_eq!(rec["netns"], pod.ns.path_str());
-    assert_eq!(rec["ips"], json!([pod.ip(false).to_string(), pod.ip(true).to_string()]));
+    assert_eq!(
+        rec["ips"],
+        json!([pod.ip(false).to_string(), pod.ip(true).to_string()])
+    );
     assert_eq!(rec["namespace"], "team-a");
     assert_eq!(rec["podName"], "web-0");
     assert_eq!(rec["podUid"], "6f1e2a3b-0000-4000-8000-000000000001");
@@ -168,8 +216,14 @@ fn full_scenario(version: &str) {
     assert_arrives(&pod, sa(ip(IMDS4), 80), &l.proxy4);
     assert_arrives(&pod, sa(ip(IMDS6), 80), &l.proxy6);
     assert_arrives(&pod, sa(ip(ALIBABA), 80), &l.proxy_alibaba);
-    assert!(accept_within(&l.imds4_80, QUIET).is_none(), "the real 169.254.169.254:80 was reached");
-    assert!(accept_within(&l.imds6_80, Duration::ZERO).is_none(), "the real [fd00:ec2::254]:80 was reached");
+    assert!(
+        accept_within(&l.imds4_80, QUIET).is_none(),
+        "the real 169.254.169.254:80 was reached"
+    );
+    assert!(
+        accept_within(&l.imds6_80, Duration::ZERO).is_none(),
+        "the real [fd00:ec2::254]:80 was reached"
+    );
     assert_never_arrives(&pod, None, sa(ip(IMDS4), 81), &l.imds4_81);
     assert_never_arrives(&pod, None, sa(ip(IMDS6), 81), &l.imds6_81);
     assert_udp_never_arrives(&pod, sa(ip(IMDS4), 80), &l.imds4_udp);
@@ -191,12 +245,39 @@ fn full_scenario(version: &str) {
         }
         _ => unreachable!(),
     };
-    pod.ns.ok("ip", &["addr", "add", &format!("{forged4}/32"), "dev", "eth0"]);
-    pod.ns.ok("ip", &["-6", "addr", "add", &format!("{forged6}/128"), "dev", "eth0", "nodad"]);
+    pod.ns.ok(
+        "ip",
+        &["addr", "add", &format!("{forged4}/32"), "dev", "eth0"],
+    );
+    pod.ns.ok(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{forged6}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
     assert_never_arrives(&pod, Some(forged4), sa(node.gateway4, 9000), &probe4);
     assert_never_arrives(&pod, Some(forged6), sa(node.gateway6, 9000), &probe6);
-    pod.ns.ok("ip", &["addr", "del", &format!("{forged4}/32"), "dev", "eth0"]);
-    pod.ns.ok("ip", &["-6", "addr", "del", &format!("{forged6}/128"), "dev", "eth0"]);
+    pod.ns.ok(
+        "ip",
+        &["addr", "del", &format!("{forged4}/32"), "dev", "eth0"],
+    );
+    pod.ns.ok(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "del",
+            &format!("{forged6}/128"),
+            "dev",
+            "eth0",
+        ],
+    );
 
     // Repeat ADD: same output, same rules, same record (creation time included).
     let pod_rules = pod.ns.ok("nft", &["list", "ruleset"]);
@@ -266,7 +347,10 @@ fn cni_0_3_0_add_del() {
     let node = Node::new();
     let pod = node.pod("0.3.0");
     assert_eq!(pod.mg_result.clone().unwrap(), pod.bridge_result);
-    assert_eq!(nft_tables(&pod.ns), vec![format!("inet {}", table_of(&pod.key()))]);
+    assert_eq!(
+        nft_tables(&pod.ns),
+        vec![format!("inet {}", table_of(&pod.key()))]
+    );
     pod.metaguard("DEL").expect_ok();
     assert_nothing_left(&node, &pod);
 }
@@ -282,11 +366,18 @@ fn version_and_status() {
     );
     let v = out.expect_ok();
     assert_eq!(v["cniVersion"], "1.0.0");
-    assert_eq!(v["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+    assert_eq!(
+        v["supportedVersions"],
+        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
 
     let conf = node.metaguard_conf("1.1.0", &json!({}));
     let out = node.run_metaguard_global("STATUS", &conf);
-    assert_eq!(out.expect_ok(), Value::Null, "STATUS prints nothing when ready");
+    assert_eq!(
+        out.expect_ok(),
+        Value::Null,
+        "STATUS prints nothing when ready"
+    );
     assert!(out.stdout.trim().is_empty());
 
     // A state directory that cannot be created: not ready, code 50.
@@ -294,10 +385,14 @@ fn version_and_status() {
     std::fs::write(&file, b"x").unwrap();
     let conf = node.metaguard_conf("1.1.0", &json!({"stateDir": file.join("state")}));
     let e = node.run_metaguard_global("STATUS", &conf).expect_error(50);
-    assert!(e["details"].as_str().unwrap().contains("state directory"), "{e}");
+    assert!(
+        e["details"].as_str().unwrap().contains("state directory"),
+        "{e}"
+    );
 
     // STATUS before 1.1.0 is an incompatible version.
-    node.run_metaguard_global("STATUS", &node.metaguard_conf("1.0.0", &json!({}))).expect_error(1);
+    node.run_metaguard_global("STATUS", &node.metaguard_conf("1.0.0", &json!({})))
+        .expect_error(1);
 }
 
 #[test]
@@ -339,7 +434,8 @@ fn delete_one_pod_rule(pod: &Pod, table: &str) {
             continue;
         }
         if let (Some(c), Some(h)) = (&chain, line.rsplit_once("# handle ").map(|(_, h)| h.trim())) {
-            pod.ns.ok("nft", &["delete", "rule", "inet", table, c, "handle", h]);
+            pod.ns
+                .ok("nft", &["delete", "rule", "inet", table, c, "handle", h]);
             return;
         }
     }
@@ -398,7 +494,11 @@ fn gc_removes_stale_attachments_and_keeps_valid_ones() {
     let other_key = format!("othernet:{}:eth0", a.container_id);
     let mut other = read_record(&a);
     other["network"] = json!("othernet");
-    std::fs::write(node.record_path(&other_key), serde_json::to_vec(&other).unwrap()).unwrap();
+    std::fs::write(
+        node.record_path(&other_key),
+        serde_json::to_vec(&other).unwrap(),
+    )
+    .unwrap();
 
     let mut conf = node.metaguard_conf("1.1.0", &json!({}));
     conf["cni.dev/attachments"] = json!([{"containerID": a.container_id, "ifname": "eth0"}]);
@@ -436,7 +536,9 @@ impl XtablesLockHolder {
             .process_group(0)
             .spawn()
             .expect("spawn flock");
-        let holder = XtablesLockHolder { pgid: child.id() as i32 };
+        let holder = XtablesLockHolder {
+            pgid: child.id() as i32,
+        };
         let mut line = String::new();
         let stdout = child.stdout.take().unwrap();
         // flock prints nothing until it holds the lock: the line is the signal.
@@ -451,7 +553,10 @@ impl XtablesLockHolder {
 impl Drop for XtablesLockHolder {
     fn drop(&mut self) {
         // The process group we started (flock and its sleep), nothing else.
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pgid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -467,10 +572,21 @@ fn add_and_del_do_not_wait_for_the_xtables_lock() {
     add.expect_ok();
     check.expect_ok();
     del.expect_ok();
-    assert!(add.elapsed < Duration::from_secs(1), "ADD took {:?}", add.elapsed);
-    assert!(del.elapsed < Duration::from_secs(1), "DEL took {:?}", del.elapsed);
+    assert!(
+        add.elapsed < Duration::from_secs(1),
+        "ADD took {:?}",
+        add.elapsed
+    );
+    assert!(
+        del.elapsed < Duration::from_secs(1),
+        "DEL took {:?}",
+        del.elapsed
+    );
     assert_nothing_left(&node, &pod);
 }
+
+/// What, environment, stdin, expected code, text the error must contain.
+type BadCase<'a> = (&'a str, Vec<(String, String)>, Vec<u8>, u64, &'a str);
 
 #[test]
 fn bad_inputs_get_the_right_code_and_leave_nothing_behind() {
@@ -482,7 +598,11 @@ fn bad_inputs_get_the_right_code_and_leave_nothing_behind() {
     let regular_file = node.dir.path().join("not-a-netns");
     std::fs::write(&regular_file, b"").unwrap();
     let base = pod.call("ADD");
-    let base_env: Vec<(String, String)> = base.env().into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let base_env: Vec<(String, String)> = base
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let env_with = |k: &str, v: Option<&str>| -> Vec<(String, String)> {
         let mut e: Vec<_> = base_env.iter().filter(|(n, _)| n != k).cloned().collect();
         if let Some(v) = v {
@@ -501,14 +621,56 @@ fn bad_inputs_get_the_right_code_and_leave_nothing_behind() {
         serde_json::to_vec(&c).unwrap()
     };
     let missing_netns = format!("/run/netns/{}-missing", pod.ns.name());
-    let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>, u64, &str)> = vec![
-        ("missing CNI_COMMAND", env_with("CNI_COMMAND", None), good.clone(), 4, "CNI_COMMAND"),
-        ("unknown CNI_COMMAND", env_with("CNI_COMMAND", Some("FROB")), good.clone(), 4, "CNI_COMMAND"),
-        ("missing CNI_CONTAINERID", env_with("CNI_CONTAINERID", None), good.clone(), 4, "CNI_CONTAINERID"),
-        ("bad container ID", env_with("CNI_CONTAINERID", Some("../../etc")), good.clone(), 4, "CNI_CONTAINERID"),
-        ("missing CNI_IFNAME", env_with("CNI_IFNAME", None), good.clone(), 4, "CNI_IFNAME"),
-        ("missing CNI_NETNS", env_with("CNI_NETNS", None), good.clone(), 4, "CNI_NETNS"),
-        ("nonexistent netns", env_with("CNI_NETNS", Some(&missing_netns)), good.clone(), 4, "CNI_NETNS"),
+    let cases: Vec<BadCase> = vec![
+        (
+            "missing CNI_COMMAND",
+            env_with("CNI_COMMAND", None),
+            good.clone(),
+            4,
+            "CNI_COMMAND",
+        ),
+        (
+            "unknown CNI_COMMAND",
+            env_with("CNI_COMMAND", Some("FROB")),
+            good.clone(),
+            4,
+            "CNI_COMMAND",
+        ),
+        (
+            "missing CNI_CONTAINERID",
+            env_with("CNI_CONTAINERID", None),
+            good.clone(),
+            4,
+            "CNI_CONTAINERID",
+        ),
+        (
+            "bad container ID",
+            env_with("CNI_CONTAINERID", Some("../../etc")),
+            good.clone(),
+            4,
+            "CNI_CONTAINERID",
+        ),
+        (
+            "missing CNI_IFNAME",
+            env_with("CNI_IFNAME", None),
+            good.clone(),
+            4,
+            "CNI_IFNAME",
+        ),
+        (
+            "missing CNI_NETNS",
+            env_with("CNI_NETNS", None),
+            good.clone(),
+            4,
+            "CNI_NETNS",
+        ),
+        (
+            "nonexistent netns",
+            env_with("CNI_NETNS", Some(&missing_netns)),
+            good.clone(),
+            4,
+            "CNI_NETNS",
+        ),
         (
             "netns is a regular file",
             env_with("CNI_NETNS", Some(regular_file.to_str().unwrap())),
@@ -516,30 +678,82 @@ fn bad_inputs_get_the_right_code_and_leave_nothing_behind() {
             4,
             "CNI_NETNS",
         ),
-        ("bad JSON", base_env.clone(), b"{\"cniVersion\": \"1.0.0\",".to_vec(), 6, "decode"),
+        (
+            "bad JSON",
+            base_env.clone(),
+            b"{\"cniVersion\": \"1.0.0\",".to_vec(),
+            6,
+            "decode",
+        ),
         ("empty stdin", base_env.clone(), Vec::new(), 6, "decode"),
-        ("unknown cniVersion", base_env.clone(), conf_with("cniVersion", Some(json!("0.2.0"))), 1, "version"),
-        ("no prevResult", base_env.clone(), conf_with("prevResult", None), 7, "prevResult"),
-        ("unknown config key", base_env.clone(), conf_with("hostguard", Some(json!(false))), 7, "hostguard"),
-        ("bad config value", base_env.clone(), conf_with("block", Some(json!(["nope"]))), 7, "block[0]"),
+        (
+            "unknown cniVersion",
+            base_env.clone(),
+            conf_with("cniVersion", Some(json!("0.2.0"))),
+            1,
+            "version",
+        ),
+        (
+            "no prevResult",
+            base_env.clone(),
+            conf_with("prevResult", None),
+            7,
+            "prevResult",
+        ),
+        (
+            "unknown config key",
+            base_env.clone(),
+            conf_with("hostguard", Some(json!(false))),
+            7,
+            "hostguard",
+        ),
+        (
+            "bad config value",
+            base_env.clone(),
+            conf_with("block", Some(json!(["nope"]))),
+            7,
+            "block[0]",
+        ),
     ];
     for (what, env, stdin, code, needle) in cases {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let out = exec_plugin(&mg, Some(&node.ns), &env, &stdin);
         let e = out.expect_error(code);
         let text = e.to_string();
-        assert!(text.contains(needle), "{what}: error does not name {needle:?}: {text}");
-        assert!(out.stderr.contains("ERROR"), "{what}: the error is logged on stderr: {}", out.stderr);
-        assert!(node.record_keys().is_empty(), "{what}: a record was written");
-        assert!(nft_tables(&pod.ns).is_empty(), "{what}: pod tables {:?}", nft_tables(&pod.ns));
-        assert!(nft_tables(&node.ns).is_empty(), "{what}: node tables {:?}", nft_tables(&node.ns));
+        assert!(
+            text.contains(needle),
+            "{what}: error does not name {needle:?}: {text}"
+        );
+        assert!(
+            out.stderr.contains("ERROR"),
+            "{what}: the error is logged on stderr: {}",
+            out.stderr
+        );
+        assert!(
+            node.record_keys().is_empty(),
+            "{what}: a record was written"
+        );
+        assert!(
+            nft_tables(&pod.ns).is_empty(),
+            "{what}: pod tables {:?}",
+            nft_tables(&pod.ns)
+        );
+        assert!(
+            nft_tables(&node.ns).is_empty(),
+            "{what}: node tables {:?}",
+            nft_tables(&node.ns)
+        );
     }
     // Errors carry the input's cniVersion.
-    let env: Vec<(&str, &str)> = base_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env: Vec<(&str, &str)> = base_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut c = good_conf.clone();
     c["cniVersion"] = json!("0.4.0");
     c["bogus"] = json!(1);
-    let e = exec_plugin(&mg, Some(&node.ns), &env, &serde_json::to_vec(&c).unwrap()).expect_error(7);
+    let e =
+        exec_plugin(&mg, Some(&node.ns), &env, &serde_json::to_vec(&c).unwrap()).expect_error(7);
     assert_eq!(e["cniVersion"], "0.4.0");
 }
 
@@ -555,7 +769,11 @@ fn no_host_interface_or_host_guard_off_means_no_guard_recorded() {
     }
     let out = pod.metaguard("ADD");
     assert_eq!(out.expect_ok(), pod.prev_result);
-    assert!(out.stderr.contains("no host guard"), "the missing guard is logged: {}", out.stderr);
+    assert!(
+        out.stderr.contains("no host guard"),
+        "the missing guard is logged: {}",
+        out.stderr
+    );
     let rec = read_record(&pod);
     assert_eq!(rec["hostGuard"], false);
     assert_eq!(rec["hostInterface"], Value::Null);
@@ -567,13 +785,19 @@ fn no_host_interface_or_host_guard_off_means_no_guard_recorded() {
 
     // hostGuard: false, and a log file.
     let log = node.dir.path().join("mg.log");
-    let pod = node.pod_with("1.0.0", json!({"hostGuard": false, "logFile": log, "logLevel": "info"}));
+    let pod = node.pod_with(
+        "1.0.0",
+        json!({"hostGuard": false, "logFile": log, "logLevel": "info"}),
+    );
     let rec = read_record(&pod);
     assert_eq!(rec["hostGuard"], false);
     assert_eq!(rec["hostInterface"], pod.host_veth().as_str());
     assert!(nft_tables(&node.ns).is_empty());
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains(&format!("ADD {}:eth0", pod.container_id)), "log file: {text}");
+    assert!(
+        text.contains(&format!("ADD {}:eth0", pod.container_id)),
+        "log file: {text}"
+    );
 }
 
 #[test]

@@ -24,7 +24,10 @@ pub enum WriteError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_ {
-    move |source| WriteError::Io { path: path.to_path_buf(), source }
+    move |source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What the destination must hold just before the rename (a compare-and-swap on content).
@@ -41,7 +44,10 @@ pub enum Expect<'a> {
 /// The temporary file used for `path`.
 pub fn temp_path(path: &Path) -> PathBuf {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dir.join(format!(".{name}.{}.metaguard-tmp", std::process::id()))
 }
 
@@ -85,7 +91,8 @@ pub fn write_atomic(
             .map_err(io_err(&tmp))?;
         f.write_all(data).map_err(io_err(&tmp))?;
         // The umask may have narrowed the mode given at creation.
-        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_err(&tmp))?;
         if let Some((uid, gid)) = owner {
             let md = f.metadata().map_err(io_err(&tmp))?;
             if (md.uid(), md.gid()) != (uid, gid) {
@@ -102,7 +109,9 @@ pub fn write_atomic(
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
         if !matches_expect(path, expect)? {
-            return Err(WriteError::Changed { path: path.to_path_buf() });
+            return Err(WriteError::Changed {
+                path: path.to_path_buf(),
+            });
         }
         fs::rename(&tmp, path).map_err(io_err(path))?;
         sync_dir(path)
@@ -117,7 +126,9 @@ pub fn write_atomic(
 /// Removes `path` if it holds what `expect` says; `Ok(false)` when it was already gone.
 pub fn remove_checked(path: &Path, expect: Expect<'_>) -> Result<bool, WriteError> {
     if !matches_expect(path, expect)? {
-        return Err(WriteError::Changed { path: path.to_path_buf() });
+        return Err(WriteError::Changed {
+            path: path.to_path_buf(),
+        });
     }
     match fs::remove_file(path) {
         Ok(()) => {
@@ -135,7 +146,9 @@ pub fn sync_dir(path: &Path) -> Result<(), WriteError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// Permission bits and owner of an existing file, to give its replacement the same.
@@ -161,11 +174,20 @@ mod tests {
         let p = d.join("f.conflist");
         write_atomic(&p, b"one", 0o755, None, Expect::Absent).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"one");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
         write_atomic(&p, b"two", 0o600, None, Expect::Bytes(b"one")).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        let names: Vec<_> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
         fs::remove_dir_all(&d).unwrap();
     }
@@ -190,7 +212,10 @@ mod tests {
     fn temp_name_is_not_a_cni_config_name() {
         let t = temp_path(Path::new("/etc/cni/net.d/10-calico.conflist"));
         let name = t.file_name().unwrap().to_str().unwrap();
-        assert!(name.starts_with('.') && name.ends_with(".metaguard-tmp"), "{name}");
+        assert!(
+            name.starts_with('.') && name.ends_with(".metaguard-tmp"),
+            "{name}"
+        );
         assert_eq!(t.parent().unwrap(), Path::new("/etc/cni/net.d"));
     }
 }

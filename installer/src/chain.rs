@@ -71,7 +71,11 @@ impl Entry {
         match obj.remove("type") {
             None => {}
             Some(Value::String(t)) if t == PLUGIN_TYPE => {}
-            Some(other) => return Err(invalid(format!("--config: \"type\" must be \"{PLUGIN_TYPE}\", not {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "--config: \"type\" must be \"{PLUGIN_TYPE}\", not {other}"
+                )))
+            }
         }
         for k in obj.keys() {
             if !PLUGIN_KEYS.contains(&k.as_str()) {
@@ -81,11 +85,14 @@ impl Entry {
                 )));
             }
         }
-        let caps = obj.entry("capabilities").or_insert_with(|| Value::Object(Map::new()));
+        let caps = obj
+            .entry("capabilities")
+            .or_insert_with(|| Value::Object(Map::new()));
         let Value::Object(caps) = caps else {
             return Err(invalid("--config: \"capabilities\" must be an object"));
         };
-        caps.entry(POD_ANNOTATIONS_CAPABILITY).or_insert(Value::Bool(true));
+        caps.entry(POD_ANNOTATIONS_CAPABILITY)
+            .or_insert(Value::Bool(true));
         for (k, v) in caps.iter() {
             if k != POD_ANNOTATIONS_CAPABILITY || !v.is_boolean() {
                 return Err(invalid(format!(
@@ -94,7 +101,9 @@ impl Entry {
             }
         }
         obj.insert("type".into(), Value::String(PLUGIN_TYPE.into()));
-        Ok(Entry { value: Value::Object(obj) })
+        Ok(Entry {
+            value: Value::Object(obj),
+        })
     }
 
     pub fn value(&self) -> &Value {
@@ -104,7 +113,9 @@ impl Entry {
     /// The entry as text, `type` first, continuation lines prefixed with `indent`, members one
     /// `step` deeper.
     fn render(&self, indent: &str, step: &str) -> String {
-        let Value::Object(m) = &self.value else { return String::new() };
+        let Value::Object(m) = &self.value else {
+            return String::new();
+        };
         let inner = format!("{indent}{step}");
         let mut parts = vec![format!("{inner}\"type\": \"{PLUGIN_TYPE}\"")];
         for (k, v) in m.iter().filter(|(k, _)| k.as_str() != "type") {
@@ -186,7 +197,9 @@ impl ListView {
             Some(Value::String(n)) if !n.is_empty() => n.clone(),
             _ => return Err(invalid("no \"name\"")),
         };
-        let Some(span) = top.get("plugins")? else { return Err(invalid("no \"plugins\" list")) };
+        let Some(span) = top.get("plugins")? else {
+            return Err(invalid("no \"plugins\" list"));
+        };
         if !text[span.clone()].starts_with('[') {
             return Err(invalid("\"plugins\" is not a list"));
         }
@@ -195,21 +208,35 @@ impl ListView {
         for s in spans {
             let v = parse(&text[s.clone()])?;
             if !v.is_object() || v.get("type").and_then(Value::as_str).is_none() {
-                return Err(invalid(format!("plugin {} of \"plugins\" has no \"type\"", plugins.len() + 1)));
+                return Err(invalid(format!(
+                    "plugin {} of \"plugins\" has no \"type\"",
+                    plugins.len() + 1
+                )));
             }
             plugins.push((s, v));
         }
         if plugins.is_empty() {
-            return Err(invalid("\"plugins\" is empty (containerd refuses such a list)"));
+            return Err(invalid(
+                "\"plugins\" is empty (containerd refuses such a list)",
+            ));
         }
-        Ok(ListView { cni_version, name, plugins })
+        Ok(ListView {
+            cni_version,
+            name,
+            plugins,
+        })
     }
 
     /// Types of the plugins, in order.
     pub fn types(&self) -> Vec<String> {
         self.plugins
             .iter()
-            .map(|(_, v)| v.get("type").and_then(Value::as_str).unwrap_or("").to_string())
+            .map(|(_, v)| {
+                v.get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect()
     }
 
@@ -249,7 +276,9 @@ pub fn strip_from_list(text: &str) -> Result<String, ChainError> {
     let mut text = text.to_string();
     loop {
         let view = ListView::parse(&text)?;
-        let Some(i) = view.plugins.iter().rposition(|(_, v)| is_metaguard(v)) else { return Ok(text) };
+        let Some(i) = view.plugins.iter().rposition(|(_, v)| is_metaguard(v)) else {
+            return Ok(text);
+        };
         if view.plugins.len() == 1 {
             return Err(invalid("metaguard is the only plugin of the list"));
         }
@@ -266,7 +295,9 @@ pub fn add_to_list(text: &str, entry: &Entry) -> Result<Option<String>, ChainErr
     }
     check_network_name(&view.name)?;
     if view.plugins.iter().all(|(_, v)| is_metaguard(v)) {
-        return Err(invalid("the list holds no plugin other than metaguard to chain after"));
+        return Err(invalid(
+            "the list holds no plugin other than metaguard to chain after",
+        ));
     }
     let base = strip_from_list(text)?;
     let view = ListView::parse(&base)?;
@@ -289,7 +320,9 @@ pub fn add_to_list(text: &str, entry: &Entry) -> Result<Option<String>, ChainErr
     // The result must say what we meant; a scanner mistake must never reach the disk.
     let check = ListView::parse(&out)?;
     if !check.is_canonical(entry) {
-        return Err(invalid("internal error: the edited list does not end with the metaguard entry"));
+        return Err(invalid(
+            "internal error: the edited list does not end with the metaguard entry",
+        ));
     }
     Ok(Some(out))
 }
@@ -317,14 +350,21 @@ impl SingleView {
             _ => return Err(invalid("no \"type\"")),
         };
         if plugin_type == PLUGIN_TYPE {
-            return Err(invalid("metaguard cannot be the only plugin: it chains after the main CNI"));
+            return Err(invalid(
+                "metaguard cannot be the only plugin: it chains after the main CNI",
+            ));
         }
         let cni_version = check_version(value.get("cniVersion"))?;
         let name = match value.get("name") {
             Some(Value::String(n)) if !n.is_empty() => n.clone(),
             _ => return Err(invalid("no \"name\"")),
         };
-        Ok(SingleView { cni_version, name, plugin_type, value })
+        Ok(SingleView {
+            cni_version,
+            name,
+            plugin_type,
+            value,
+        })
     }
 
     /// The list libcni builds from this file (`ConfListFromConf`): same version and name, the
@@ -345,7 +385,9 @@ pub fn convert_single(text: &str, entry: &Entry) -> Result<String, ChainError> {
     check_network_name(&view.name)?;
     let top = jsonspan::top_object(text)?;
     let raw = |k: &str| -> Result<String, ChainError> {
-        top.get(k)?.map(|s| text[s].to_string()).ok_or_else(|| invalid(format!("no \"{k}\"")))
+        top.get(k)?
+            .map(|s| text[s].to_string())
+            .ok_or_else(|| invalid(format!("no \"{k}\"")))
     };
     let conf = text[top.span.clone()].replace('\n', "\n    ");
     let out = format!(
@@ -357,7 +399,9 @@ pub fn convert_single(text: &str, entry: &Entry) -> Result<String, ChainError> {
     let check = ListView::parse(&out)?;
     let stripped = parse(&strip_from_list(&out)?)?;
     if !check.is_canonical(entry) || stripped != view.as_list_value() {
-        return Err(invalid("internal error: the generated list does not match the original file"));
+        return Err(invalid(
+            "internal error: the generated list does not match the original file",
+        ));
     }
     Ok(out)
 }
@@ -383,7 +427,10 @@ mod tests {
 "#;
 
     fn entry() -> Entry {
-        Entry::from_config(Some(r#"{"hostGuard": true, "proxy": {"ipv4": "10.0.0.1"}}"#)).unwrap()
+        Entry::from_config(Some(
+            r#"{"hostGuard": true, "proxy": {"ipv4": "10.0.0.1"}}"#,
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -393,10 +440,19 @@ mod tests {
             e.value(),
             &serde_json::json!({"type": "metaguard", "capabilities": {POD_ANNOTATIONS_CAPABILITY: true}})
         );
-        let e = Entry::from_config(Some(r#"{"capabilities": {"io.kubernetes.cri.pod-annotations": false}}"#)).unwrap();
-        assert_eq!(e.value()["capabilities"][POD_ANNOTATIONS_CAPABILITY], Value::Bool(false));
+        let e = Entry::from_config(Some(
+            r#"{"capabilities": {"io.kubernetes.cri.pod-annotations": false}}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            e.value()["capabilities"][POD_ANNOTATIONS_CAPABILITY],
+            Value::Bool(false)
+        );
         assert!(Entry::from_config(Some(r#"{"type": "bridge"}"#)).is_err());
-        assert!(Entry::from_config(Some(r#"{"hostgaurd": true}"#)).unwrap_err().to_string().contains("hostgaurd"));
+        assert!(Entry::from_config(Some(r#"{"hostgaurd": true}"#))
+            .unwrap_err()
+            .to_string()
+            .contains("hostgaurd"));
         assert!(Entry::from_config(Some("[1]")).is_err());
         assert!(Entry::from_config(Some("{")).is_err());
         assert!(Entry::from_config(Some(r#"{"capabilities": 1}"#)).is_err());
@@ -414,7 +470,10 @@ mod tests {
         let last_plugin_end = LIST[..cut].rfind('}').unwrap() + 1;
         assert_eq!(&out[..last_plugin_end], &LIST[..last_plugin_end]);
         assert!(out.ends_with("\n  ]\n}\n"), "{out}");
-        assert!(out.contains("\n    {\n      \"type\": \"metaguard\",\n"), "{out}");
+        assert!(
+            out.contains("\n    {\n      \"type\": \"metaguard\",\n"),
+            "{out}"
+        );
         // Twice: nothing to do.
         assert!(add_to_list(&out, &entry()).unwrap().is_none());
         // Strip gives back the original bytes.
@@ -432,7 +491,10 @@ mod tests {
         // metaguard in the middle (someone edited by hand): moved to the end, only one copy.
         let mid = r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"},{"type":"metaguard"},{"type":"portmap"}]}"#;
         let out3 = add_to_list(mid, &entry()).unwrap().unwrap();
-        assert_eq!(ListView::parse(&out3).unwrap().types(), ["bridge", "portmap", "metaguard"]);
+        assert_eq!(
+            ListView::parse(&out3).unwrap().types(),
+            ["bridge", "portmap", "metaguard"]
+        );
         // One-line lists stay on one line.
         assert!(!out3.contains('\n'), "{out3}");
     }
@@ -441,16 +503,40 @@ mod tests {
     fn refuses_lists_it_cannot_chain() {
         let e = entry();
         for (text, what) in [
-            (r#"{"cniVersion":"0.2.0","name":"n","plugins":[{"type":"bridge"}]}"#, "0.2.0"),
-            (r#"{"name":"n","plugins":[{"type":"bridge"}]}"#, "cniVersion"),
-            (r#"{"cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}"#, "name"),
+            (
+                r#"{"cniVersion":"0.2.0","name":"n","plugins":[{"type":"bridge"}]}"#,
+                "0.2.0",
+            ),
+            (
+                r#"{"name":"n","plugins":[{"type":"bridge"}]}"#,
+                "cniVersion",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}"#,
+                "name",
+            ),
             (r#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#, "empty"),
-            (r#"{"cniVersion":"1.0.0","name":"n","plugins":{}}"#, "not a list"),
-            (r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"a":1}]}"#, "type"),
-            (r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"metaguard"}]}"#, "other than metaguard"),
-            (r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"}],"plugins":[]}"#, "duplicate"),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","plugins":{}}"#,
+                "not a list",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"a":1}]}"#,
+                "type",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"metaguard"}]}"#,
+                "other than metaguard",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"}],"plugins":[]}"#,
+                "duplicate",
+            ),
             ("{\"cniVersion\":\"1.0.0\",", "JSON"),
-            (r#"{"cniVersion":"1.0.0","name":"my net","plugins":[{"type":"bridge"}]}"#, "does not match"),
+            (
+                r#"{"cniVersion":"1.0.0","name":"my net","plugins":[{"type":"bridge"}]}"#,
+                "does not match",
+            ),
         ] {
             let err = add_to_list(text, &e).unwrap_err().to_string();
             assert!(err.contains(what), "{text}: {err}");
@@ -461,8 +547,14 @@ mod tests {
     fn tabs_and_first_position() {
         let t = "{\n\t\"cniVersion\": \"0.4.0\",\n\t\"name\": \"n\",\n\t\"plugins\": [\n\t\t{\"type\": \"metaguard\"},\n\t\t{\"type\": \"flannel\"}\n\t]\n}";
         let out = add_to_list(t, &entry()).unwrap().unwrap();
-        assert_eq!(ListView::parse(&out).unwrap().types(), ["flannel", "metaguard"]);
-        assert!(out.contains("\n\t\t{\n\t\t\t\"type\": \"metaguard\""), "{out}");
+        assert_eq!(
+            ListView::parse(&out).unwrap().types(),
+            ["flannel", "metaguard"]
+        );
+        assert!(
+            out.contains("\n\t\t{\n\t\t\t\"type\": \"metaguard\""),
+            "{out}"
+        );
         let stripped = strip_from_list(&out).unwrap();
         assert_eq!(stripped, "{\n\t\"cniVersion\": \"0.4.0\",\n\t\"name\": \"n\",\n\t\"plugins\": [\n\t\t{\"type\": \"flannel\"}\n\t]\n}");
     }
@@ -477,8 +569,19 @@ mod tests {
         assert_eq!(v.name, "mynet");
         assert!(add_to_list(&out, &entry()).unwrap().is_none());
         let bad = r#"{"cniVersion":"0.3.1","name":"n","plugins":[{"type":"bridge"}]}"#;
-        assert!(convert_single(bad, &entry()).unwrap_err().to_string().contains(".conflist"));
-        assert!(convert_single(r#"{"cniVersion":"0.3.1","name":"n","type":"metaguard"}"#, &entry()).is_err());
-        assert!(convert_single(r#"{"cniVersion":"0.2.0","name":"n","type":"bridge"}"#, &entry()).is_err());
+        assert!(convert_single(bad, &entry())
+            .unwrap_err()
+            .to_string()
+            .contains(".conflist"));
+        assert!(convert_single(
+            r#"{"cniVersion":"0.3.1","name":"n","type":"metaguard"}"#,
+            &entry()
+        )
+        .is_err());
+        assert!(convert_single(
+            r#"{"cniVersion":"0.2.0","name":"n","type":"bridge"}"#,
+            &entry()
+        )
+        .is_err());
     }
 }

@@ -15,7 +15,7 @@ Commands:
   uninstall   restore the original CNI config and remove the plugin binary
   watch       install, keep metaguard in the chain, restore on SIGTERM (for the DaemonSet)
   status      tell whether metaguard is in the chain containerd uses (exit 0 yes, 3 no)
-  probe       exit 0 when --ready-file exists (an exec readiness probe)
+  probe       exit 0 when --ready-file exists and/or --heartbeat-file is fresh (exec probes)
 
 Options:
   --cni-bin-dir DIR     CNI plugin directory (default /opt/cni/bin)
@@ -27,6 +27,8 @@ Options:
                         io.kubernetes.cri.pod-annotations capability are added)
   --keep-plugin         uninstall/watch: leave the plugin binary in the CNI bin dir
   --ready-file PATH     watch: present exactly while metaguard is in the chain; probe: checked
+  --heartbeat-file PATH watch: rewritten after every check; probe: must be fresh
+  --max-age-ms N        probe: how fresh the heartbeat must be (default 10000)
   --interval-ms N       watch: pause between two checks (default 500)
   --on-exit uninstall|keep
                         watch: what to do with the chain on SIGTERM (default uninstall)
@@ -56,11 +58,23 @@ fn msg(s: impl Into<String>) -> UsageError {
 pub enum Command {
     Help,
     Version,
-    Install { layout: Layout, plugin: PathBuf, entry: Entry },
-    Uninstall { layout: Layout, keep_plugin: bool },
+    Install {
+        layout: Layout,
+        plugin: PathBuf,
+        entry: Entry,
+    },
+    Uninstall {
+        layout: Layout,
+        keep_plugin: bool,
+    },
     Watch(Box<WatchOptions>),
-    Status { layout: Layout },
-    Probe { ready_file: PathBuf },
+    Status {
+        layout: Layout,
+    },
+    Probe {
+        ready_file: Option<PathBuf>,
+        heartbeat: Option<(PathBuf, Duration)>,
+    },
 }
 
 #[derive(Default)]
@@ -72,6 +86,8 @@ struct Raw {
     config: Option<String>,
     keep_plugin: bool,
     ready_file: Option<PathBuf>,
+    heartbeat_file: Option<PathBuf>,
+    max_age_ms: Option<u64>,
     interval_ms: Option<u64>,
     on_exit: Option<OnExit>,
     remove_taint: bool,
@@ -83,8 +99,12 @@ struct Raw {
 impl Raw {
     fn layout(&self) -> Layout {
         Layout::new(
-            self.bin_dir.clone().unwrap_or_else(|| "/opt/cni/bin".into()),
-            self.conf_dir.clone().unwrap_or_else(|| "/etc/cni/net.d".into()),
+            self.bin_dir
+                .clone()
+                .unwrap_or_else(|| "/opt/cni/bin".into()),
+            self.conf_dir
+                .clone()
+                .unwrap_or_else(|| "/etc/cni/net.d".into()),
             self.backup_dir.clone(),
         )
     }
@@ -93,7 +113,8 @@ impl Raw {
         if let Some(p) = &self.plugin {
             return Ok(p.clone());
         }
-        let exe = std::env::current_exe().map_err(|e| msg(format!("cannot locate this program: {e}")))?;
+        let exe =
+            std::env::current_exe().map_err(|e| msg(format!("cannot locate this program: {e}")))?;
         Ok(exe.with_file_name(crate::chain::PLUGIN_TYPE))
     }
 
@@ -101,7 +122,9 @@ impl Raw {
         let text = match self.config.as_deref() {
             None => None,
             Some(s) => match s.strip_prefix('@') {
-                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| msg(format!("--config {s}: {e}")))?),
+                Some(path) => Some(
+                    std::fs::read_to_string(path).map_err(|e| msg(format!("--config {s}: {e}")))?,
+                ),
                 None => Some(s.to_string()),
             },
         };
@@ -113,10 +136,21 @@ impl Raw {
 fn allowed(cmd: &str) -> &'static [&'static str] {
     const DIRS: &[&str] = &["--cni-bin-dir", "--cni-conf-dir", "--backup-dir"];
     match cmd {
-        "install" => &["--cni-bin-dir", "--cni-conf-dir", "--backup-dir", "--plugin", "--config"],
-        "uninstall" => &["--cni-bin-dir", "--cni-conf-dir", "--backup-dir", "--keep-plugin"],
+        "install" => &[
+            "--cni-bin-dir",
+            "--cni-conf-dir",
+            "--backup-dir",
+            "--plugin",
+            "--config",
+        ],
+        "uninstall" => &[
+            "--cni-bin-dir",
+            "--cni-conf-dir",
+            "--backup-dir",
+            "--keep-plugin",
+        ],
         "status" => DIRS,
-        "probe" => &["--ready-file"],
+        "probe" => &["--ready-file", "--heartbeat-file", "--max-age-ms"],
         "watch" => &[
             "--cni-bin-dir",
             "--cni-conf-dir",
@@ -125,6 +159,7 @@ fn allowed(cmd: &str) -> &'static [&'static str] {
             "--config",
             "--keep-plugin",
             "--ready-file",
+            "--heartbeat-file",
             "--interval-ms",
             "--on-exit",
             "--remove-taint",
@@ -138,7 +173,9 @@ fn allowed(cmd: &str) -> &'static [&'static str] {
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, UsageError> {
-    let Some(cmd) = args.first() else { return Err(msg("no command given")) };
+    let Some(cmd) = args.first() else {
+        return Err(msg("no command given"));
+    };
     match cmd.as_str() {
         "-h" | "--help" | "help" => return Ok(Command::Help),
         "-V" | "--version" => return Ok(Command::Version),
@@ -167,7 +204,10 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         } else {
             match inline {
                 Some(v) => v,
-                None => it.next().cloned().ok_or_else(|| msg(format!("{name} needs a value")))?,
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| msg(format!("{name} needs a value")))?,
             }
         };
         match name {
@@ -178,8 +218,17 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             "--config" => raw.config = Some(value),
             "--keep-plugin" => raw.keep_plugin = true,
             "--ready-file" => raw.ready_file = Some(value.into()),
+            "--heartbeat-file" => raw.heartbeat_file = Some(value.into()),
+            "--max-age-ms" => {
+                let n: u64 = value
+                    .parse()
+                    .map_err(|_| msg(format!("--max-age-ms: not a number: {value:?}")))?;
+                raw.max_age_ms = Some(n);
+            }
             "--interval-ms" => {
-                let n: u64 = value.parse().map_err(|_| msg(format!("--interval-ms: not a number: {value:?}")))?;
+                let n: u64 = value
+                    .parse()
+                    .map_err(|_| msg(format!("--interval-ms: not a number: {value:?}")))?;
                 if !(50..=60_000).contains(&n) {
                     return Err(msg("--interval-ms must be between 50 and 60000"));
                 }
@@ -189,7 +238,11 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                 raw.on_exit = Some(match value.as_str() {
                     "uninstall" => OnExit::Uninstall,
                     "keep" => OnExit::Keep,
-                    _ => return Err(msg(format!("--on-exit: expected uninstall or keep, got {value:?}"))),
+                    _ => {
+                        return Err(msg(format!(
+                            "--on-exit: expected uninstall or keep, got {value:?}"
+                        )))
+                    }
                 })
             }
             "--remove-taint" => raw.remove_taint = true,
@@ -200,12 +253,33 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         }
     }
     Ok(match cmd.as_str() {
-        "install" => Command::Install { layout: raw.layout(), plugin: raw.plugin()?, entry: raw.entry()? },
-        "uninstall" => Command::Uninstall { layout: raw.layout(), keep_plugin: raw.keep_plugin },
-        "status" => Command::Status { layout: raw.layout() },
-        "probe" => Command::Probe {
-            ready_file: raw.ready_file.clone().ok_or_else(|| msg("probe: --ready-file is required"))?,
+        "install" => Command::Install {
+            layout: raw.layout(),
+            plugin: raw.plugin()?,
+            entry: raw.entry()?,
         },
+        "uninstall" => Command::Uninstall {
+            layout: raw.layout(),
+            keep_plugin: raw.keep_plugin,
+        },
+        "status" => Command::Status {
+            layout: raw.layout(),
+        },
+        "probe" => {
+            if raw.ready_file.is_none() && raw.heartbeat_file.is_none() {
+                return Err(msg("probe: give --ready-file and/or --heartbeat-file"));
+            }
+            if raw.max_age_ms.is_some() && raw.heartbeat_file.is_none() {
+                return Err(msg("probe: --max-age-ms needs --heartbeat-file"));
+            }
+            Command::Probe {
+                ready_file: raw.ready_file.clone(),
+                heartbeat: raw
+                    .heartbeat_file
+                    .clone()
+                    .map(|f| (f, Duration::from_millis(raw.max_age_ms.unwrap_or(10_000)))),
+            }
+        }
         _ => {
             let taint = if raw.remove_taint {
                 let node = match raw.node_name.clone() {
@@ -226,7 +300,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                 })
             } else {
                 if raw.node_name.is_some() || raw.taint.is_some() || raw.kubectl.is_some() {
-                    return Err(msg("--node-name, --taint and --kubectl only make sense with --remove-taint"));
+                    return Err(msg(
+                        "--node-name, --taint and --kubectl only make sense with --remove-taint",
+                    ));
                 }
                 None
             };
@@ -235,6 +311,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                 plugin_src: raw.plugin()?,
                 entry: raw.entry()?,
                 ready_file: raw.ready_file.clone(),
+                heartbeat_file: raw.heartbeat_file.clone(),
                 interval: Duration::from_millis(raw.interval_ms.unwrap_or(500)),
                 on_exit: raw.on_exit.unwrap_or(OnExit::Uninstall),
                 keep_plugin: raw.keep_plugin,
@@ -254,8 +331,18 @@ mod tests {
 
     #[test]
     fn install_options() {
-        let c = parse(&args("install --cni-bin-dir /b --cni-conf-dir=/c --plugin /p/metaguard --config {}")).unwrap();
-        let Command::Install { layout, plugin, entry } = c else { panic!("{c:?}") };
+        let c = parse(&args(
+            "install --cni-bin-dir /b --cni-conf-dir=/c --plugin /p/metaguard --config {}",
+        ))
+        .unwrap();
+        let Command::Install {
+            layout,
+            plugin,
+            entry,
+        } = c
+        else {
+            panic!("{c:?}")
+        };
         assert_eq!(layout.bin_dir, PathBuf::from("/b"));
         assert_eq!(layout.backup_dir, PathBuf::from("/c/.metaguard-backup"));
         assert_eq!(plugin, PathBuf::from("/p/metaguard"));
@@ -268,7 +355,9 @@ mod tests {
             "watch --ready-file /tmp/r --interval-ms 100 --on-exit keep --remove-taint --node-name node-1 --kubectl /k",
         ))
         .unwrap();
-        let Command::Watch(w) = c else { panic!("{c:?}") };
+        let Command::Watch(w) = c else {
+            panic!("{c:?}")
+        };
         assert_eq!(w.interval, Duration::from_millis(100));
         assert_eq!(w.on_exit, OnExit::Keep);
         let t = w.taint.unwrap();
@@ -290,10 +379,14 @@ mod tests {
             "watch --node-name n",
             "watch --remove-taint --node-name -bad",
             "probe",
+            "probe --max-age-ms 5 --ready-file /r",
             "install --config [1]",
         ] {
             assert!(parse(&args(a)).is_err(), "{a}");
         }
-        assert!(matches!(parse(&args("status --help")).unwrap(), Command::Help));
+        assert!(matches!(
+            parse(&args("status --help")).unwrap(),
+            Command::Help
+        ));
     }
 }

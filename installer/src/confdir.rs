@@ -63,7 +63,11 @@ pub fn config_files(dir: &Path) -> io::Result<Vec<ConfFile>> {
         }
         let name = ent.file_name();
         if let Some(kind) = kind_of(name.as_bytes()) {
-            out.push(ConfFile { path: dir.join(&name), name, kind });
+            out.push(ConfFile {
+                path: dir.join(&name),
+                name,
+                kind,
+            });
         }
     }
     out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
@@ -109,12 +113,30 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(d.join("00-dir.conflist")).unwrap();
         fs::create_dir_all(d.join(".metaguard-backup")).unwrap();
-        for n in ["99-loopback.conf", "10-z.conflist", "10-Z.conf", "05-x.conflist.bak", "10-z.conf"] {
+        for n in [
+            "99-loopback.conf",
+            "10-z.conflist",
+            "10-Z.conf",
+            "05-x.conflist.bak",
+            "10-z.conf",
+        ] {
             fs::write(d.join(n), "{}").unwrap();
         }
-        let names: Vec<String> = config_files(&d).unwrap().iter().map(|f| f.name_lossy()).collect();
+        let names: Vec<String> = config_files(&d)
+            .unwrap()
+            .iter()
+            .map(|f| f.name_lossy())
+            .collect();
         // Upper case sorts before lower case, and "10-z.conf" before "10-z.conflist".
-        assert_eq!(names, ["10-Z.conf", "10-z.conf", "10-z.conflist", "99-loopback.conf"]);
+        assert_eq!(
+            names,
+            [
+                "10-Z.conf",
+                "10-z.conf",
+                "10-z.conflist",
+                "99-loopback.conf"
+            ]
+        );
         assert_eq!(selected(&d).unwrap().unwrap().kind, Kind::Single);
         assert!(selected(&d.join("missing")).unwrap().is_none());
         fs::remove_dir_all(&d).unwrap();
@@ -122,7 +144,13 @@ mod tests {
 
     #[test]
     fn list_name_keeps_the_stem() {
-        assert_eq!(list_name_for(&"10-bridge.conf".into()), OsString::from("10-bridge.conflist"));
-        assert_eq!(list_name_for(&"10-x.json".into()), OsString::from("10-x.conflist"));
+        assert_eq!(
+            list_name_for(&"10-bridge.conf".into()),
+            OsString::from("10-bridge.conflist")
+        );
+        assert_eq!(
+            list_name_for(&"10-x.json".into()),
+            OsString::from("10-x.conflist")
+        );
     }
 }

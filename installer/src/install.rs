@@ -31,7 +31,9 @@ pub enum InstallError {
     Chain { path: PathBuf, source: ChainError },
     #[error("{path}: not UTF-8 text")]
     NotText { path: PathBuf },
-    #[error("no CNI configuration (.conflist, .conf or .json) in {dir}: is the main CNI installed yet?")]
+    #[error(
+        "no CNI configuration (.conflist, .conf or .json) in {dir}: is the main CNI installed yet?"
+    )]
     NoConfig { dir: PathBuf },
     #[error("{path}: {reason}")]
     Conflict { path: PathBuf, reason: String },
@@ -40,11 +42,17 @@ pub enum InstallError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
-    move |source| InstallError::Io { path: path.to_path_buf(), source }
+    move |source| InstallError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn chain_err(path: &Path) -> impl FnOnce(ChainError) -> InstallError + '_ {
-    move |source| InstallError::Chain { path: path.to_path_buf(), source }
+    move |source| InstallError::Chain {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The directories install works on.
@@ -58,7 +66,11 @@ pub struct Layout {
 impl Layout {
     pub fn new(bin_dir: PathBuf, conf_dir: PathBuf, backup_dir: Option<PathBuf>) -> Layout {
         let backup_dir = backup_dir.unwrap_or_else(|| conf_dir.join(BACKUP_DIR_NAME));
-        Layout { bin_dir, conf_dir, backup_dir }
+        Layout {
+            bin_dir,
+            conf_dir,
+            backup_dir,
+        }
     }
 
     /// Where the plugin binary goes: libcni runs `<bin-dir>/<type>`.
@@ -73,14 +85,19 @@ pub enum ChainOutcome {
     /// The file containerd uses already ends with metaguard, configured as asked.
     AlreadyInChain(PathBuf),
     /// metaguard was added to `file`; `converted_from` names the single-plugin file it replaced.
-    Added { file: PathBuf, converted_from: Option<PathBuf> },
+    Added {
+        file: PathBuf,
+        converted_from: Option<PathBuf>,
+    },
     /// A change is needed but the file is still changing (watch mode waits for it to settle).
     Deferred(PathBuf),
 }
 
 fn read_text(path: &Path) -> Result<(Vec<u8>, String), InstallError> {
     let bytes = fs::read(path).map_err(io_err(path))?;
-    let text = String::from_utf8(bytes.clone()).map_err(|_| InstallError::NotText { path: path.to_path_buf() })?;
+    let text = String::from_utf8(bytes.clone()).map_err(|_| InstallError::NotText {
+        path: path.to_path_buf(),
+    })?;
     Ok((bytes, text))
 }
 
@@ -98,7 +115,10 @@ fn refuse_symlink(path: &Path) -> Result<(), InstallError> {
 /// Copies the plugin binary into the bin directory (mode 755, atomically). `Ok(false)` when the
 /// same bytes are already there with that mode.
 pub fn install_plugin(layout: &Layout, src: &Path) -> Result<bool, InstallError> {
-    let plugin_err = |reason: String| InstallError::Plugin { path: src.to_path_buf(), reason };
+    let plugin_err = |reason: String| InstallError::Plugin {
+        path: src.to_path_buf(),
+        reason,
+    };
     let md = fs::metadata(src).map_err(|e| plugin_err(e.to_string()))?;
     if !md.is_file() {
         return Err(plugin_err("not a regular file".into()));
@@ -114,7 +134,9 @@ pub fn install_plugin(layout: &Layout, src: &Path) -> Result<bool, InstallError>
         return Err(plugin_err("not an ELF executable".into()));
     }
     if let Ok(cur_md) = fs::metadata(&dest) {
-        if cur_md.permissions().mode() & 0o7777 == 0o755 && atomic::read_opt(&dest)?.as_deref() == Some(&data[..]) {
+        if cur_md.permissions().mode() & 0o7777 == 0o755
+            && atomic::read_opt(&dest)?.as_deref() == Some(&data[..])
+        {
             return Ok(false);
         }
     }
@@ -125,12 +147,18 @@ pub fn install_plugin(layout: &Layout, src: &Path) -> Result<bool, InstallError>
 
 /// Whether the plugin binary is in place and executable.
 pub fn plugin_present(layout: &Layout) -> bool {
-    fs::metadata(layout.plugin_path()).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    fs::metadata(layout.plugin_path())
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Saves `bytes` (the original content of conf file `name`) as its backup, unless the backup
 /// already holds exactly that.
-fn save_backup(layout: &Layout, name: &OsString, bytes: &[u8], original: &Path) -> Result<(), InstallError> {
+fn save_backup(
+    layout: &Layout,
+    name: &OsString,
+    bytes: &[u8],
+    original: &Path,
+) -> Result<(), InstallError> {
     let path = layout.backup_dir.join(name);
     if atomic::read_opt(&path)?.as_deref() == Some(bytes) {
         return Ok(());
@@ -143,7 +171,12 @@ fn save_backup(layout: &Layout, name: &OsString, bytes: &[u8], original: &Path) 
     Ok(())
 }
 
-fn write_like(path: &Path, data: &[u8], like: &Path, expect: Expect<'_>) -> Result<(), InstallError> {
+fn write_like(
+    path: &Path,
+    data: &[u8],
+    like: &Path,
+    expect: Expect<'_>,
+) -> Result<(), InstallError> {
     let (mode, owner) = atomic::mode_and_owner(like)?;
     if let Some(w) = atomic::write_atomic(path, data, mode, Some(owner), expect)? {
         eprintln!("metaguard-install: warning: {w}");
@@ -163,7 +196,9 @@ pub fn ensure_chain(
 ) -> Result<ChainOutcome, InstallError> {
     let sel = confdir::selected(&layout.conf_dir)
         .map_err(io_err(&layout.conf_dir))?
-        .ok_or_else(|| InstallError::NoConfig { dir: layout.conf_dir.clone() })?;
+        .ok_or_else(|| InstallError::NoConfig {
+            dir: layout.conf_dir.clone(),
+        })?;
     refuse_symlink(&sel.path)?;
     let (bytes, text) = read_text(&sel.path)?;
     match sel.kind {
@@ -174,13 +209,19 @@ pub fn ensure_chain(
             if !settled(&sel.path, &bytes) {
                 return Ok(ChainOutcome::Deferred(sel.path));
             }
-            let had_metaguard = ListView::parse(&text).map_err(chain_err(&sel.path))?.metaguard_count() > 0;
+            let had_metaguard = ListView::parse(&text)
+                .map_err(chain_err(&sel.path))?
+                .metaguard_count()
+                > 0;
             if !had_metaguard {
                 // The file as the main CNI wrote it: what uninstall gives back.
                 save_backup(layout, &sel.name, &bytes, &sel.path)?;
             }
             write_like(&sel.path, new.as_bytes(), &sel.path, Expect::Bytes(&bytes))?;
-            Ok(ChainOutcome::Added { file: sel.path, converted_from: None })
+            Ok(ChainOutcome::Added {
+                file: sel.path,
+                converted_from: None,
+            })
         }
         Kind::Single => convert(layout, entry, &sel, &bytes, &text, settled),
     }
@@ -230,7 +271,10 @@ fn convert(
         Err(WriteError::Changed { .. }) => return Ok(ChainOutcome::Deferred(sel.path.clone())),
         Err(e) => return Err(e.into()),
     }
-    Ok(ChainOutcome::Added { file: list_path, converted_from: Some(sel.path.clone()) })
+    Ok(ChainOutcome::Added {
+        file: list_path,
+        converted_from: Some(sel.path.clone()),
+    })
 }
 
 /// What [`status`] reports.
@@ -257,9 +301,21 @@ impl Status {
 pub fn status(layout: &Layout) -> Result<Status, InstallError> {
     let plugin_present = plugin_present(layout);
     let Some(sel) = confdir::selected(&layout.conf_dir).map_err(io_err(&layout.conf_dir))? else {
-        return Ok(Status { selected: None, types: vec![], in_chain: false, plugin_present, problem: None });
+        return Ok(Status {
+            selected: None,
+            types: vec![],
+            in_chain: false,
+            plugin_present,
+            problem: None,
+        });
     };
-    let mut st = Status { selected: Some(sel.path.clone()), types: vec![], in_chain: false, plugin_present, problem: None };
+    let mut st = Status {
+        selected: Some(sel.path.clone()),
+        types: vec![],
+        in_chain: false,
+        plugin_present,
+        problem: None,
+    };
     let text = match read_text(&sel.path) {
         Ok((_, t)) => t,
         Err(e) => {
@@ -297,14 +353,21 @@ pub fn uninstall(layout: &Layout, keep_plugin: bool) -> Result<Vec<String>, Inst
     }
     // Whatever still chains metaguard (a list edited since, or one without a backup) loses it.
     for f in confdir::config_files(&layout.conf_dir).map_err(io_err(&layout.conf_dir))? {
-        if f.kind != Kind::List || fs::symlink_metadata(&f.path).is_ok_and(|m| m.file_type().is_symlink()) {
+        if f.kind != Kind::List
+            || fs::symlink_metadata(&f.path).is_ok_and(|m| m.file_type().is_symlink())
+        {
             continue;
         }
-        let Ok((bytes, text)) = read_text(&f.path) else { continue };
+        let Ok((bytes, text)) = read_text(&f.path) else {
+            continue;
+        };
         if ListView::parse(&text).is_ok_and(|v| v.metaguard_count() > 0) {
             let stripped = chain::strip_from_list(&text).map_err(chain_err(&f.path))?;
             write_like(&f.path, stripped.as_bytes(), &f.path, Expect::Bytes(&bytes))?;
-            notes.push(format!("{}: metaguard entry removed (no backup to restore)", f.path.display()));
+            notes.push(format!(
+                "{}: metaguard entry removed (no backup to restore)",
+                f.path.display()
+            ));
         }
     }
     // Only removes the directory when empty (a kept backup stays for the operator).
@@ -324,7 +387,12 @@ fn backups(layout: &Layout) -> Result<Vec<(OsString, PathBuf)>, InstallError> {
     let mut out = Vec::new();
     for ent in rd {
         let ent = ent.map_err(io_err(&layout.backup_dir))?;
-        if ent.file_type().map_err(io_err(&ent.path()))?.is_file() && confdir::kind_of(std::os::unix::ffi::OsStrExt::as_bytes(ent.file_name().as_os_str())).is_some() {
+        if ent.file_type().map_err(io_err(&ent.path()))?.is_file()
+            && confdir::kind_of(std::os::unix::ffi::OsStrExt::as_bytes(
+                ent.file_name().as_os_str(),
+            ))
+            .is_some()
+        {
             out.push((ent.file_name(), ent.path()));
         }
     }
@@ -336,23 +404,42 @@ fn parse_value(text: &str) -> Option<serde_json::Value> {
     serde_json::from_str(text).ok()
 }
 
-fn restore_list(layout: &Layout, name: &OsString, backup: &Path, notes: &mut Vec<String>) -> Result<(), InstallError> {
+fn restore_list(
+    layout: &Layout,
+    name: &OsString,
+    backup: &Path,
+    notes: &mut Vec<String>,
+) -> Result<(), InstallError> {
     let target = layout.conf_dir.join(name);
     let (bbytes, btext) = read_text(backup)?;
     let Some(cur) = atomic::read_opt(&target)? else {
-        notes.push(format!("{}: gone since install; backup dropped, nothing restored", target.display()));
+        notes.push(format!(
+            "{}: gone since install; backup dropped, nothing restored",
+            target.display()
+        ));
         return drop_backup(backup);
     };
     let Ok(text) = String::from_utf8(cur.clone()) else {
-        notes.push(format!("{}: not text any more; left alone, backup kept at {}", target.display(), backup.display()));
+        notes.push(format!(
+            "{}: not text any more; left alone, backup kept at {}",
+            target.display(),
+            backup.display()
+        ));
         return Ok(());
     };
     let Ok(view) = ListView::parse(&text) else {
-        notes.push(format!("{}: not a usable list any more; left alone, backup kept at {}", target.display(), backup.display()));
+        notes.push(format!(
+            "{}: not a usable list any more; left alone, backup kept at {}",
+            target.display(),
+            backup.display()
+        ));
         return Ok(());
     };
     if view.metaguard_count() == 0 {
-        notes.push(format!("{}: has no metaguard entry (rewritten since install); left alone", target.display()));
+        notes.push(format!(
+            "{}: has no metaguard entry (rewritten since install); left alone",
+            target.display()
+        ));
         return drop_backup(backup);
     }
     let stripped = chain::strip_from_list(&text).map_err(chain_err(&target))?;
@@ -369,12 +456,20 @@ fn restore_list(layout: &Layout, name: &OsString, backup: &Path, notes: &mut Vec
     drop_backup(backup)
 }
 
-fn restore_single(layout: &Layout, name: &OsString, backup: &Path, notes: &mut Vec<String>) -> Result<(), InstallError> {
+fn restore_single(
+    layout: &Layout,
+    name: &OsString,
+    backup: &Path,
+    notes: &mut Vec<String>,
+) -> Result<(), InstallError> {
     let original = layout.conf_dir.join(name);
     let generated = layout.conf_dir.join(confdir::list_name_for(name));
     let (bbytes, btext) = read_text(backup)?;
     let Ok(single) = SingleView::parse(&btext) else {
-        notes.push(format!("{}: backup unreadable; nothing restored from it", backup.display()));
+        notes.push(format!(
+            "{}: backup unreadable; nothing restored from it",
+            backup.display()
+        ));
         return Ok(());
     };
     let gen = atomic::read_opt(&generated)?;
@@ -393,7 +488,12 @@ fn restore_single(layout: &Layout, name: &OsString, backup: &Path, notes: &mut V
         // Someone changed the list we generated: keep their list, just without metaguard.
         if let (Some(g), Some(t), true) = (&gen, &gen_text, gen_has_mg) {
             let stripped = chain::strip_from_list(t).map_err(chain_err(&generated))?;
-            write_like(&generated, stripped.as_bytes(), &generated, Expect::Bytes(g))?;
+            write_like(
+                &generated,
+                stripped.as_bytes(),
+                &generated,
+                Expect::Bytes(g),
+            )?;
         }
         notes.push(format!(
             "{}: changed since install; metaguard entry removed, {} not restored (backup kept at {})",
@@ -407,11 +507,17 @@ fn restore_single(layout: &Layout, name: &OsString, backup: &Path, notes: &mut V
         write_like(&original, &bbytes, backup, Expect::Absent)?;
         notes.push(format!("{}: original restored", original.display()));
     } else {
-        notes.push(format!("{}: rewritten since install; kept as it is now", original.display()));
+        notes.push(format!(
+            "{}: rewritten since install; kept as it is now",
+            original.display()
+        ));
     }
     if let Some(g) = &gen {
         atomic::remove_checked(&generated, Expect::Bytes(g))?;
-        notes.push(format!("{}: removed (it was generated by install)", generated.display()));
+        notes.push(format!(
+            "{}: removed (it was generated by install)",
+            generated.display()
+        ));
     }
     drop_backup(backup)
 }

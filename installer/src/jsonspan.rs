@@ -39,7 +39,10 @@ impl TopObject {
         for m in &self.members {
             if m.key == key {
                 if found.is_some() {
-                    return Err(SpanError { offset: m.value.start, reason: "duplicate key" });
+                    return Err(SpanError {
+                        offset: m.value.start,
+                        reason: "duplicate key",
+                    });
                 }
                 found = Some(m.value.clone());
             }
@@ -58,7 +61,10 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     fn err(&self, reason: &'static str) -> SpanError {
-        SpanError { offset: self.pos, reason }
+        SpanError {
+            offset: self.pos,
+            reason,
+        }
     }
 
     fn ws(&mut self) {
@@ -188,7 +194,10 @@ impl<'a> Scanner<'a> {
 /// Finds the top-level object's members. Keys are decoded (escapes included), the way Go's
 /// encoding/json sees them.
 pub fn top_object(text: &str) -> Result<TopObject, SpanError> {
-    let mut s = Scanner { b: text.as_bytes(), pos: 0 };
+    let mut s = Scanner {
+        b: text.as_bytes(),
+        pos: 0,
+    };
     s.ws();
     let start = s.pos;
     if s.peek() != Some(b'{') {
@@ -202,16 +211,24 @@ pub fn top_object(text: &str) -> Result<TopObject, SpanError> {
     }
     let mut members = Vec::with_capacity(raw.len());
     for (k, v) in raw {
-        let key: String = serde_json::from_str(&text[k.clone()])
-            .map_err(|_| SpanError { offset: k.start, reason: "bad key string" })?;
+        let key: String = serde_json::from_str(&text[k.clone()]).map_err(|_| SpanError {
+            offset: k.start,
+            reason: "bad key string",
+        })?;
         members.push(Member { key, value: v });
     }
-    Ok(TopObject { span: start..end, members })
+    Ok(TopObject {
+        span: start..end,
+        members,
+    })
 }
 
 /// Spans of the elements of the array at `span` (which must start with `[`).
 pub fn array_elements(text: &str, span: Range<usize>) -> Result<Vec<Range<usize>>, SpanError> {
-    let mut s = Scanner { b: text.as_bytes(), pos: span.start };
+    let mut s = Scanner {
+        b: text.as_bytes(),
+        pos: span.start,
+    };
     let els = s.array_elements(0)?;
     if s.pos != span.end {
         return Err(s.err("array ends where it should not"));
@@ -224,7 +241,10 @@ pub fn array_elements(text: &str, span: Range<usize>) -> Result<Vec<Range<usize>
 pub fn line_indent(text: &str, pos: usize) -> Option<&str> {
     let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
     let prefix = &text[line_start..pos];
-    prefix.bytes().all(|c| c == b' ' || c == b'\t').then_some(prefix)
+    prefix
+        .bytes()
+        .all(|c| c == b' ' || c == b'\t')
+        .then_some(prefix)
 }
 
 #[cfg(test)]

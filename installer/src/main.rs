@@ -37,18 +37,30 @@ fn run(cmd: Command) -> Result<ExitCode, install::InstallError> {
             println!("metaguard-install {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Install { layout, plugin, entry } => {
+        Command::Install {
+            layout,
+            plugin,
+            entry,
+        } => {
             if install::install_plugin(&layout, &plugin)? {
                 println!("installed {}", layout.plugin_path().display());
             } else {
                 println!("{} already up to date", layout.plugin_path().display());
             }
             match install::ensure_chain(&layout, &entry, &mut |_, _| true)? {
-                ChainOutcome::AlreadyInChain(f) => println!("metaguard already in the chain of {}", f.display()),
-                ChainOutcome::Added { file, converted_from: None } => {
+                ChainOutcome::AlreadyInChain(f) => {
+                    println!("metaguard already in the chain of {}", f.display())
+                }
+                ChainOutcome::Added {
+                    file,
+                    converted_from: None,
+                } => {
                     println!("metaguard added to {}", file.display())
                 }
-                ChainOutcome::Added { file, converted_from: Some(c) } => println!(
+                ChainOutcome::Added {
+                    file,
+                    converted_from: Some(c),
+                } => println!(
                     "{} converted to {} with metaguard last (original kept in {})",
                     c.display(),
                     file.display(),
@@ -61,7 +73,10 @@ fn run(cmd: Command) -> Result<ExitCode, install::InstallError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Uninstall { layout, keep_plugin } => {
+        Command::Uninstall {
+            layout,
+            keep_plugin,
+        } => {
             let notes = install::uninstall(&layout, keep_plugin)?;
             if notes.is_empty() {
                 println!("nothing to uninstall");
@@ -83,12 +98,45 @@ fn run(cmd: Command) -> Result<ExitCode, install::InstallError> {
             println!(
                 "plugin binary: {} ({})",
                 layout.plugin_path().display(),
-                if st.plugin_present { "present" } else { "missing" }
+                if st.plugin_present {
+                    "present"
+                } else {
+                    "missing"
+                }
             );
-            println!("metaguard in chain: {}", if st.in_chain { "yes" } else { "no" });
-            Ok(if st.ready() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+            println!(
+                "metaguard in chain: {}",
+                if st.in_chain { "yes" } else { "no" }
+            );
+            Ok(if st.ready() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
-        Command::Probe { ready_file } => Ok(if ready_file.exists() { ExitCode::SUCCESS } else { ExitCode::from(3) }),
+        Command::Probe {
+            ready_file,
+            heartbeat,
+        } => {
+            let ready = match ready_file {
+                Some(f) => f.exists(),
+                None => true,
+            };
+            // Fresh: modified no longer than `max` ago.
+            let alive = match heartbeat {
+                Some((f, max)) => std::fs::metadata(f)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age <= max),
+                None => true,
+            };
+            Ok(if ready && alive {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
         Command::Watch(opts) => {
             watch::run(&opts)?;
             Ok(ExitCode::SUCCESS)

@@ -26,9 +26,16 @@ pub enum TaintError {
     #[error("bad node name {0:?}")]
     BadNode(String),
     #[error("could not run {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("`kubectl {args}` failed ({status}): {stderr}")]
-    Kubectl { args: String, status: String, stderr: String },
+    Kubectl {
+        args: String,
+        status: String,
+        stderr: String,
+    },
     #[error("`kubectl {args}` did not finish within {secs} s; killed")]
     Timeout { args: String, secs: u64 },
     #[error("unexpected node object from kubectl: {0}")]
@@ -50,7 +57,10 @@ impl Taint {
         if key.is_empty() || !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
             return Err(bad());
         }
-        Ok(Taint { key: key.to_string(), effect: effect.to_string() })
+        Ok(Taint {
+            key: key.to_string(),
+            effect: effect.to_string(),
+        })
     }
 
     fn matches(&self, t: &Value) -> bool {
@@ -65,7 +75,8 @@ pub fn valid_node_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 253
         && n.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
 }
 
 /// The JSON patch that removes `taint` from `node`, or `None` when the node does not carry it.
@@ -75,7 +86,11 @@ pub fn removal_patch(node: &Value, taint: &Taint) -> Result<Option<Value>, Taint
         Some(Value::Array(a)) => a,
         Some(_) => return Err(TaintError::BadObject("spec.taints is not a list".into())),
     };
-    let keep: Vec<Value> = taints.iter().filter(|t| !taint.matches(t)).cloned().collect();
+    let keep: Vec<Value> = taints
+        .iter()
+        .filter(|t| !taint.matches(t))
+        .cloned()
+        .collect();
     if keep.len() == taints.len() {
         return Ok(None);
     }
@@ -108,14 +123,20 @@ impl Kubectl {
     fn run(&self, args: &[&str]) -> Result<Vec<u8>, TaintError> {
         let shown = args.join(" ");
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        all.push(format!("--request-timeout={}s", self.timeout.as_secs().saturating_sub(1).max(1)));
+        all.push(format!(
+            "--request-timeout={}s",
+            self.timeout.as_secs().saturating_sub(1).max(1)
+        ));
         let mut child = Command::new(&self.program)
             .args(&all)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| TaintError::Spawn { program: self.program.display().to_string(), source })?;
+            .map_err(|source| TaintError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })?;
         // Read both pipes on threads so a chatty kubectl cannot block on a full pipe.
         let mut so = child.stdout.take();
         let mut se = child.stderr.take();
@@ -137,14 +158,22 @@ impl Kubectl {
         let status = loop {
             match child.try_wait() {
                 Ok(Some(st)) => break st,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(TaintError::Timeout { args: shown, secs: self.timeout.as_secs() });
+                    return Err(TaintError::Timeout {
+                        args: shown,
+                        secs: self.timeout.as_secs(),
+                    });
                 }
                 Err(source) => {
-                    return Err(TaintError::Spawn { program: self.program.display().to_string(), source })
+                    return Err(TaintError::Spawn {
+                        program: self.program.display().to_string(),
+                        source,
+                    })
                 }
             }
         };
@@ -166,8 +195,11 @@ impl Kubectl {
             return Err(TaintError::BadNode(node.to_string()));
         }
         let out = self.run(&["get", "node", node, "-o", "json"])?;
-        let obj: Value = serde_json::from_slice(&out).map_err(|e| TaintError::BadObject(e.to_string()))?;
-        let Some(patch) = removal_patch(&obj, taint)? else { return Ok(TaintOutcome::Absent) };
+        let obj: Value =
+            serde_json::from_slice(&out).map_err(|e| TaintError::BadObject(e.to_string()))?;
+        let Some(patch) = removal_patch(&obj, taint)? else {
+            return Ok(TaintOutcome::Absent);
+        };
         let patch = patch.to_string();
         self.run(&["patch", "node", node, "--type=json", "-p", &patch])?;
         Ok(TaintOutcome::Removed)
@@ -182,7 +214,10 @@ mod tests {
     fn parses_taints() {
         assert_eq!(
             Taint::parse(DEFAULT_TAINT).unwrap(),
-            Taint { key: "metaguard.io/not-ready".into(), effect: "NoSchedule".into() }
+            Taint {
+                key: "metaguard.io/not-ready".into(),
+                effect: "NoSchedule".into()
+            }
         );
         assert_eq!(Taint::parse("k=v:NoExecute").unwrap().key, "k");
         assert!(Taint::parse("k").is_err());
@@ -208,7 +243,10 @@ mod tests {
         let p = removal_patch(&node, &t).unwrap().unwrap();
         assert_eq!(p[0]["op"], "test");
         assert_eq!(p[0]["value"], node["spec"]["taints"]);
-        assert_eq!(p[1], json!({"op": "replace", "path": "/spec/taints", "value": [node["spec"]["taints"][1]]}));
+        assert_eq!(
+            p[1],
+            json!({"op": "replace", "path": "/spec/taints", "value": [node["spec"]["taints"][1]]})
+        );
     }
 
     #[test]
@@ -223,7 +261,8 @@ mod tests {
     fn nothing_to_do_without_the_taint() {
         let t = Taint::parse(DEFAULT_TAINT).unwrap();
         assert_eq!(removal_patch(&json!({"spec": {}}), &t).unwrap(), None);
-        let other = json!({"spec": {"taints": [{"key": "metaguard.io/not-ready", "effect": "NoExecute"}]}});
+        let other =
+            json!({"spec": {"taints": [{"key": "metaguard.io/not-ready", "effect": "NoExecute"}]}});
         assert_eq!(removal_patch(&other, &t).unwrap(), None);
         assert!(removal_patch(&json!({"spec": {"taints": 3}}), &t).is_err());
     }

@@ -47,6 +47,8 @@ pub struct WatchOptions {
     pub plugin_src: PathBuf,
     pub entry: Entry,
     pub ready_file: Option<PathBuf>,
+    /// Rewritten after every pass, so a liveness probe can tell the loop is turning.
+    pub heartbeat_file: Option<PathBuf>,
     pub interval: Duration,
     pub on_exit: OnExit,
     pub keep_plugin: bool,
@@ -96,8 +98,11 @@ fn binary_intact(layout: &Layout, src_len: Option<u64>) -> bool {
 /// Runs the watch loop until SIGTERM/SIGINT. Errors during the loop are logged and retried; the
 /// returned error is that of the final uninstall, if it fails.
 pub fn run(opts: &WatchOptions) -> Result<(), InstallError> {
-    let signals = Signals::block(&[libc::SIGTERM, libc::SIGINT])
-        .map_err(|source| InstallError::Io { path: PathBuf::from("signal mask"), source })?;
+    let signals =
+        Signals::block(&[libc::SIGTERM, libc::SIGINT]).map_err(|source| InstallError::Io {
+            path: PathBuf::from("signal mask"),
+            source,
+        })?;
     let src_len = fs::metadata(&opts.plugin_src).ok().map(|m| m.len());
     let mut log = Log::default();
     let mut chain_log = Log::default();
@@ -113,28 +118,44 @@ pub fn run(opts: &WatchOptions) -> Result<(), InstallError> {
     loop {
         if !binary_intact(&opts.layout, src_len) {
             match install::install_plugin(&opts.layout, &opts.plugin_src) {
-                Ok(true) => eprintln!("metaguard-install: installed {}", opts.layout.plugin_path().display()),
+                Ok(true) => eprintln!(
+                    "metaguard-install: installed {}",
+                    opts.layout.plugin_path().display()
+                ),
                 Ok(false) => {}
                 Err(e) => log.say(format!("error: {e}")),
             }
         }
         let mut settled = |p: &Path, b: &[u8]| {
-            let same = last_seen.as_ref().is_some_and(|(lp, lb)| lp == p && lb == b);
+            let same = last_seen
+                .as_ref()
+                .is_some_and(|(lp, lb)| lp == p && lb == b);
             if !same {
                 last_seen = Some((p.to_path_buf(), b.to_vec()));
             }
             same
         };
         match install::ensure_chain(&opts.layout, &opts.entry, &mut settled) {
-            Ok(ChainOutcome::Added { file, converted_from }) => {
+            Ok(ChainOutcome::Added {
+                file,
+                converted_from,
+            }) => {
                 match converted_from {
-                    Some(c) => eprintln!("metaguard-install: {} converted to {} with metaguard last", c.display(), file.display()),
+                    Some(c) => eprintln!(
+                        "metaguard-install: {} converted to {} with metaguard last",
+                        c.display(),
+                        file.display()
+                    ),
                     None => eprintln!("metaguard-install: metaguard added to {}", file.display()),
                 }
                 chain_log = Log::default();
             }
-            Ok(ChainOutcome::AlreadyInChain(f)) => chain_log.say(format!("metaguard is in the chain of {}", f.display())),
-            Ok(ChainOutcome::Deferred(f)) => chain_log.say(format!("{} changed; waiting for it to settle", f.display())),
+            Ok(ChainOutcome::AlreadyInChain(f)) => {
+                chain_log.say(format!("metaguard is in the chain of {}", f.display()))
+            }
+            Ok(ChainOutcome::Deferred(f)) => {
+                chain_log.say(format!("{} changed; waiting for it to settle", f.display()))
+            }
             Err(e) => chain_log.say(format!("not in the chain: {e}")),
         }
         let ready = match install::status(&opts.layout) {
@@ -147,6 +168,14 @@ pub fn run(opts: &WatchOptions) -> Result<(), InstallError> {
         if let Err(e) = set_ready(opts.ready_file.as_deref(), ready) {
             log.say(format!("error: ready file: {e}"));
         }
+        if let Some(hb) = &opts.heartbeat_file {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if let Err(e) = fs::write(hb, format!("{now}\n")) {
+                log.say(format!("error: heartbeat file {}: {e}", hb.display()));
+            }
+        }
         if was_ready != Some(ready) {
             eprintln!("metaguard-install: ready={ready}");
             was_ready = Some(ready);
@@ -155,11 +184,17 @@ pub fn run(opts: &WatchOptions) -> Result<(), InstallError> {
             if let Some(t) = &opts.taint {
                 match t.kubectl.remove_taint(&t.node, &t.taint) {
                     Ok(TaintOutcome::Removed) => {
-                        eprintln!("metaguard-install: removed taint {}:{} from node {}", t.taint.key, t.taint.effect, t.node);
+                        eprintln!(
+                            "metaguard-install: removed taint {}:{} from node {}",
+                            t.taint.key, t.taint.effect, t.node
+                        );
                         taint_done = true;
                     }
                     Ok(TaintOutcome::Absent) => {
-                        eprintln!("metaguard-install: node {} has no taint {}:{}", t.node, t.taint.key, t.taint.effect);
+                        eprintln!(
+                            "metaguard-install: node {} has no taint {}:{}",
+                            t.node, t.taint.key, t.taint.effect
+                        );
                         taint_done = true;
                     }
                     Err(e) => {

@@ -38,7 +38,10 @@ impl Watcher {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Watcher { child: Some(child), log }
+        Watcher {
+            child: Some(child),
+            log,
+        }
     }
 
     fn log(&self) -> String {
@@ -57,7 +60,11 @@ impl Watcher {
             status = child.try_wait().unwrap();
             status.is_some()
         });
-        assert!(status.unwrap().success(), "watch exited with {status:?}\n{}", self.log());
+        assert!(
+            status.unwrap().success(),
+            "watch exited with {status:?}\n{}",
+            self.log()
+        );
     }
 }
 
@@ -75,9 +82,15 @@ fn ready_file(host: &Host) -> PathBuf {
 }
 
 fn in_chain(host: &Host, file: &str) -> bool {
-    let Ok(b) = fs::read(host.conf(file)) else { return false };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) else { return false };
-    v["plugins"].as_array().is_some_and(|p| p.last().is_some_and(|l| l["type"] == "metaguard"))
+    let Ok(b) = fs::read(host.conf(file)) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) else {
+        return false;
+    };
+    v["plugins"]
+        .as_array()
+        .is_some_and(|p| p.last().is_some_and(|l| l["type"] == "metaguard"))
 }
 
 #[test]
@@ -86,26 +99,44 @@ fn keeps_the_chain_follows_readiness_and_restores_on_sigterm() {
     let before = host.snapshot();
     let original = fs::read(host.conf("10-calico.conflist")).unwrap();
     let mut w = Watcher::start(&host, &[]);
-    wait_for("metaguard in the chain", DEADLINE, || in_chain(&host, "10-calico.conflist"));
+    wait_for("metaguard in the chain", DEADLINE, || {
+        in_chain(&host, "10-calico.conflist")
+    });
     wait_for("ready file", DEADLINE, || ready_file(&host).exists());
     assert!(host.bin_dir().join("metaguard").exists());
 
     // Calico's agent restarts and rewrites its file in place, without metaguard.
     fs::write(host.conf("10-calico.conflist"), &original).unwrap();
-    wait_for("metaguard added again", DEADLINE, || in_chain(&host, "10-calico.conflist"));
+    wait_for("metaguard added again", DEADLINE, || {
+        in_chain(&host, "10-calico.conflist")
+    });
     wait_for("ready again", DEADLINE, || ready_file(&host).exists());
 
     // The main CNI goes away: not ready. It comes back as flannel: chained again, ready again.
     fs::remove_file(host.conf("10-calico.conflist")).unwrap();
-    wait_for("ready file removed", DEADLINE, || !ready_file(&host).exists());
-    wait_for("the missing configuration logged", DEADLINE, || w.log().contains("not in the chain: no CNI configuration"));
-    fs::copy(fixture_dir("flannel").join("10-flannel.conflist"), host.conf("10-flannel.conflist")).unwrap();
-    wait_for("flannel chained", DEADLINE, || in_chain(&host, "10-flannel.conflist"));
-    wait_for("ready with flannel", DEADLINE, || ready_file(&host).exists());
+    wait_for("ready file removed", DEADLINE, || {
+        !ready_file(&host).exists()
+    });
+    wait_for("the missing configuration logged", DEADLINE, || {
+        w.log().contains("not in the chain: no CNI configuration")
+    });
+    fs::copy(
+        fixture_dir("flannel").join("10-flannel.conflist"),
+        host.conf("10-flannel.conflist"),
+    )
+    .unwrap();
+    wait_for("flannel chained", DEADLINE, || {
+        in_chain(&host, "10-flannel.conflist")
+    });
+    wait_for("ready with flannel", DEADLINE, || {
+        ready_file(&host).exists()
+    });
 
     // The binary deleted behind its back: put back.
     fs::remove_file(host.bin_dir().join("metaguard")).unwrap();
-    wait_for("binary reinstalled", DEADLINE, || host.bin_dir().join("metaguard").exists());
+    wait_for("binary reinstalled", DEADLINE, || {
+        host.bin_dir().join("metaguard").exists()
+    });
 
     // SIGTERM: everything restored (flannel's file as flannel wrote it), binary gone.
     w.stop();
@@ -126,14 +157,43 @@ fn keeps_the_chain_follows_readiness_and_restores_on_sigterm() {
 #[test]
 fn waits_for_a_config_and_keeps_chain_on_exit_when_asked() {
     let host = Host::new(None);
-    let mut w = Watcher::start(&host, &["--on-exit", "keep"]);
-    wait_for("first pass logged", DEADLINE, || w.log().contains("no CNI configuration"));
+    let hb = host.root.join("heartbeat");
+    let hb_s = hb.display().to_string();
+    let rf_s = ready_file(&host).display().to_string();
+    let probe = |args: &[&str]| {
+        let mut a = vec!["probe".to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        host.run(&a).status.code()
+    };
+    let mut w = Watcher::start(&host, &["--on-exit", "keep", "--heartbeat-file", &hb_s]);
+    wait_for("first pass logged", DEADLINE, || {
+        w.log().contains("no CNI configuration")
+    });
     assert!(!ready_file(&host).exists());
-    fs::copy(fixture_dir("single-conf").join("10-mynet.conf"), host.conf("10-mynet.conf")).unwrap();
-    wait_for("converted and chained", DEADLINE, || in_chain(&host, "10-mynet.conflist"));
+    // Alive but not ready.
+    wait_for("heartbeat", DEADLINE, || {
+        probe(&["--heartbeat-file", &hb_s, "--max-age-ms", "5000"]) == Some(0)
+    });
+    assert_eq!(probe(&["--ready-file", &rf_s]), Some(3));
+    fs::copy(
+        fixture_dir("single-conf").join("10-mynet.conf"),
+        host.conf("10-mynet.conf"),
+    )
+    .unwrap();
+    wait_for("converted and chained", DEADLINE, || {
+        in_chain(&host, "10-mynet.conflist")
+    });
     wait_for("ready", DEADLINE, || ready_file(&host).exists());
+    assert_eq!(
+        probe(&["--ready-file", &rf_s, "--heartbeat-file", &hb_s]),
+        Some(0)
+    );
     assert!(!host.conf("10-mynet.conf").exists());
     w.stop();
+    // The loop is gone: the heartbeat goes stale.
+    wait_for("stale heartbeat", DEADLINE, || {
+        probe(&["--heartbeat-file", &hb_s, "--max-age-ms", "300"]) == Some(3)
+    });
     // Fail closed across restarts: metaguard stays in the chain, the binary stays.
     assert!(in_chain(&host, "10-mynet.conflist"));
     assert!(host.bin_dir().join("metaguard").exists());
@@ -158,19 +218,47 @@ fn removes_the_taint_only_once_in_the_chain() {
     .unwrap();
     fs::set_permissions(&kubectl, fs::Permissions::from_mode(0o755)).unwrap();
     let kubectl_s = kubectl.display().to_string();
-    let mut w = Watcher::start(&host, &["--remove-taint", "--node-name", "worker-1", "--kubectl", &kubectl_s]);
-    wait_for("a pass without configuration", DEADLINE, || w.log().contains("no CNI configuration"));
-    assert!(!calls.exists(), "kubectl ran before metaguard was in the chain");
+    let mut w = Watcher::start(
+        &host,
+        &[
+            "--remove-taint",
+            "--node-name",
+            "worker-1",
+            "--kubectl",
+            &kubectl_s,
+        ],
+    );
+    wait_for("a pass without configuration", DEADLINE, || {
+        w.log().contains("no CNI configuration")
+    });
+    assert!(
+        !calls.exists(),
+        "kubectl ran before metaguard was in the chain"
+    );
 
-    fs::copy(fixture_dir("bridge-portmap").join("10-containerd-net.conflist"), host.conf("10-containerd-net.conflist")).unwrap();
-    wait_for("taint removed", DEADLINE, || fs::read_to_string(&calls).unwrap_or_default().contains("patch"));
+    fs::copy(
+        fixture_dir("bridge-portmap").join("10-containerd-net.conflist"),
+        host.conf("10-containerd-net.conflist"),
+    )
+    .unwrap();
+    wait_for("taint removed", DEADLINE, || {
+        fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .contains("patch")
+    });
     assert!(in_chain(&host, "10-containerd-net.conflist"));
     let log = fs::read_to_string(&calls).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 2, "{log}");
-    assert!(lines[0].starts_with("get node worker-1 -o json --request-timeout="), "{log}");
+    assert!(
+        lines[0].starts_with("get node worker-1 -o json --request-timeout="),
+        "{log}"
+    );
     let patch_line = lines[1];
-    assert!(patch_line.starts_with("patch node worker-1 --type=json -p "), "{log}");
+    assert!(
+        patch_line.starts_with("patch node worker-1 --type=json -p "),
+        "{log}"
+    );
     let patch: serde_json::Value = {
         let start = patch_line.find('[').unwrap();
         let end = patch_line.rfind(']').unwrap();
@@ -178,8 +266,14 @@ fn removes_the_taint_only_once_in_the_chain() {
     };
     assert_eq!(patch[0]["op"], "test");
     assert_eq!(patch[1]["op"], "replace");
-    assert_eq!(patch[1]["value"], serde_json::json!([{"key": "dedicated", "value": "ci", "effect": "NoSchedule"}]));
-    wait_for("taint removal logged", DEADLINE, || w.log().contains("removed taint metaguard.io/not-ready:NoSchedule"));
+    assert_eq!(
+        patch[1]["value"],
+        serde_json::json!([{"key": "dedicated", "value": "ci", "effect": "NoSchedule"}])
+    );
+    wait_for("taint removal logged", DEADLINE, || {
+        w.log()
+            .contains("removed taint metaguard.io/not-ready:NoSchedule")
+    });
     w.stop();
     // Exactly once.
     assert_eq!(fs::read_to_string(&calls).unwrap().lines().count(), 2);

@@ -25,7 +25,7 @@
 //! `cni.dev/valid-attachments`).
 
 use crate::cni::error::CniError;
-use crate::cni::{Command, CniVersion};
+use crate::cni::{CniVersion, Command};
 use ipnetwork::IpNetwork;
 use metaguard_common::endpoints::{default_endpoints, opt_in_addresses, Endpoint, OPT_IN_NAMES};
 use metaguard_common::ids::{valid_cni_name, valid_ifname};
@@ -92,10 +92,14 @@ pub fn peek_version(input: &[u8]) -> Option<String> {
 
 /// Parses the stdin JSON into the object the other functions read.
 pub fn decode(input: &[u8]) -> Result<Map<String, Value>, CniError> {
-    let v: Value = serde_json::from_slice(input).map_err(|e| CniError::decode(format!("stdin is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(input)
+        .map_err(|e| CniError::decode(format!("stdin is not JSON: {e}")))?;
     match v {
         Value::Object(m) => Ok(m),
-        other => Err(CniError::decode(format!("stdin is not a JSON object: {}", type_name(&other)))),
+        other => Err(CniError::decode(format!(
+            "stdin is not a JSON object: {}",
+            type_name(&other)
+        ))),
     }
 }
 
@@ -107,7 +111,10 @@ pub fn version_of(obj: &Map<String, Value>) -> Result<CniVersion, CniError> {
             "cniVersion is missing (that means 0.1.0, which metaguard does not support)",
         )),
         Some(Value::String(s)) => CniVersion::negotiate(s),
-        Some(other) => Err(invalid("cniVersion", format!("expected a string, got {}", type_name(other)))),
+        Some(other) => Err(invalid(
+            "cniVersion",
+            format!("expected a string, got {}", type_name(other)),
+        )),
     }
 }
 
@@ -123,15 +130,18 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 fn as_str<'a>(key: &str, v: &'a Value) -> Result<&'a str, CniError> {
-    v.as_str().ok_or_else(|| invalid(key, format!("expected a string, got {}", type_name(v))))
+    v.as_str()
+        .ok_or_else(|| invalid(key, format!("expected a string, got {}", type_name(v))))
 }
 
 fn as_obj<'a>(key: &str, v: &'a Value) -> Result<&'a Map<String, Value>, CniError> {
-    v.as_object().ok_or_else(|| invalid(key, format!("expected an object, got {}", type_name(v))))
+    v.as_object()
+        .ok_or_else(|| invalid(key, format!("expected an object, got {}", type_name(v))))
 }
 
 fn as_array<'a>(key: &str, v: &'a Value) -> Result<&'a Vec<Value>, CniError> {
-    v.as_array().ok_or_else(|| invalid(key, format!("expected a list, got {}", type_name(v))))
+    v.as_array()
+        .ok_or_else(|| invalid(key, format!("expected a list, got {}", type_name(v))))
 }
 
 fn as_port(key: &str, v: &Value) -> Result<u16, CniError> {
@@ -144,7 +154,10 @@ fn as_port(key: &str, v: &Value) -> Result<u16, CniError> {
 fn as_abs_path(key: &str, v: &Value) -> Result<PathBuf, CniError> {
     let s = as_str(key, v)?;
     if !s.starts_with('/') || s.contains('\0') {
-        return Err(invalid(key, format!("expected an absolute path, got {s:?}")));
+        return Err(invalid(
+            key,
+            format!("expected an absolute path, got {s:?}"),
+        ));
     }
     Ok(PathBuf::from(s))
 }
@@ -230,7 +243,12 @@ impl Config {
                     format!("network name {n:?} must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"),
                 ))
             }
-            None => return Err(invalid("name", "missing: the network name is part of every pod record")),
+            None => {
+                return Err(invalid(
+                    "name",
+                    "missing: the network name is part of every pod record",
+                ))
+            }
         };
         check_proxy_not_blocked(&cfg)?;
         if command == Command::Gc && cfg.valid_attachments.is_none() {
@@ -274,28 +292,45 @@ fn parse_proxy(v: &Value) -> Result<ProxyConfig, CniError> {
                     .parse()
                     .map_err(|_| invalid(&key, format!("expected an IPv4 address (no port: the port is each endpoint's proxyPort), got {s:?}")))?;
                 if !usable_address(&IpAddr::V4(ip)) {
-                    return Err(invalid(&key, format!("{ip} cannot receive redirected traffic")));
+                    return Err(invalid(
+                        &key,
+                        format!("{ip} cannot receive redirected traffic"),
+                    ));
                 }
                 out.ipv4 = Some(ip);
             }
             "ipv6" => {
                 let s = as_str(&key, v)?;
-                let ip: Ipv6Addr = s
-                    .parse()
-                    .map_err(|_| invalid(&key, format!("expected an IPv6 address without brackets or port, got {s:?}")))?;
+                let ip: Ipv6Addr = s.parse().map_err(|_| {
+                    invalid(
+                        &key,
+                        format!("expected an IPv6 address without brackets or port, got {s:?}"),
+                    )
+                })?;
                 if !usable_address(&IpAddr::V6(ip)) {
-                    return Err(invalid(&key, format!("{ip} cannot receive redirected traffic")));
+                    return Err(invalid(
+                        &key,
+                        format!("{ip} cannot receive redirected traffic"),
+                    ));
                 }
                 out.ipv6 = Some(ip);
             }
-            _ => return Err(invalid(&key, format!("unknown key {key:?}; proxy accepts ipv4 and ipv6"))),
+            _ => {
+                return Err(invalid(
+                    &key,
+                    format!("unknown key {key:?}; proxy accepts ipv4 and ipv6"),
+                ))
+            }
         }
     }
     Ok(out)
 }
 
 fn valid_endpoint_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn parse_endpoints(v: &Value) -> Result<Vec<Endpoint>, CniError> {
@@ -311,16 +346,23 @@ fn parse_endpoints(v: &Value) -> Result<Vec<Endpoint>, CniError> {
                 "name" => {
                     let s = as_str(&key, v)?;
                     if !valid_endpoint_name(s) {
-                        return Err(invalid(&key, format!("{s:?}: use 1-63 letters, digits, '-', '_' or '.'")));
+                        return Err(invalid(
+                            &key,
+                            format!("{s:?}: use 1-63 letters, digits, '-', '_' or '.'"),
+                        ));
                     }
                     name = Some(s.to_string());
                 }
                 "address" => {
                     let s = as_str(&key, v)?;
-                    let ip: IpAddr =
-                        s.parse().map_err(|_| invalid(&key, format!("expected an IP address, got {s:?}")))?;
+                    let ip: IpAddr = s
+                        .parse()
+                        .map_err(|_| invalid(&key, format!("expected an IP address, got {s:?}")))?;
                     if !usable_address(&ip) {
-                        return Err(invalid(&key, format!("{ip} is not a usable endpoint address")));
+                        return Err(invalid(
+                            &key,
+                            format!("{ip} is not a usable endpoint address"),
+                        ));
                     }
                     address = Some(ip);
                 }
@@ -329,7 +371,9 @@ fn parse_endpoints(v: &Value) -> Result<Vec<Endpoint>, CniError> {
                 _ => {
                     return Err(invalid(
                         &key,
-                        format!("unknown key {key:?}; an endpoint has name, address, port, proxyPort"),
+                        format!(
+                            "unknown key {key:?}; an endpoint has name, address, port, proxyPort"
+                        ),
                     ))
                 }
             }
@@ -343,18 +387,30 @@ fn parse_endpoints(v: &Value) -> Result<Vec<Endpoint>, CniError> {
         // The proxy tells endpoints apart by the port a connection arrives on, so proxy ports
         // must be unique; two redirects of one destination would make the second one dead.
         if let Some(other) = out.iter().find(|o| o.name == ep.name) {
-            return Err(invalid(&format!("{at}.name"), format!("{:?} is used twice", other.name)));
+            return Err(invalid(
+                &format!("{at}.name"),
+                format!("{:?} is used twice", other.name),
+            ));
         }
         if let Some(other) = out.iter().find(|o| o.proxy_port == ep.proxy_port) {
             return Err(invalid(
                 &format!("{at}.proxyPort"),
-                format!("{} is already the proxy port of {:?}", ep.proxy_port, other.name),
+                format!(
+                    "{} is already the proxy port of {:?}",
+                    ep.proxy_port, other.name
+                ),
             ));
         }
-        if let Some(other) = out.iter().find(|o| o.address == ep.address && o.port == ep.port) {
+        if let Some(other) = out
+            .iter()
+            .find(|o| o.address == ep.address && o.port == ep.port)
+        {
             return Err(invalid(
                 &format!("{at}.address"),
-                format!("{}:{} is already endpoint {:?}", ep.address, ep.port, other.name),
+                format!(
+                    "{}:{} is already endpoint {:?}",
+                    ep.address, ep.port, other.name
+                ),
             ));
         }
         out.push(ep);
@@ -375,13 +431,26 @@ fn parse_block(v: &Value) -> Result<Vec<IpNetwork>, CniError> {
             continue;
         }
         let net: IpNetwork = s.parse().map_err(|_| {
-            invalid(&key, format!("{s:?} is neither an opt-in name ({}) nor an IP address or CIDR", OPT_IN_NAMES.join(", ")))
+            invalid(
+                &key,
+                format!(
+                    "{s:?} is neither an opt-in name ({}) nor an IP address or CIDR",
+                    OPT_IN_NAMES.join(", ")
+                ),
+            )
         })?;
         if net.prefix() == 0 {
             return Err(invalid(&key, format!("{s:?} would block all traffic")));
         }
         if net.network() != net.ip() {
-            return Err(invalid(&key, format!("{s:?} has host bits set; did you mean {}/{}?", net.network(), net.prefix())));
+            return Err(invalid(
+                &key,
+                format!(
+                    "{s:?} has host bits set; did you mean {}/{}?",
+                    net.network(),
+                    net.prefix()
+                ),
+            ));
         }
         if !usable_address(&net.ip()) {
             return Err(invalid(&key, format!("{s:?} is not a unicast network")));
@@ -400,7 +469,12 @@ fn parse_level(v: &Value) -> Result<log::LevelFilter, CniError> {
         "info" => log::LevelFilter::Info,
         "debug" => log::LevelFilter::Debug,
         "trace" => log::LevelFilter::Trace,
-        _ => return Err(invalid("logLevel", format!("{s:?}: expected off, error, warn, info, debug or trace"))),
+        _ => {
+            return Err(invalid(
+                "logLevel",
+                format!("{s:?}: expected off, error, warn, info, debug or trace"),
+            ))
+        }
     })
 }
 
@@ -410,9 +484,13 @@ fn parse_capabilities(v: &Value) -> Result<(), CniError> {
     let obj = as_obj("capabilities", v)?;
     for (k, v) in obj {
         let key = format!("capabilities.{k}");
-        v.as_bool().ok_or_else(|| invalid(&key, format!("expected true or false, got {v}")))?;
+        v.as_bool()
+            .ok_or_else(|| invalid(&key, format!("expected true or false, got {v}")))?;
         if k != POD_ANNOTATIONS_CAP {
-            return Err(invalid(&key, format!("unsupported capability {k:?}; metaguard supports {POD_ANNOTATIONS_CAP:?}")));
+            return Err(invalid(
+                &key,
+                format!("unsupported capability {k:?}; metaguard supports {POD_ANNOTATIONS_CAP:?}"),
+            ));
         }
     }
     Ok(())
@@ -424,7 +502,12 @@ fn parse_runtime_config(v: &Value) -> Result<BTreeMap<String, String>, CniError>
     for (k, v) in obj {
         let key = format!("runtimeConfig.{k}");
         if k != POD_ANNOTATIONS_CAP {
-            return Err(invalid(&key, format!("unsupported runtime config {k:?}; metaguard reads {POD_ANNOTATIONS_CAP:?}")));
+            return Err(invalid(
+                &key,
+                format!(
+                    "unsupported runtime config {k:?}; metaguard reads {POD_ANNOTATIONS_CAP:?}"
+                ),
+            ));
         }
         if v.is_null() {
             continue;
@@ -443,17 +526,30 @@ fn parse_attachments(key: &str, v: &Value) -> Result<Vec<Attachment>, CniError> 
         let at = format!("{key}[{i}]");
         let obj = as_obj(&at, item)?;
         // Extra fields are the runtime's business and tolerated; the two we need are required.
-        let cid = obj.get("containerID").ok_or_else(|| invalid(&format!("{at}.containerID"), "missing"))?;
+        let cid = obj
+            .get("containerID")
+            .ok_or_else(|| invalid(&format!("{at}.containerID"), "missing"))?;
         let cid = as_str(&format!("{at}.containerID"), cid)?;
-        let ifname = obj.get("ifname").ok_or_else(|| invalid(&format!("{at}.ifname"), "missing"))?;
+        let ifname = obj
+            .get("ifname")
+            .ok_or_else(|| invalid(&format!("{at}.ifname"), "missing"))?;
         let ifname = as_str(&format!("{at}.ifname"), ifname)?;
         if !valid_cni_name(cid) {
-            return Err(invalid(&format!("{at}.containerID"), format!("{cid:?} is not a valid container ID")));
+            return Err(invalid(
+                &format!("{at}.containerID"),
+                format!("{cid:?} is not a valid container ID"),
+            ));
         }
         if !valid_ifname(ifname) {
-            return Err(invalid(&format!("{at}.ifname"), format!("{ifname:?} is not a valid interface name")));
+            return Err(invalid(
+                &format!("{at}.ifname"),
+                format!("{ifname:?} is not a valid interface name"),
+            ));
         }
-        out.push(Attachment { container_id: cid.to_string(), ifname: ifname.to_string() });
+        out.push(Attachment {
+            container_id: cid.to_string(),
+            ifname: ifname.to_string(),
+        });
     }
     Ok(out)
 }
@@ -462,11 +558,17 @@ fn parse_attachments(key: &str, v: &Value) -> Result<Vec<Attachment>, CniError> 
 /// itself. (Gateways from prevResult are checked at ADD, when they are known.)
 fn check_proxy_not_blocked(cfg: &Config) -> Result<(), CniError> {
     let blocked = cfg.blocked_networks();
-    let configured = [cfg.proxy.ipv4.map(IpAddr::V4), cfg.proxy.ipv6.map(IpAddr::V6)];
+    let configured = [
+        cfg.proxy.ipv4.map(IpAddr::V4),
+        cfg.proxy.ipv6.map(IpAddr::V6),
+    ];
     for (ip, key) in configured.iter().zip(["proxy.ipv4", "proxy.ipv6"]) {
         if let Some(ip) = ip {
             if let Some(net) = blocked.iter().find(|n| n.contains(*ip)) {
-                return Err(invalid(key, format!("{ip} is inside the blocked network {net}")));
+                return Err(invalid(
+                    key,
+                    format!("{ip} is inside the blocked network {net}"),
+                ));
             }
         }
     }
@@ -511,7 +613,14 @@ mod tests {
         assert_eq!(c.prev_result, None);
         assert!(c.annotations.is_empty());
         let blocked: Vec<String> = c.blocked_networks().iter().map(|n| n.to_string()).collect();
-        assert_eq!(blocked, vec!["169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32"]);
+        assert_eq!(
+            blocked,
+            vec![
+                "169.254.169.254/32",
+                "fd00:ec2::254/128",
+                "100.100.100.200/32"
+            ]
+        );
     }
 
     #[test]
@@ -539,13 +648,22 @@ mod tests {
         let block: Vec<String> = c.block.iter().map(|n| n.to_string()).collect();
         assert_eq!(
             block,
-            vec!["169.254.170.2/32", "169.254.170.23/32", "fd00:ec2::23/128", "192.0.2.0/24", "2001:db8::1/128"]
+            vec![
+                "169.254.170.2/32",
+                "169.254.170.23/32",
+                "fd00:ec2::23/128",
+                "192.0.2.0/24",
+                "2001:db8::1/128"
+            ]
         );
         assert!(!c.host_guard);
         assert_eq!(c.state_dir, PathBuf::from("/tmp/mg"));
         assert_eq!(c.log_file, Some(PathBuf::from("/var/log/mg.log")));
         assert_eq!(c.log_level, log::LevelFilter::Debug);
-        assert_eq!(c.annotations.get("metaguard.io/policy").map(String::as_str), Some("aws"));
+        assert_eq!(
+            c.annotations.get("metaguard.io/policy").map(String::as_str),
+            Some("aws")
+        );
         assert!(c.prev_result.is_some());
         assert_eq!(c.blocked_networks().len(), 2 + 5);
     }
@@ -585,10 +703,25 @@ mod tests {
             (with("ipam", json!({"type": "host-local"})), "ipam"),
             (with("dns", json!({})), "dns"),
             (with("ipMasq", json!(true)), "ipMasq"),
-            (with("proxy", json!({"ipv4": "10.0.0.1", "port": 80})), "proxy.port"),
-            (with("endpoints", json!([{"name": "a", "address": "1.2.3.4", "proxyPort": 1, "proto": "tcp"}])), "endpoints[0].proto"),
-            (with("capabilities", json!({"portMappings": true})), "capabilities.portMappings"),
-            (with("runtimeConfig", json!({"portMappings": []})), "runtimeConfig.portMappings"),
+            (
+                with("proxy", json!({"ipv4": "10.0.0.1", "port": 80})),
+                "proxy.port",
+            ),
+            (
+                with(
+                    "endpoints",
+                    json!([{"name": "a", "address": "1.2.3.4", "proxyPort": 1, "proto": "tcp"}]),
+                ),
+                "endpoints[0].proto",
+            ),
+            (
+                with("capabilities", json!({"portMappings": true})),
+                "capabilities.portMappings",
+            ),
+            (
+                with("runtimeConfig", json!({"portMappings": []})),
+                "runtimeConfig.portMappings",
+            ),
         ];
         for (v, key) in cases {
             let e = err(&v);
@@ -612,7 +745,10 @@ mod tests {
             (with("name", json!(3)), "name"),
             (with("type", json!(3)), "type"),
             (with("proxy", json!("10.0.0.1")), "proxy"),
-            (with("proxy", json!({"ipv4": "10.0.0.1:8169"})), "proxy.ipv4"),
+            (
+                with("proxy", json!({"ipv4": "10.0.0.1:8169"})),
+                "proxy.ipv4",
+            ),
             (with("proxy", json!({"ipv4": "fd00::1"})), "proxy.ipv4"),
             (with("proxy", json!({"ipv4": "0.0.0.0"})), "proxy.ipv4"),
             (with("proxy", json!({"ipv6": "10.0.0.1"})), "proxy.ipv6"),
@@ -630,22 +766,40 @@ mod tests {
             (ep(json!({"port": "80"})), "endpoints[0].port"),
             (ep(json!({"proxyPort": -1})), "endpoints[0].proxyPort"),
             (ep(json!({"proxyPort": 1.5})), "endpoints[0].proxyPort"),
-            (with("endpoints", json!([{"address": "1.2.3.4", "proxyPort": 1}])), "endpoints[0].name"),
-            (with("endpoints", json!([{"name": "a", "proxyPort": 1}])), "endpoints[0].address"),
-            (with("endpoints", json!([{"name": "a", "address": "1.2.3.4"}])), "endpoints[0].proxyPort"),
             (
-                with("endpoints", json!([{"name": "a", "address": "1.2.3.4", "proxyPort": 1},
-                                         {"name": "a", "address": "1.2.3.5", "proxyPort": 2}])),
+                with("endpoints", json!([{"address": "1.2.3.4", "proxyPort": 1}])),
+                "endpoints[0].name",
+            ),
+            (
+                with("endpoints", json!([{"name": "a", "proxyPort": 1}])),
+                "endpoints[0].address",
+            ),
+            (
+                with("endpoints", json!([{"name": "a", "address": "1.2.3.4"}])),
+                "endpoints[0].proxyPort",
+            ),
+            (
+                with(
+                    "endpoints",
+                    json!([{"name": "a", "address": "1.2.3.4", "proxyPort": 1},
+                                         {"name": "a", "address": "1.2.3.5", "proxyPort": 2}]),
+                ),
                 "endpoints[1].name",
             ),
             (
-                with("endpoints", json!([{"name": "a", "address": "1.2.3.4", "proxyPort": 1},
-                                         {"name": "b", "address": "1.2.3.5", "proxyPort": 1}])),
+                with(
+                    "endpoints",
+                    json!([{"name": "a", "address": "1.2.3.4", "proxyPort": 1},
+                                         {"name": "b", "address": "1.2.3.5", "proxyPort": 1}]),
+                ),
                 "endpoints[1].proxyPort",
             ),
             (
-                with("endpoints", json!([{"name": "a", "address": "1.2.3.4", "proxyPort": 1},
-                                         {"name": "b", "address": "1.2.3.4", "proxyPort": 2}])),
+                with(
+                    "endpoints",
+                    json!([{"name": "a", "address": "1.2.3.4", "proxyPort": 1},
+                                         {"name": "b", "address": "1.2.3.4", "proxyPort": 2}]),
+                ),
                 "endpoints[1].address",
             ),
             (with("block", json!("ecs")), "block"),
@@ -665,14 +819,34 @@ mod tests {
             (with("logLevel", json!(3)), "logLevel"),
             (with("prevResult", json!([])), "prevResult"),
             (with("capabilities", json!([])), "capabilities"),
-            (with("capabilities", json!({"io.kubernetes.cri.pod-annotations": "yes"})), "capabilities.io.kubernetes.cri.pod-annotations"),
-            (with("runtimeConfig", json!({"io.kubernetes.cri.pod-annotations": {"a": 1}})), "runtimeConfig.io.kubernetes.cri.pod-annotations.a"),
-            (with("runtimeConfig", json!({"io.kubernetes.cri.pod-annotations": []})), "runtimeConfig.io.kubernetes.cri.pod-annotations"),
+            (
+                with(
+                    "capabilities",
+                    json!({"io.kubernetes.cri.pod-annotations": "yes"}),
+                ),
+                "capabilities.io.kubernetes.cri.pod-annotations",
+            ),
+            (
+                with(
+                    "runtimeConfig",
+                    json!({"io.kubernetes.cri.pod-annotations": {"a": 1}}),
+                ),
+                "runtimeConfig.io.kubernetes.cri.pod-annotations.a",
+            ),
+            (
+                with(
+                    "runtimeConfig",
+                    json!({"io.kubernetes.cri.pod-annotations": []}),
+                ),
+                "runtimeConfig.io.kubernetes.cri.pod-annotations",
+            ),
             (with("args", json!("x")), "args"),
             (
                 {
                     let mut v = with("proxy", json!({"ipv4": "192.0.2.1"}));
-                    v.as_object_mut().unwrap().insert("block".into(), json!(["192.0.2.0/24"]));
+                    v.as_object_mut()
+                        .unwrap()
+                        .insert("block".into(), json!(["192.0.2.0/24"]));
                     v
                 },
                 "proxy.ipv4",
@@ -698,7 +872,10 @@ mod tests {
     fn gc_attachments_from_both_keys() {
         let mut v = with("cniVersion", json!("1.1.0"));
         let o = v.as_object_mut().unwrap();
-        o.insert("cni.dev/attachments".into(), json!([{"containerID": "a", "ifname": "eth0"}]));
+        o.insert(
+            "cni.dev/attachments".into(),
+            json!([{"containerID": "a", "ifname": "eth0"}]),
+        );
         o.insert(
             "cni.dev/valid-attachments".into(),
             json!([{"containerID": "a", "ifname": "eth0"}, {"containerID": "B", "ifname": "net1", "extra": 1}]),
@@ -708,8 +885,14 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Attachment { container_id: "B".into(), ifname: "net1".into() },
-                Attachment { container_id: "a".into(), ifname: "eth0".into() },
+                Attachment {
+                    container_id: "B".into(),
+                    ifname: "net1".into()
+                },
+                Attachment {
+                    container_id: "a".into(),
+                    ifname: "eth0".into()
+                },
             ]
         );
     }
@@ -729,10 +912,22 @@ mod tests {
         for (list, key) in [
             (json!({}), "cni.dev/attachments"),
             (json!([1]), "cni.dev/attachments[0]"),
-            (json!([{"ifname": "eth0"}]), "cni.dev/attachments[0].containerID"),
-            (json!([{"containerID": "a"}]), "cni.dev/attachments[0].ifname"),
-            (json!([{"containerID": "../a", "ifname": "eth0"}]), "cni.dev/attachments[0].containerID"),
-            (json!([{"containerID": "a", "ifname": "a/b"}]), "cni.dev/attachments[0].ifname"),
+            (
+                json!([{"ifname": "eth0"}]),
+                "cni.dev/attachments[0].containerID",
+            ),
+            (
+                json!([{"containerID": "a"}]),
+                "cni.dev/attachments[0].ifname",
+            ),
+            (
+                json!([{"containerID": "../a", "ifname": "eth0"}]),
+                "cni.dev/attachments[0].containerID",
+            ),
+            (
+                json!([{"containerID": "a", "ifname": "a/b"}]),
+                "cni.dev/attachments[0].ifname",
+            ),
         ] {
             let v = with("cni.dev/attachments", list);
             let e = Config::parse(&serde_json::to_vec(&v).unwrap(), Command::Gc).unwrap_err();
@@ -741,9 +936,36 @@ mod tests {
         }
     }
 
+    /// The examples in conf/ are what a runtime would hand metaguard: the list's cniVersion and
+    /// name injected into the metaguard entry.
+    #[test]
+    fn example_conflists_are_valid() {
+        for text in [
+            include_str!("../../conf/10-metaguard.conflist"),
+            include_str!("../../conf/metaguard-0.3.1.conflist"),
+        ] {
+            let list: Value = serde_json::from_str(text).unwrap();
+            let mut entry = list["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["type"] == "metaguard")
+                .unwrap()
+                .clone();
+            entry["cniVersion"] = list["cniVersion"].clone();
+            entry["name"] = list["name"].clone();
+            let c = parse(&entry).unwrap();
+            assert_eq!(c.name, "mgnet");
+            assert!(c.host_guard);
+        }
+    }
+
     #[test]
     fn peek() {
-        assert_eq!(peek_version(br#"{"cniVersion":"0.4.0"}"#).as_deref(), Some("0.4.0"));
+        assert_eq!(
+            peek_version(br#"{"cniVersion":"0.4.0"}"#).as_deref(),
+            Some("0.4.0")
+        );
         assert_eq!(peek_version(b"{"), None);
         assert_eq!(peek_version(br#"{"cniVersion":1}"#), None);
     }

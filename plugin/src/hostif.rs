@@ -64,7 +64,10 @@ struct EthtoolDrvinfo {
 impl LinkProbe for KernelProbe {
     fn kind(&self, ifname: &str) -> io::Result<Option<LinkKind>> {
         if !valid_ifname(ifname) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid interface name"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "invalid interface name",
+            ));
         }
         // SAFETY: plain socket(2); the descriptor is owned and closed by OwnedFd.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -96,7 +99,13 @@ impl LinkProbe for KernelProbe {
         req.ifr_ifru.ifru_data = (&mut info as *mut EthtoolDrvinfo).cast();
         // SAFETY: SIOCETHTOOL reads ifr_name and writes at most sizeof(ethtool_drvinfo) bytes
         // to ifru_data, which points at `info`, alive for the call.
-        let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), SIOCETHTOOL as _, &mut req) };
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                SIOCETHTOOL as _,
+                &mut req,
+            )
+        };
         if rc < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
@@ -106,7 +115,11 @@ impl LinkProbe for KernelProbe {
                 _ => Err(e),
             };
         }
-        let end = info.driver.iter().position(|b| *b == 0).unwrap_or(info.driver.len());
+        let end = info
+            .driver
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(info.driver.len());
         let driver = String::from_utf8_lossy(&info.driver[..end]).into_owned();
         Ok(Some(match driver.as_str() {
             "veth" => LinkKind::Veth,
@@ -117,7 +130,11 @@ impl LinkProbe for KernelProbe {
 }
 
 fn host_if_error(details: String) -> CniError {
-    CniError::new(code::HOST_INTERFACE, "host-side interface from prevResult is unusable", details)
+    CniError::new(
+        code::HOST_INTERFACE,
+        "host-side interface from prevResult is unusable",
+        details,
+    )
 }
 
 /// The host-side veth of this attachment, if prevResult names one. See the module docs.
@@ -126,7 +143,9 @@ pub fn find(view: &ResultView, probe: &dyn LinkProbe) -> Result<Option<String>, 
     for itf in view.host_interfaces() {
         let name = itf.name.as_str();
         if !valid_ifname(name) {
-            return Err(host_if_error(format!("{name:?} is not a valid interface name")));
+            return Err(host_if_error(format!(
+                "{name:?} is not a valid interface name"
+            )));
         }
         match probe.kind(name) {
             Ok(None) => {
@@ -172,21 +191,35 @@ mod tests {
 
     #[test]
     fn bridge_result_guards_the_veth_not_the_bridge() {
-        let probe = Fake(HashMap::from([("mgbr0", LinkKind::Bridge), ("veth0186d0f8", LinkKind::Veth)]));
-        assert_eq!(find(&view(bridge_result_03("0.3.1")), &probe).unwrap().as_deref(), Some("veth0186d0f8"));
+        let probe = Fake(HashMap::from([
+            ("mgbr0", LinkKind::Bridge),
+            ("veth0186d0f8", LinkKind::Veth),
+        ]));
+        assert_eq!(
+            find(&view(bridge_result_03("0.3.1")), &probe)
+                .unwrap()
+                .as_deref(),
+            Some("veth0186d0f8")
+        );
     }
 
     #[test]
     fn ptp_result_guards_its_veth() {
         let probe = Fake(HashMap::from([("veth5e2c9b0f", LinkKind::Veth)]));
-        assert_eq!(find(&view(ptp_result()), &probe).unwrap().as_deref(), Some("veth5e2c9b0f"));
+        assert_eq!(
+            find(&view(ptp_result()), &probe).unwrap().as_deref(),
+            Some("veth5e2c9b0f")
+        );
     }
 
     #[test]
     fn no_host_interface_means_no_guard() {
         let v = serde_json::json!({"interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}]});
         assert_eq!(find(&view(v), &Fake(HashMap::new())).unwrap(), None);
-        assert_eq!(find(&ResultView::default(), &Fake(HashMap::new())).unwrap(), None);
+        assert_eq!(
+            find(&ResultView::default(), &Fake(HashMap::new())).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -207,8 +240,14 @@ mod tests {
     #[test]
     fn two_veths_are_ambiguous() {
         let v = serde_json::json!({"interfaces": [{"name": "va"}, {"name": "vb"}]});
-        let probe = Fake(HashMap::from([("va", LinkKind::Veth), ("vb", LinkKind::Veth)]));
-        assert_eq!(find(&view(v), &probe).unwrap_err().code, code::HOST_INTERFACE);
+        let probe = Fake(HashMap::from([
+            ("va", LinkKind::Veth),
+            ("vb", LinkKind::Veth),
+        ]));
+        assert_eq!(
+            find(&view(v), &probe).unwrap_err().code,
+            code::HOST_INTERFACE
+        );
     }
 
     #[test]

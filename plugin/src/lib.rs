@@ -13,7 +13,7 @@ pub mod nft;
 pub mod rules;
 
 use cni::error::CniError;
-use cni::{Command, CniVersion, Env};
+use cni::{CniVersion, Command, Env};
 use config::Config;
 use metaguard_common::state::StateDir;
 use std::io::Read;
@@ -64,7 +64,10 @@ pub fn run_with(env: Result<Env, CniError>, input: std::io::Result<Vec<u8>>) -> 
         log::set_context(env.command.as_str().to_string());
     }
     match dispatch(&env, &input) {
-        Ok(stdout) => Outcome { stdout, exit_code: 0 },
+        Ok(stdout) => Outcome {
+            stdout,
+            exit_code: 0,
+        },
         Err(e) => failure(e, err_version),
     }
 }
@@ -72,13 +75,18 @@ pub fn run_with(env: Result<Env, CniError>, input: std::io::Result<Vec<u8>>) -> 
 fn failure(e: CniError, version: Option<CniVersion>) -> Outcome {
     ::log::error!("{e}");
     let v = version.unwrap_or(cni::version::LATEST);
-    Outcome { stdout: Some(e.to_json(v.as_str())), exit_code: 1 }
+    Outcome {
+        stdout: Some(e.to_json(v.as_str())),
+        exit_code: 1,
+    }
 }
 
 fn dispatch(env: &Env, input: &[u8]) -> Result<Option<serde_json::Value>, CniError> {
     if env.command == Command::Version {
         // VERSION must answer whatever the input's version: it is how runtimes find out.
-        return Ok(Some(cni::version::version_result(config::peek_version(input).as_deref())));
+        return Ok(Some(cni::version::version_result(
+            config::peek_version(input).as_deref(),
+        )));
     }
     let cfg = Config::parse(input, env.command)?;
     log::configure(cfg.log_level, cfg.log_file.as_deref());
@@ -126,7 +134,10 @@ mod tests {
 
     #[test]
     fn errors_use_the_input_version() {
-        let o = run_json(Command::Add, json!({"cniVersion": "0.4.0", "name": "n", "bogus": 1}));
+        let o = run_json(
+            Command::Add,
+            json!({"cniVersion": "0.4.0", "name": "n", "bogus": 1}),
+        );
         assert_eq!(o.exit_code, 1);
         let out = o.stdout.unwrap();
         assert_eq!(out["cniVersion"], "0.4.0");
@@ -150,7 +161,10 @@ mod tests {
 
     #[test]
     fn add_without_prev_result_is_code_7() {
-        let o = run_json(Command::Add, json!({"cniVersion": "1.0.0", "name": "n", "type": "metaguard"}));
+        let o = run_json(
+            Command::Add,
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "metaguard"}),
+        );
         let out = o.stdout.unwrap();
         assert_eq!(out["code"], 7);
         assert!(out["msg"].as_str().unwrap().contains("prevResult"));
@@ -161,7 +175,10 @@ mod tests {
         let cfg = json!({"cniVersion": "0.3.1", "name": "n", "prevResult": {}});
         assert_eq!(run_json(Command::Check, cfg).stdout.unwrap()["code"], 1);
         let cfg = json!({"cniVersion": "1.0.0", "name": "n", "cni.dev/attachments": []});
-        assert_eq!(run_json(Command::Gc, cfg.clone()).stdout.unwrap()["code"], 1);
+        assert_eq!(
+            run_json(Command::Gc, cfg.clone()).stdout.unwrap()["code"],
+            1
+        );
         assert_eq!(run_json(Command::Status, cfg).stdout.unwrap()["code"], 1);
     }
 }

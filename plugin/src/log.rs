@@ -19,7 +19,10 @@ struct State {
     context: String,
 }
 
-static STATE: Mutex<State> = Mutex::new(State { file: None, context: String::new() });
+static STATE: Mutex<State> = Mutex::new(State {
+    file: None,
+    context: String::new(),
+});
 
 struct Logger;
 
@@ -35,7 +38,11 @@ impl log::Log for Logger {
             return;
         }
         let Ok(mut st) = STATE.lock() else { return };
-        let ctx = if st.context.is_empty() { String::new() } else { format!("{} ", st.context) };
+        let ctx = if st.context.is_empty() {
+            String::new()
+        } else {
+            format!("{} ", st.context)
+        };
         let line = format!(
             "{} metaguard[{}] {} {}{}\n",
             timestamp(SystemTime::now()),
@@ -73,7 +80,10 @@ pub fn configure(level: log::LevelFilter, file: Option<&Path>) {
                 st.file = Some(f);
             }
         }
-        Err(e) => log::warn!("cannot open logFile {}: {e}; logging to stderr only", path.display()),
+        Err(e) => log::warn!(
+            "cannot open logFile {}: {e}; logging to stderr only",
+            path.display()
+        ),
     }
 }
 
@@ -121,7 +131,13 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(timestamp(UNIX_EPOCH + Duration::from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
-        assert_eq!(timestamp(UNIX_EPOCH + Duration::from_secs(1_714_564_799)), "2024-05-01T11:59:59.000Z");
+        assert_eq!(
+            timestamp(UNIX_EPOCH + Duration::from_millis(951_782_400_123)),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            timestamp(UNIX_EPOCH + Duration::from_secs(1_714_564_799)),
+            "2024-05-01T11:59:59.000Z"
+        );
     }
 }

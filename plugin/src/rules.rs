@@ -23,7 +23,8 @@ pub struct Redirect {
 /// Semantics, in order:
 /// - nat output (and prerouting, for pods that route for nested containers): each `Redirect`;
 /// - filter output and forward: any packet whose destination is in `blocked` is rejected
-///   (TCP with a reset, everything else with ICMP/ICMPv6 admin-prohibited or port-unreachable).
+///   (TCP with a reset, everything else with ICMP/ICMPv6 port-unreachable, so a UDP sender's
+///   `send` fails with EPERM and its next receive with "connection refused").
 ///   Redirected traffic is not caught, because nat output has already rewritten its destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRuleset {
@@ -43,11 +44,16 @@ pub struct PodRuleset {
 ///
 /// Semantics (chain policy drop):
 /// - IPv4/IPv6 packets whose destination is in `blocked`: dropped;
+/// - IPv6 neighbour advertisements whose target is neither one of `pod_ips` nor link-local:
+///   dropped, whatever their source (they would take over another pod's address on the host);
 /// - IPv4 with a source in `pod_ips`: accepted; other IPv4: dropped;
-/// - IPv6 with a source in `pod_ips`: accepted; ICMPv6 from `fe80::/10` or `::` (neighbour and
-///   router discovery, DAD, MLD): accepted; other IPv6: dropped;
-/// - ARP whose sender address is one of `pod_ips` or 0.0.0.0 (probe): accepted; other ARP dropped;
-/// - any other ethertype (VLAN tags, raw frames): dropped.
+/// - IPv6 with a source in `pod_ips`: accepted; from `fe80::/10`, the ICMPv6 of neighbour and
+///   router solicitation, neighbour advertisement and MLD reports/done, and from `::` router and
+///   neighbour solicitation (DAD) and MLD reports: accepted; other IPv6: dropped;
+/// - ARP (Ethernet/IPv4 layout) whose sender address is one of `pod_ips` or 0.0.0.0 (probe):
+///   accepted; other ARP dropped;
+/// - any other ethertype, VLAN-tagged frames included (the ethertype is read from the frame,
+///   where the kernel restores an offloaded tag): dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostGuard {
     pub table: String,

@@ -41,23 +41,39 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(app: Arc<App>) -> Arc<Admin> {
-        Arc::new(Admin { app, cache: Mutex::new(None) })
+        Arc::new(Admin {
+            app,
+            cache: Mutex::new(None),
+        })
     }
 
     async fn probe(&self) -> ProbeResult {
-        if let Some(c) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(c) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             if c.at.elapsed() < PROBE_CACHE {
                 return c.clone();
             }
         }
-        let targets: Vec<(String, SocketAddr)> =
-            self.app.upstream.targets().iter().map(|t| (t.name.clone(), t.addr)).collect();
+        let targets: Vec<(String, SocketAddr)> = self
+            .app
+            .upstream
+            .targets()
+            .iter()
+            .map(|t| (t.name.clone(), t.addr))
+            .collect();
         let probes = targets.into_iter().map(|(name, addr)| async move {
-            let err = match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
-            };
+            let err =
+                match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                    .await
+                {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
+                };
             (name, addr, err)
         });
         let mut rows = Vec::new();
@@ -68,7 +84,10 @@ impl Admin {
                 rows.push(r);
             }
         }
-        let r = ProbeResult { at: Instant::now(), rows };
+        let r = ProbeResult {
+            at: Instant::now(),
+            rows,
+        };
         *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
         r
     }
@@ -92,11 +111,17 @@ impl Admin {
         if any {
             (StatusCode::OK, format!("ready\n{body}"))
         } else {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: no upstream reachable\n{body}"))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: no upstream reachable\n{body}"),
+            )
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into()));
         }
@@ -108,11 +133,16 @@ impl Admin {
             }
             "/metrics" => {
                 let mut r = text(StatusCode::OK, self.app.render_metrics());
-                r.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
                 r
             }
-            _ => text(StatusCode::NOT_FOUND, "not found (try /metrics, /healthz, /readyz)\n".into()),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found (try /metrics, /healthz, /readyz)\n".into(),
+            ),
         };
         Ok(r)
     }
@@ -121,13 +151,17 @@ impl Admin {
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
     let mut b = http1::Builder::new();
-    b.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+    b.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5));
     let b = Arc::new(b);
     loop {
         let accepted = tokio::select! {

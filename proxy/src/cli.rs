@@ -20,7 +20,10 @@ check-policy validates a policy file and exits 0 (valid) or 1 (invalid, with the
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run { config: Option<PathBuf>, overrides: Overrides },
+    Run {
+        config: Option<PathBuf>,
+        overrides: Overrides,
+    },
     CheckPolicy(PathBuf),
     Help,
     Version,
@@ -41,9 +44,13 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     match it.peek().map(|s| s.as_str()) {
         Some("check-policy") => {
             it.next();
-            let file = it.next().ok_or_else(|| usage("check-policy: FILE missing"))?;
+            let file = it
+                .next()
+                .ok_or_else(|| usage("check-policy: FILE missing"))?;
             if let Some(extra) = it.next() {
-                return Err(usage(format!("check-policy: unexpected argument {extra:?}")));
+                return Err(usage(format!(
+                    "check-policy: unexpected argument {extra:?}"
+                )));
             }
             return Ok(Command::CheckPolicy(PathBuf::from(file)));
         }
@@ -68,7 +75,10 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         let mut value = || -> Result<String, UsageError> {
             match &inline {
                 Some(v) => Ok(v.clone()),
-                None => it.next().cloned().ok_or_else(|| usage(format!("{flag}: value missing"))),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| usage(format!("{flag}: value missing"))),
             }
         };
         match flag {
@@ -77,20 +87,28 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             "--policy" => ov.policy = Some(PathBuf::from(value()?)),
             "--admin" => {
                 let v = value()?;
-                ov.admin = Some(v.parse().map_err(|_| usage(format!("--admin {v:?}: expected ADDR:PORT")))?);
+                ov.admin = Some(
+                    v.parse()
+                        .map_err(|_| usage(format!("--admin {v:?}: expected ADDR:PORT")))?,
+                );
             }
             "--listen" => {
                 let v = value()?;
                 // Accept `[::1]` as well as `::1`.
                 let bare = v.trim_start_matches('[').trim_end_matches(']');
-                ov.listen.push(bare.parse().map_err(|_| usage(format!("--listen {v:?}: expected an IP address")))?);
+                ov.listen.push(
+                    bare.parse()
+                        .map_err(|_| usage(format!("--listen {v:?}: expected an IP address")))?,
+                );
             }
             "--upstream" => {
                 let v = value()?;
-                let (name, addr) =
-                    v.split_once('=').ok_or_else(|| usage(format!("--upstream {v:?}: expected NAME=ADDR:PORT")))?;
-                let addr: SocketAddr =
-                    addr.parse().map_err(|_| usage(format!("--upstream {v:?}: expected NAME=ADDR:PORT")))?;
+                let (name, addr) = v
+                    .split_once('=')
+                    .ok_or_else(|| usage(format!("--upstream {v:?}: expected NAME=ADDR:PORT")))?;
+                let addr: SocketAddr = addr
+                    .parse()
+                    .map_err(|_| usage(format!("--upstream {v:?}: expected NAME=ADDR:PORT")))?;
                 ov.upstream.push((name.to_string(), addr));
             }
             "--decision-log" => {
@@ -104,12 +122,19 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             other => return Err(usage(format!("unknown argument {other:?}"))),
         }
     }
-    Ok(Command::Run { config, overrides: ov })
+    Ok(Command::Run {
+        config,
+        overrides: ov,
+    })
 }
 
 /// The program: parse, dispatch, map errors to exit codes (0 ok, 1 failure, 2 usage or config).
 pub fn main() -> ExitCode {
-    let args: Vec<String> = match std::env::args_os().skip(1).map(OsString::into_string).collect() {
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(OsString::into_string)
+        .collect()
+    {
         Ok(a) => a,
         Err(bad) => {
             eprintln!("metaguard-proxy: argument is not UTF-8: {bad:?}\n{USAGE}");
@@ -180,7 +205,13 @@ mod tests {
 
     #[test]
     fn run_is_the_default() {
-        assert_eq!(p(&[]).unwrap(), Command::Run { config: None, overrides: Overrides::default() });
+        assert_eq!(
+            p(&[]).unwrap(),
+            Command::Run {
+                config: None,
+                overrides: Overrides::default()
+            }
+        );
         assert_eq!(p(&["run"]).unwrap(), p(&[]).unwrap());
     }
 
@@ -207,20 +238,38 @@ mod tests {
             "debug",
         ])
         .unwrap();
-        let Command::Run { config, overrides: o } = c else { panic!() };
+        let Command::Run {
+            config,
+            overrides: o,
+        } = c
+        else {
+            panic!()
+        };
         assert_eq!(config, Some(PathBuf::from("/etc/c.toml")));
         assert_eq!(o.state_dir, Some(PathBuf::from("/s")));
         assert_eq!(o.policy, Some(PathBuf::from("/p.toml")));
         assert_eq!(o.admin, Some("127.0.0.1:9000".parse().unwrap()));
-        assert_eq!(o.listen, vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap(), "fd00::1".parse().unwrap()]);
-        assert_eq!(o.upstream, vec![("imds-v4".to_string(), "127.0.0.1:8080".parse().unwrap())]);
+        assert_eq!(
+            o.listen,
+            vec![
+                "10.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            o.upstream,
+            vec![("imds-v4".to_string(), "127.0.0.1:8080".parse().unwrap())]
+        );
         assert_eq!(o.decision_log, Some(LogTarget::Stdout));
         assert_eq!(o.log_level.as_deref(), Some("debug"));
     }
 
     #[test]
     fn check_policy() {
-        assert_eq!(p(&["check-policy", "f.toml"]).unwrap(), Command::CheckPolicy("f.toml".into()));
+        assert_eq!(
+            p(&["check-policy", "f.toml"]).unwrap(),
+            Command::CheckPolicy("f.toml".into())
+        );
         assert!(p(&["check-policy"]).is_err());
         assert!(p(&["check-policy", "a", "b"]).is_err());
     }

@@ -23,7 +23,10 @@ pub const MIN_MAX_BUF_SIZE: usize = 8192;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The TOML parser's message names the line and column.
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -53,7 +56,9 @@ impl<'de> Deserialize<'de> for LogTarget {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         if s.is_empty() {
-            return Err(serde::de::Error::custom("decision_log must be \"-\" or a path"));
+            return Err(serde::de::Error::custom(
+                "decision_log must be \"-\" or a path",
+            ));
         }
         Ok(LogTarget::parse(&s))
     }
@@ -83,7 +88,8 @@ fn default_http_port() -> u16 {
 
 impl EndpointConfig {
     pub fn upstream_addr(&self) -> SocketAddr {
-        self.upstream.unwrap_or(SocketAddr::new(self.address, self.port))
+        self.upstream
+            .unwrap_or(SocketAddr::new(self.address, self.port))
     }
 }
 
@@ -169,7 +175,10 @@ pub struct RecordsConfig {
 
 impl Default for RecordsConfig {
     fn default() -> Self {
-        RecordsConfig { revalidate_ms: 1000, sweep_interval_ms: 10_000 }
+        RecordsConfig {
+            revalidate_ms: 1000,
+            sweep_interval_ms: 10_000,
+        }
     }
 }
 
@@ -212,7 +221,10 @@ impl Default for Config {
         Config {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             policy: None,
-            listen: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
+            listen: vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ],
             admin: DEFAULT_ADMIN,
             decision_log: LogTarget::Stdout,
             log_level: "info".into(),
@@ -242,8 +254,10 @@ pub struct Overrides {
 
 impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         Ok(cfg)
     }
 
@@ -252,8 +266,10 @@ impl Config {
     pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> {
         let mut cfg = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
                 Config::from_toml(&text, p)?
             }
             None => Config::default(),
@@ -284,12 +300,16 @@ impl Config {
         }
         for (name, addr) in &ov.upstream {
             let known: Vec<String> = self.endpoints.iter().map(|e| e.name.clone()).collect();
-            let ep = self.endpoints.iter_mut().find(|e| &e.name == name).ok_or_else(|| {
-                ConfigError::Invalid(format!(
-                    "--upstream {name}=...: no endpoint named {name:?} (known: {})",
-                    known.join(", ")
-                ))
-            })?;
+            let ep = self
+                .endpoints
+                .iter_mut()
+                .find(|e| &e.name == name)
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "--upstream {name}=...: no endpoint named {name:?} (known: {})",
+                        known.join(", ")
+                    ))
+                })?;
             ep.upstream = Some(*addr);
         }
         Ok(())
@@ -305,18 +325,30 @@ impl Config {
         for e in &self.endpoints {
             if e.name.is_empty()
                 || e.name.len() > 64
-                || !e.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || !e
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
-                return bad(format!("endpoint name {:?}: use 1-64 of [A-Za-z0-9_-]", e.name));
+                return bad(format!(
+                    "endpoint name {:?}: use 1-64 of [A-Za-z0-9_-]",
+                    e.name
+                ));
             }
             if !names.insert(&e.name) {
                 return bad(format!("endpoint name {:?} appears twice", e.name));
             }
             if e.proxy_port == 0 || !ports.insert(e.proxy_port) {
-                return bad(format!("endpoint {}: proxy_port {} is 0 or already used", e.name, e.proxy_port));
+                return bad(format!(
+                    "endpoint {}: proxy_port {} is 0 or already used",
+                    e.name, e.proxy_port
+                ));
             }
             if e.proxy_port == self.admin.port() {
-                return bad(format!("endpoint {}: proxy_port {} is the admin port", e.name, e.proxy_port));
+                return bad(format!(
+                    "endpoint {}: proxy_port {} is the admin port",
+                    e.name, e.proxy_port
+                ));
             }
             if e.upstream_addr().port() == 0 {
                 return bad(format!("endpoint {}: upstream port 0", e.name));
@@ -348,7 +380,9 @@ impl Config {
             return bad("limits.header_read_timeout_ms must be at least 1".into());
         }
         if l.max_buf_size < MIN_MAX_BUF_SIZE {
-            return bad(format!("limits.max_buf_size must be at least {MIN_MAX_BUF_SIZE}"));
+            return bad(format!(
+                "limits.max_buf_size must be at least {MIN_MAX_BUF_SIZE}"
+            ));
         }
         if l.max_headers == 0 || l.max_header_bytes == 0 {
             return bad("limits.max_headers and limits.max_header_bytes must be at least 1".into());
@@ -381,7 +415,9 @@ impl Config {
         if self.worker_threads > 0 {
             return self.worker_threads;
         }
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 
     pub fn level(&self) -> log::LevelFilter {
@@ -419,7 +455,10 @@ mod tests {
         assert_eq!(socks.len(), 6);
         assert!(socks.contains(&("0.0.0.0:8169".parse().unwrap(), 0)));
         assert!(socks.contains(&("[::]:8170".parse().unwrap(), 1)));
-        assert_eq!(c.endpoints[1].upstream_addr().to_string(), "[fd00:ec2::254]:80");
+        assert_eq!(
+            c.endpoints[1].upstream_addr().to_string(),
+            "[fd00:ec2::254]:80"
+        );
     }
 
     #[test]
@@ -455,7 +494,10 @@ grace_ms = 1
         assert_eq!(c.endpoints[0].port, 80);
         assert_eq!(c.endpoints[0].upstream_addr().to_string(), "127.0.0.1:8080");
         assert_eq!(c.upstream.connect_timeout_ms, 10);
-        assert_eq!(c.upstream.response_timeout_ms, 5000, "unset keys keep defaults");
+        assert_eq!(
+            c.upstream.response_timeout_ms, 5000,
+            "unset keys keep defaults"
+        );
         assert_eq!(c.limits.max_connections_per_source, 2);
         assert_eq!(c.limits.max_connections, 4096);
         assert_eq!(c.records.revalidate_ms, 500);
@@ -465,7 +507,9 @@ grace_ms = 1
 
     #[test]
     fn unknown_keys_name_the_line() {
-        let e = parse("state_dir = \"/x\"\nlisten_on = []\n").unwrap_err().to_string();
+        let e = parse("state_dir = \"/x\"\nlisten_on = []\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen_on"), "{e}");
         assert!(e.contains("line 2"), "{e}");
         let e = parse("[limits]\nmax_conns = 1\n").unwrap_err().to_string();
@@ -511,9 +555,15 @@ grace_ms = 1
         assert_eq!(c.state_dir, PathBuf::from("/s"));
         assert_eq!(c.listen, vec!["10.1.0.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(c.endpoints[1].upstream_addr().to_string(), "[fd00::1]:8080");
-        assert_eq!(c.endpoints[0].upstream_addr().to_string(), "169.254.169.254:80");
+        assert_eq!(
+            c.endpoints[0].upstream_addr().to_string(),
+            "169.254.169.254:80"
+        );
         assert_eq!(c.decision_log, LogTarget::File("/l".into()));
-        let bad = Overrides { upstream: vec![("nope".into(), "1.2.3.4:80".parse().unwrap())], ..Default::default() };
+        let bad = Overrides {
+            upstream: vec![("nope".into(), "1.2.3.4:80".parse().unwrap())],
+            ..Default::default()
+        };
         let e = c.apply(&bad).unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("imds-v4"), "{e}");
     }

@@ -15,8 +15,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Lines that may wait for the writer.
-pub const QUEUE_LINES: usize = 64 * 1024;
+/// Lines that may wait for the writer (the channel allocates its slots up front, so this is also
+/// resident memory: about 40 bytes a line).
+pub const QUEUE_LINES: usize = 16 * 1024;
 /// Raw (rejected) request targets are cut to this many bytes in the log.
 pub const MAX_LOGGED_TARGET: usize = 1024;
 
@@ -98,7 +99,10 @@ fn open(target: &LogTarget) -> Result<Box<dyn Write + Send>, LogError> {
                 .create(true)
                 .append(true)
                 .open(p)
-                .map_err(|source| LogError::Open { path: p.display().to_string(), source })?;
+                .map_err(|source| LogError::Open {
+                    path: p.display().to_string(),
+                    source,
+                })?;
             Ok(Box::new(f))
         }
     }
@@ -115,7 +119,10 @@ impl DecisionLog {
             .name("decision-log".into())
             .spawn(move || writer(target, out, rx))
             .map_err(LogError::Spawn)?;
-        Ok(DecisionLog { tx, dropped: Arc::new(AtomicU64::new(0)) })
+        Ok(DecisionLog {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// Queues one line; never blocks.
@@ -164,11 +171,13 @@ impl DecisionLog {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         ack_rx.recv_timeout(left).is_ok()
     }
-
 }
 
 fn writer(target: LogTarget, out: Box<dyn Write + Send>, rx: Receiver<Msg>) {
-    let mut w = Writer { out: BufWriter::with_capacity(64 * 1024, out), failed: false };
+    let mut w = Writer {
+        out: BufWriter::with_capacity(64 * 1024, out),
+        failed: false,
+    };
     loop {
         // Block for the first message, then take everything already queued before flushing.
         let Ok(first) = rx.recv() else { break };
@@ -309,8 +318,20 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|s| s.as_str()).collect();
         let mut want = vec![
-            "ts", "pod", "container_id", "src", "endpoint", "method", "path", "decision", "policy", "rule", "status",
-            "upstream_status", "latency_ms", "reason",
+            "ts",
+            "pod",
+            "container_id",
+            "src",
+            "endpoint",
+            "method",
+            "path",
+            "decision",
+            "policy",
+            "rule",
+            "status",
+            "upstream_status",
+            "latency_ms",
+            "reason",
         ];
         want.sort_unstable();
         let mut got = keys.clone();
@@ -374,7 +395,9 @@ mod tests {
 
     #[test]
     fn unwritable_path_fails_at_start() {
-        let e = DecisionLog::start(LogTarget::File("/nonexistent-dir-mg/x.jsonl".into())).err().unwrap();
+        let e = DecisionLog::start(LogTarget::File("/nonexistent-dir-mg/x.jsonl".into()))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("/nonexistent-dir-mg/x.jsonl"));
     }
 }

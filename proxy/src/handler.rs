@@ -63,7 +63,11 @@ struct Outcomes<'a> {
     reason: Option<&'a str>,
 }
 
-pub async fn handle(app: Arc<App>, ctx: ConnCtx, req: http::Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    app: Arc<App>,
+    ctx: ConnCtx,
+    req: http::Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     // Bodies are refused by the header check (Content-Length must be 0), so the body is never read.
     let (parts, _body) = req.into_parts();
@@ -133,7 +137,11 @@ pub async fn handle(app: Arc<App>, ctx: ConnCtx, req: http::Request<Incoming>) -
 
     let set = app.policy.current();
     let policy = set.select(&record);
-    let view = RequestView { method: &parts.method, target: &target, headers: &parts.headers };
+    let view = RequestView {
+        method: &parts.method,
+        target: &target,
+        headers: &parts.headers,
+    };
     let d = policy.decide(&view);
     let rec = Some(&*record);
     match d.action {
@@ -154,7 +162,11 @@ pub async fn handle(app: Arc<App>, ctx: ConnCtx, req: http::Request<Incoming>) -
             add_headers(resp.headers_mut(), policy.response_headers());
             Ok(resp)
         }
-        Action::Respond { status: code, headers: hs, body } => {
+        Action::Respond {
+            status: code,
+            headers: hs,
+            body,
+        } => {
             let st = status(*code);
             let o = Outcomes {
                 outcome: Outcome::Respond,
@@ -175,15 +187,27 @@ pub async fn handle(app: Arc<App>, ctx: ConnCtx, req: http::Request<Incoming>) -
             Ok(resp)
         }
         Action::Allow => {
-            let outcome = if d.audit { Outcome::Audit } else { Outcome::Allow };
-            let host = app.upstream.target(ctx.endpoint).map(|t| t.host.as_str()).unwrap_or("");
+            let outcome = if d.audit {
+                Outcome::Audit
+            } else {
+                Outcome::Allow
+            };
+            let host = app
+                .upstream
+                .target(ctx.endpoint)
+                .map(|t| t.host.as_str())
+                .unwrap_or("");
             let up_headers = headers::upstream_headers(&parts.headers, host);
             let pq = target.forward_target();
             let up_start = Instant::now();
-            let result = app.upstream.send(ctx.endpoint, parts.method.clone(), &pq, up_headers).await;
+            let result = app
+                .upstream
+                .send(ctx.endpoint, parts.method.clone(), &pq, up_headers)
+                .await;
             match result {
                 Ok(up) => {
-                    app.metrics.observe_upstream(ctx.endpoint, up_start.elapsed());
+                    app.metrics
+                        .observe_upstream(ctx.endpoint, up_start.elapsed());
                     let o = Outcomes {
                         outcome,
                         policy: Some(d.policy),
@@ -241,7 +265,8 @@ fn finish(
     o: &Outcomes<'_>,
     start: Instant,
 ) {
-    app.metrics.count_request(o.outcome, o.policy.unwrap_or(""), o.rule.unwrap_or(""));
+    app.metrics
+        .count_request(o.outcome, o.policy.unwrap_or(""), o.rule.unwrap_or(""));
     let raw;
     let path = match target {
         Some(t) => t.path.as_str(),

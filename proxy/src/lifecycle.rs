@@ -44,7 +44,10 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let names: Vec<String> = policy.policy_names().map(str::to_owned).collect();
     log::info!(
         "policy {}: {}",
-        cfg.policy.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in default)".into()),
+        cfg.policy
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(built-in default)".into()),
         names.join(", ")
     );
     let log = DecisionLog::start(cfg.decision_log.clone())?;
@@ -60,7 +63,11 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     res
 }
 
-async fn run_async(cfg: Config, policy: crate::policy::PolicySet, log: DecisionLog) -> Result<(), RunError> {
+async fn run_async(
+    cfg: Config,
+    policy: crate::policy::PolicySet,
+    log: DecisionLog,
+) -> Result<(), RunError> {
     let upstream = Upstream::new(&cfg.upstream, &cfg.endpoints)?;
     let app = Arc::new(App {
         policy: PolicyStore::new(policy, cfg.policy.clone()),
@@ -80,11 +87,18 @@ async fn run_async(cfg: Config, policy: crate::policy::PolicySet, log: DecisionL
     let admin_listener = listen::bind(cfg.admin)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let limits = ConnLimits::new(cfg.limits.max_connections, cfg.limits.max_connections_per_source);
+    let limits = ConnLimits::new(
+        cfg.limits.max_connections,
+        cfg.limits.max_connections_per_source,
+    );
     let builder = Arc::new(serve::http1_builder(&cfg.limits));
     let mut loops = Vec::new();
     for (l, endpoint) in listeners {
-        log::info!("listening on {} for endpoint {}", describe(&l), app.endpoint_name(endpoint));
+        log::info!(
+            "listening on {} for endpoint {}",
+            describe(&l),
+            app.endpoint_name(endpoint)
+        );
         loops.push(tokio::spawn(serve::accept_loop(
             l,
             endpoint,
@@ -95,7 +109,11 @@ async fn run_async(cfg: Config, policy: crate::policy::PolicySet, log: DecisionL
         )));
     }
     log::info!("admin on {}", describe(&admin_listener));
-    loops.push(tokio::spawn(admin::serve(admin_listener, Admin::new(app.clone()), shutdown_rx.clone())));
+    loops.push(tokio::spawn(admin::serve(
+        admin_listener,
+        Admin::new(app.clone()),
+        shutdown_rx.clone(),
+    )));
 
     // Background: preload, then sweep periodically.
     {
@@ -104,8 +122,12 @@ async fn run_async(cfg: Config, policy: crate::policy::PolicySet, log: DecisionL
         let mut shutdown = shutdown_rx.clone();
         tokio::spawn(async move {
             let a = app.clone();
-            if let Ok((n, errors)) = tokio::task::spawn_blocking(move || a.records.preload()).await {
-                log::info!("pod records: {n} addresses loaded from {}", app.records.state_dir().root().display());
+            if let Ok((n, errors)) = tokio::task::spawn_blocking(move || a.records.preload()).await
+            {
+                log::info!(
+                    "pod records: {n} addresses loaded from {}",
+                    app.records.state_dir().root().display()
+                );
                 for e in errors.iter().take(10) {
                     log::warn!("pod record skipped: {e}");
                 }
@@ -129,7 +151,10 @@ async fn run_async(cfg: Config, policy: crate::policy::PolicySet, log: DecisionL
 
     wait_for_shutdown(&app).await.map_err(RunError::Runtime)?;
 
-    log::info!("shutting down: no longer accepting; {} connections open", limits.in_use());
+    log::info!(
+        "shutting down: no longer accepting; {} connections open",
+        limits.in_use()
+    );
     let _ = shutdown_tx.send(true);
     for l in loops {
         let _ = l.await;
@@ -138,7 +163,11 @@ async fn run_async(cfg: Config, policy: crate::policy::PolicySet, log: DecisionL
     if limits.wait_idle(grace).await {
         log::info!("all connections finished");
     } else {
-        log::warn!("grace period ({} ms) over: closing {} connections", grace.as_millis(), limits.in_use());
+        log::warn!(
+            "grace period ({} ms) over: closing {} connections",
+            grace.as_millis(),
+            limits.in_use()
+        );
     }
     if !app.log.flush(Duration::from_secs(2)) {
         log::warn!("decision log not fully flushed");
@@ -147,7 +176,9 @@ async fn run_async(cfg: Config, policy: crate::policy::PolicySet, log: DecisionL
 }
 
 fn describe(l: &tokio::net::TcpListener) -> String {
-    l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into())
+    l.local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Handles SIGHUP until SIGTERM or SIGINT arrives.

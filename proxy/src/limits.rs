@@ -17,6 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 pub struct ConnLimits {
     total: Arc<Semaphore>,
+    /// Refused connections being answered (see [`ConnLimits::refusal_slot`]).
+    refusals: Arc<Semaphore>,
     max_total: u32,
     per_source_max: usize,
     per_source: Mutex<HashMap<IpAddr, usize>>,
@@ -31,7 +33,11 @@ pub struct ConnPermit {
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        let mut map = self.limits.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .limits
+            .per_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(n) = map.get_mut(&self.source) {
             *n -= 1;
             if *n == 0 {
@@ -46,6 +52,7 @@ impl ConnLimits {
         let max_total = u32::try_from(max_total.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Arc::new(ConnLimits {
             total: Arc::new(Semaphore::new(max_total as usize)),
+            refusals: Arc::new(Semaphore::new(MAX_REFUSALS_ANSWERED)),
             max_total,
             per_source_max,
             per_source: Mutex::new(HashMap::new()),
@@ -64,7 +71,11 @@ impl ConnLimits {
             *n += 1;
         }
         match self.total.clone().try_acquire_owned() {
-            Ok(p) => Ok(ConnPermit { _total: p, source, limits: self.clone() }),
+            Ok(p) => Ok(ConnPermit {
+                _total: p,
+                source,
+                limits: self.clone(),
+            }),
             Err(TryAcquireError::NoPermits) | Err(TryAcquireError::Closed) => {
                 let mut map = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(n) = map.get_mut(&source) {
@@ -76,6 +87,14 @@ impl ConnLimits {
                 Err(ConnRefusal::Total)
             }
         }
+    }
+
+    /// A slot to answer one refused connection politely (write the refusal, half-close, drain
+    /// what the client sent so closing does not turn into a reset that eats the answer). Bounded,
+    /// so refusing never costs more than [`MAX_REFUSALS_ANSWERED`] sockets; beyond that refused
+    /// connections are just closed.
+    pub fn refusal_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.refusals.clone().try_acquire_owned().ok()
     }
 
     /// Connections open now.
@@ -96,6 +115,11 @@ impl ConnLimits {
         }
     }
 }
+
+/// Refused connections answered at once, at most.
+pub const MAX_REFUSALS_ANSWERED: usize = 64;
+/// How long a refused connection may take to read its answer.
+pub const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// The short answer written (best effort, without waiting) to a connection refused at accept.
 pub fn refusal_response(why: ConnRefusal) -> &'static [u8] {
@@ -122,11 +146,17 @@ mod tests {
         let l = ConnLimits::new(4, 2);
         let a1 = l.try_acquire(ip("10.0.0.1")).unwrap();
         let _a2 = l.try_acquire(ip("10.0.0.1")).unwrap();
-        assert_eq!(l.try_acquire(ip("10.0.0.1")).err(), Some(ConnRefusal::PerSource));
+        assert_eq!(
+            l.try_acquire(ip("10.0.0.1")).err(),
+            Some(ConnRefusal::PerSource)
+        );
         let _b1 = l.try_acquire(ip("10.0.0.2")).unwrap();
         let _b2 = l.try_acquire(ip("10.0.0.2")).unwrap();
         assert_eq!(l.in_use(), 4);
-        assert_eq!(l.try_acquire(ip("10.0.0.3")).err(), Some(ConnRefusal::Total));
+        assert_eq!(
+            l.try_acquire(ip("10.0.0.3")).err(),
+            Some(ConnRefusal::Total)
+        );
         // The refused total attempt must not leak a per-source slot.
         assert!(!l.per_source.lock().unwrap().contains_key(&ip("10.0.0.3")));
         drop(a1);

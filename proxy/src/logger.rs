@@ -16,7 +16,12 @@ impl Log for StderrLogger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let line = format!("{} {:<5} {}\n", crate::decision_log::rfc3339_now(), r.level(), r.args());
+        let line = format!(
+            "{} {:<5} {}\n",
+            crate::decision_log::rfc3339_now(),
+            r.level(),
+            r.args()
+        );
         // One write per line so lines from several threads do not interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
@@ -28,6 +33,8 @@ impl Log for StderrLogger {
 
 /// Installs the logger once; later calls only change the level.
 pub fn init(level: LevelFilter) {
-    let _ = log::set_boxed_logger(Box::new(StderrLogger { level: LevelFilter::Trace }));
+    let _ = log::set_boxed_logger(Box::new(StderrLogger {
+        level: LevelFilter::Trace,
+    }));
     log::set_max_level(level);
 }

@@ -20,8 +20,8 @@ const OVERFLOW: &str = "_overflow";
 
 /// Upper bounds of the upstream latency histogram buckets, in microseconds.
 const BUCKETS_US: [u64; 14] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
-    5_000_000, 10_000_000,
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
 ];
 
 /// Why an upstream exchange failed (label `kind`).
@@ -34,8 +34,12 @@ pub enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
-    pub const ALL: [UpstreamFailure; 4] =
-        [UpstreamFailure::Connect, UpstreamFailure::Timeout, UpstreamFailure::Oversize, UpstreamFailure::Reset];
+    pub const ALL: [UpstreamFailure; 4] = [
+        UpstreamFailure::Connect,
+        UpstreamFailure::Timeout,
+        UpstreamFailure::Oversize,
+        UpstreamFailure::Reset,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -123,7 +127,9 @@ impl Metrics {
             requests: std::array::from_fn(|_| RwLock::new(HashMap::new())),
             request_series: AtomicUsize::new(0),
             upstream_latency: (0..n).map(|_| Histogram::new()).collect(),
-            upstream_failures: (0..n).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect(),
+            upstream_failures: (0..n)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
             endpoints,
             connections_open: AtomicI64::new(0),
             connections_accepted: AtomicU64::new(0),
@@ -166,7 +172,10 @@ impl Metrics {
 
     pub fn upstream_failed(&self, endpoint: usize, kind: UpstreamFailure) {
         if let Some(f) = self.upstream_failures.get(endpoint) {
-            let i = UpstreamFailure::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+            let i = UpstreamFailure::ALL
+                .iter()
+                .position(|k| *k == kind)
+                .unwrap_or(0);
             f[i].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -208,9 +217,16 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let o = &mut out;
-        header(o, "metaguard_proxy_requests_total", "counter", "Requests by decision, policy and rule.");
+        header(
+            o,
+            "metaguard_proxy_requests_total",
+            "counter",
+            "Requests by decision, policy and rule.",
+        );
         for outcome in Outcome::ALL {
-            let map = self.requests[outcome.index()].read().unwrap_or_else(|e| e.into_inner());
+            let map = self.requests[outcome.index()]
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             let mut rows: Vec<(&str, &str, u64)> = Vec::new();
             for (p, rules) in map.iter() {
                 for (r, c) in rules.iter() {
@@ -252,7 +268,10 @@ impl Metrics {
                 "metaguard_proxy_upstream_duration_seconds_bucket{{endpoint=\"{name}\",le=\"+Inf\"}} {cum}"
             );
             let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(o, "metaguard_proxy_upstream_duration_seconds_sum{{endpoint=\"{name}\"}} {sum}");
+            let _ = writeln!(
+                o,
+                "metaguard_proxy_upstream_duration_seconds_sum{{endpoint=\"{name}\"}} {sum}"
+            );
             let _ = writeln!(
                 o,
                 "metaguard_proxy_upstream_duration_seconds_count{{endpoint=\"{name}\"}} {}",
@@ -278,9 +297,23 @@ impl Metrics {
             }
         }
 
-        header(o, "metaguard_proxy_connections_open", "gauge", "Pod connections open now.");
-        let _ = writeln!(o, "metaguard_proxy_connections_open {}", self.connections_open().max(0));
-        header(o, "metaguard_proxy_connections_accepted_total", "counter", "Pod connections accepted.");
+        header(
+            o,
+            "metaguard_proxy_connections_open",
+            "gauge",
+            "Pod connections open now.",
+        );
+        let _ = writeln!(
+            o,
+            "metaguard_proxy_connections_open {}",
+            self.connections_open().max(0)
+        );
+        header(
+            o,
+            "metaguard_proxy_connections_accepted_total",
+            "counter",
+            "Pod connections accepted.",
+        );
         let _ = writeln!(
             o,
             "metaguard_proxy_connections_accepted_total {}",
@@ -292,7 +325,10 @@ impl Metrics {
             "counter",
             "Pod connections closed at accept because a connection cap was reached.",
         );
-        for (why, c) in [ConnRefusal::Total, ConnRefusal::PerSource].iter().zip(&self.connections_refused) {
+        for (why, c) in [ConnRefusal::Total, ConnRefusal::PerSource]
+            .iter()
+            .zip(&self.connections_refused)
+        {
             let _ = writeln!(
                 o,
                 "metaguard_proxy_connections_refused_total{{reason=\"{}\"}} {}",
@@ -306,13 +342,36 @@ impl Metrics {
             "counter",
             "Connections closed because a request head did not arrive in time.",
         );
-        let _ = writeln!(o, "metaguard_proxy_header_timeouts_total {}", self.header_timeouts.load(Ordering::Relaxed));
+        let _ = writeln!(
+            o,
+            "metaguard_proxy_header_timeouts_total {}",
+            self.header_timeouts.load(Ordering::Relaxed)
+        );
 
-        header(o, "metaguard_proxy_records_loaded", "gauge", "Pod addresses with a cached record.");
+        header(
+            o,
+            "metaguard_proxy_records_loaded",
+            "gauge",
+            "Pod addresses with a cached record.",
+        );
         let _ = writeln!(o, "metaguard_proxy_records_loaded {}", g.records_loaded);
-        header(o, "metaguard_proxy_policy_loaded", "gauge", "1 when a policy is in force.");
-        let _ = writeln!(o, "metaguard_proxy_policy_loaded {}", u8::from(g.policy_loaded));
-        header(o, "metaguard_proxy_policy_reloads_total", "counter", "Policy reloads (SIGHUP) by result.");
+        header(
+            o,
+            "metaguard_proxy_policy_loaded",
+            "gauge",
+            "1 when a policy is in force.",
+        );
+        let _ = writeln!(
+            o,
+            "metaguard_proxy_policy_loaded {}",
+            u8::from(g.policy_loaded)
+        );
+        header(
+            o,
+            "metaguard_proxy_policy_reloads_total",
+            "counter",
+            "Policy reloads (SIGHUP) by result.",
+        );
         let _ = writeln!(
             o,
             "metaguard_proxy_policy_reloads_total{{result=\"success\"}} {}",
@@ -329,9 +388,22 @@ impl Metrics {
             "counter",
             "Decision log lines dropped because the writer fell behind.",
         );
-        let _ = writeln!(o, "metaguard_proxy_decision_log_dropped_total {}", g.decision_log_dropped);
-        header(o, "metaguard_proxy_build_info", "gauge", "Version of the running daemon.");
-        let _ = writeln!(o, "metaguard_proxy_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(
+            o,
+            "metaguard_proxy_decision_log_dropped_total {}",
+            g.decision_log_dropped
+        );
+        header(
+            o,
+            "metaguard_proxy_build_info",
+            "gauge",
+            "Version of the running daemon.",
+        );
+        let _ = writeln!(
+            o,
+            "metaguard_proxy_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         out
     }
 }
@@ -363,7 +435,11 @@ mod tests {
     use super::*;
 
     fn gauges() -> Gauges {
-        Gauges { records_loaded: 7, decision_log_dropped: 2, policy_loaded: true }
+        Gauges {
+            records_loaded: 7,
+            decision_log_dropped: 2,
+            policy_loaded: true,
+        }
     }
 
     #[test]
@@ -414,11 +490,32 @@ mod tests {
         m.observe_upstream(5, Duration::from_secs(1)); // unknown endpoint: ignored
         let t = m.render(&gauges());
         assert!(t.contains("metaguard_proxy_upstream_duration_seconds_bucket{endpoint=\"e\",le=\"0.0005\"} 1\n"), "{t}");
-        assert!(t.contains("metaguard_proxy_upstream_duration_seconds_bucket{endpoint=\"e\",le=\"0.005\"} 2\n"), "{t}");
-        assert!(t.contains("metaguard_proxy_upstream_duration_seconds_bucket{endpoint=\"e\",le=\"10\"} 2\n"), "{t}");
-        assert!(t.contains("metaguard_proxy_upstream_duration_seconds_bucket{endpoint=\"e\",le=\"+Inf\"} 3\n"), "{t}");
-        assert!(t.contains("metaguard_proxy_upstream_duration_seconds_count{endpoint=\"e\"} 3\n"), "{t}");
-        assert!(t.contains("metaguard_proxy_upstream_duration_seconds_sum{endpoint=\"e\"} 60.0033\n"), "{t}");
+        assert!(
+            t.contains(
+                "metaguard_proxy_upstream_duration_seconds_bucket{endpoint=\"e\",le=\"0.005\"} 2\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "metaguard_proxy_upstream_duration_seconds_bucket{endpoint=\"e\",le=\"10\"} 2\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "metaguard_proxy_upstream_duration_seconds_bucket{endpoint=\"e\",le=\"+Inf\"} 3\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("metaguard_proxy_upstream_duration_seconds_count{endpoint=\"e\"} 3\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("metaguard_proxy_upstream_duration_seconds_sum{endpoint=\"e\"} 60.0033\n"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -426,8 +523,12 @@ mod tests {
         let m = Metrics::new(vec!["e".into()]);
         m.upstream_failed(0, UpstreamFailure::Timeout);
         let t = m.render(&gauges());
-        assert!(t.contains("metaguard_proxy_upstream_failures_total{endpoint=\"e\",kind=\"timeout\"} 1\n"));
-        assert!(t.contains("metaguard_proxy_upstream_failures_total{endpoint=\"e\",kind=\"connect\"} 0\n"));
+        assert!(t.contains(
+            "metaguard_proxy_upstream_failures_total{endpoint=\"e\",kind=\"timeout\"} 1\n"
+        ));
+        assert!(t.contains(
+            "metaguard_proxy_upstream_failures_total{endpoint=\"e\",kind=\"connect\"} 0\n"
+        ));
     }
 
     #[test]
@@ -440,8 +541,19 @@ mod tests {
             m.count_request(Outcome::Allow, "p", &format!("r{i}"));
         }
         let t = m.render(&gauges());
-        let n = t.lines().filter(|l| l.starts_with("metaguard_proxy_requests_total{")).count();
-        assert_eq!(n, MAX_REQUEST_SERIES + 1, "capped, plus the overflow series");
-        assert!(t.contains("policy=\"_overflow\",rule=\"_overflow\"} 11"), "{}", n);
+        let n = t
+            .lines()
+            .filter(|l| l.starts_with("metaguard_proxy_requests_total{"))
+            .count();
+        assert_eq!(
+            n,
+            MAX_REQUEST_SERIES + 1,
+            "capped, plus the overflow series"
+        );
+        assert!(
+            t.contains("policy=\"_overflow\",rule=\"_overflow\"} 11"),
+            "{}",
+            n
+        );
     }
 }

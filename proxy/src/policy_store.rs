@@ -24,7 +24,10 @@ pub struct LoadError {
 /// Reads and validates the policy file, or the built-in default when there is none.
 pub fn load(path: Option<&Path>) -> Result<PolicySet, LoadError> {
     match path {
-        Some(p) => PolicySet::load(p).map_err(|source| LoadError { path: p.display().to_string(), source }),
+        Some(p) => PolicySet::load(p).map_err(|source| LoadError {
+            path: p.display().to_string(),
+            source,
+        }),
         None => Ok(PolicySet::builtin_default()),
     }
 }
@@ -40,7 +43,10 @@ pub enum Reloaded {
 
 impl PolicyStore {
     pub fn new(initial: PolicySet, path: Option<PathBuf>) -> PolicyStore {
-        PolicyStore { current: RwLock::new(Arc::new(initial)), path }
+        PolicyStore {
+            current: RwLock::new(Arc::new(initial)),
+            path,
+        }
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -49,12 +55,17 @@ impl PolicyStore {
 
     /// The policy in force now.
     pub fn current(&self) -> Arc<PolicySet> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Re-reads the file (blocking I/O: call from a blocking thread) and swaps it in if valid.
     pub fn reload(&self) -> Result<Reloaded, LoadError> {
-        let Some(path) = &self.path else { return Ok(Reloaded::NoFile) };
+        let Some(path) = &self.path else {
+            return Ok(Reloaded::NoFile);
+        };
         let set = load(Some(path))?;
         let names = set.policy_names().map(str::to_owned).collect();
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);

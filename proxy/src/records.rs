@@ -136,7 +136,10 @@ impl RecordCache {
         cached: Option<Arc<Entry>>,
         now: u64,
     ) -> Result<Option<Arc<PodRecord>>, StateError> {
-        let io_err = |source| StateError::Io { path: self.ips_dir.join(ip.to_string()), source };
+        let io_err = |source| StateError::Io {
+            path: self.ips_dir.join(ip.to_string()),
+            source,
+        };
         // Stat before reading: if the file is replaced between the two, the stamp we keep is the
         // older one and the next check re-reads.
         let Some(stamp) = self.stat_ip(&ip).map_err(io_err)? else {
@@ -154,7 +157,11 @@ impl RecordCache {
         match self.state.lookup_ip(&ip) {
             Ok(Some(rec)) => {
                 let record = Arc::new(rec);
-                let entry = Arc::new(Entry { record: record.clone(), stamp, checked_ms: AtomicU64::new(now) });
+                let entry = Arc::new(Entry {
+                    record: record.clone(),
+                    stamp,
+                    checked_ms: AtomicU64::new(now),
+                });
                 self.write_map().insert(ip, entry);
                 Ok(Some(record))
             }
@@ -190,7 +197,9 @@ impl RecordCache {
             let Ok(ent) = ent else { continue };
             let name = ent.file_name();
             // Temporary files of atomic writes start with '.', and are not addresses anyway.
-            let Some(ip) = name.to_str().and_then(|n| n.parse::<IpAddr>().ok()) else { continue };
+            let Some(ip) = name.to_str().and_then(|n| n.parse::<IpAddr>().ok()) else {
+                continue;
+            };
             let stamp = match self.stat_ip(&ip) {
                 Ok(Some(s)) => s,
                 Ok(None) => continue,
@@ -226,7 +235,14 @@ impl RecordCache {
             if !record.ips.contains(&ip) {
                 continue;
             }
-            loaded.push((ip, Arc::new(Entry { record, stamp, checked_ms: AtomicU64::new(now) })));
+            loaded.push((
+                ip,
+                Arc::new(Entry {
+                    record,
+                    stamp,
+                    checked_ms: AtomicU64::new(now),
+                }),
+            ));
         }
         let n = loaded.len();
         let mut map = self.write_map();
@@ -241,8 +257,11 @@ impl RecordCache {
     /// that never call again. Changed files are left for the next lookup to re-read.
     /// Returns the number evicted.
     pub fn sweep(&self) -> usize {
-        let snapshot: Vec<(IpAddr, FileStamp)> =
-            self.read_map().iter().map(|(ip, e)| (*ip, e.stamp)).collect();
+        let snapshot: Vec<(IpAddr, FileStamp)> = self
+            .read_map()
+            .iter()
+            .map(|(ip, e)| (*ip, e.stamp))
+            .collect();
         let mut gone = Vec::new();
         for (ip, _) in snapshot {
             if let Ok(None) = self.stat_ip(&ip) {
@@ -343,7 +362,10 @@ mod tests {
             if c.lookup(ip("10.0.0.2")).unwrap().is_none() {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_millis(1000), "record still honoured");
+            assert!(
+                start.elapsed() < Duration::from_millis(1000),
+                "record still honoured"
+            );
             std::thread::yield_now();
         }
         assert!(c.is_empty(), "evicted");
@@ -369,7 +391,10 @@ mod tests {
         let s = StateDir::new(&d.0);
         let c = RecordCache::new(s.clone(), Duration::ZERO);
         s.write_record(&rec("old", &["10.0.0.4"], "ns1")).unwrap();
-        assert_eq!(c.lookup(ip("10.0.0.4")).unwrap().unwrap().container_id, "old");
+        assert_eq!(
+            c.lookup(ip("10.0.0.4")).unwrap().unwrap().container_id,
+            "old"
+        );
         // The address is reused by a new pod: ips/<ip> is replaced (new inode).
         s.write_record(&rec("new", &["10.0.0.4"], "ns2")).unwrap();
         let r = c.lookup(ip("10.0.0.4")).unwrap().unwrap();
@@ -385,7 +410,8 @@ mod tests {
         s.write_record(&a).unwrap();
         s.write_record(&rec("b", &["10.0.0.6"], "ns1")).unwrap();
         // Stale: points at a record that does not list the address.
-        metaguard_common::state::write_atomic(&s.ip_path(&ip("10.0.0.7")), a.key().as_bytes()).unwrap();
+        metaguard_common::state::write_atomic(&s.ip_path(&ip("10.0.0.7")), a.key().as_bytes())
+            .unwrap();
         // Junk in the directory.
         std::fs::write(s.ips_dir().join(".tmp.junk"), b"x").unwrap();
         let c = RecordCache::new(s.clone(), Duration::from_secs(1));

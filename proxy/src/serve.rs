@@ -3,7 +3,8 @@
 use crate::app::App;
 use crate::config::LimitsConfig;
 use crate::handler::{self, ConnCtx};
-use crate::limits::{refusal_response, ConnLimits};
+use crate::limits::{refusal_response, ConnLimits, REFUSAL_LINGER};
+use crate::metrics::ConnRefusal;
 use crate::records::normalize;
 use http::StatusCode;
 use hyper::server::conn::http1;
@@ -64,9 +65,16 @@ pub async fn accept_loop(
             Ok(p) => p,
             Err(why) => {
                 app.metrics.connection_refused(why);
-                log::debug!("refused connection from {peer}: {} cap reached", why.as_str());
-                // Best effort, never waits: the kernel buffer takes this small answer.
-                let _ = stream.try_write(refusal_response(why));
+                log::debug!(
+                    "refused connection from {peer}: {} cap reached",
+                    why.as_str()
+                );
+                if let Some(slot) = limits.refusal_slot() {
+                    tokio::spawn(async move {
+                        answer_refusal(stream, why).await;
+                        drop(slot);
+                    });
+                }
                 continue;
             }
         };
@@ -82,6 +90,21 @@ pub async fn accept_loop(
             drop(permit);
         });
     }
+}
+
+/// Writes the refusal, half-closes and reads what the client sent until it closes (bounded by
+/// [`REFUSAL_LINGER`]): closing with unread data would send a reset that can destroy the answer
+/// before the client reads it.
+async fn answer_refusal(mut stream: tokio::net::TcpStream, why: ConnRefusal) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(refusal_response(why)).await?;
+        stream.shutdown().await?;
+        let mut buf = [0u8; 1024];
+        while stream.read(&mut buf).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 async fn serve_connection(
@@ -113,9 +136,19 @@ fn note_connection_error(app: &App, ctx: ConnCtx, e: &hyper::Error) {
         app.metrics.header_timeout();
         log::debug!("{}: closed: request head not received in time", ctx.peer);
     } else if e.is_parse_too_large() {
-        handler::record_unparsed(app, ctx, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
+        handler::record_unparsed(
+            app,
+            ctx,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        );
     } else if e.is_parse() {
-        handler::record_unparsed(app, ctx, StatusCode::BAD_REQUEST, &format!("unparsable request: {e}"));
+        handler::record_unparsed(
+            app,
+            ctx,
+            StatusCode::BAD_REQUEST,
+            &format!("unparsable request: {e}"),
+        );
     } else {
         log::debug!("{}: connection error: {e}", ctx.peer);
     }

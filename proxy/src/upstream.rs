@@ -33,11 +33,15 @@ pub struct Target {
 impl Target {
     pub fn from_config(e: &EndpointConfig) -> Result<Target, UpstreamSetupError> {
         let addr = e.upstream_addr();
-        let authority: Authority = addr
-            .to_string()
-            .parse()
-            .map_err(|_| UpstreamSetupError(format!("endpoint {}: bad upstream address {addr}", e.name)))?;
-        Ok(Target { name: e.name.clone(), addr, authority, host: host_header(e.address, e.port) })
+        let authority: Authority = addr.to_string().parse().map_err(|_| {
+            UpstreamSetupError(format!("endpoint {}: bad upstream address {addr}", e.name))
+        })?;
+        Ok(Target {
+            name: e.name.clone(),
+            addr,
+            authority,
+            host: host_header(e.address, e.port),
+        })
     }
 }
 
@@ -103,8 +107,14 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, endpoints: &[EndpointConfig]) -> Result<Upstream, UpstreamSetupError> {
-        let targets = endpoints.iter().map(Target::from_config).collect::<Result<Vec<_>, _>>()?;
+    pub fn new(
+        cfg: &UpstreamConfig,
+        endpoints: &[EndpointConfig],
+    ) -> Result<Upstream, UpstreamSetupError> {
+        let targets = endpoints
+            .iter()
+            .map(Target::from_config)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
@@ -141,18 +151,22 @@ impl Upstream {
         path_and_query: &str,
         headers: HeaderMap,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let target = self
-            .targets
-            .get(endpoint)
-            .ok_or_else(|| UpstreamError { kind: UpstreamFailure::Connect, detail: "no such endpoint".into() })?;
-        let pq = PathAndQuery::try_from(path_and_query)
-            .map_err(|e| UpstreamError { kind: UpstreamFailure::Connect, detail: format!("bad target: {e}") })?;
+        let target = self.targets.get(endpoint).ok_or_else(|| UpstreamError {
+            kind: UpstreamFailure::Connect,
+            detail: "no such endpoint".into(),
+        })?;
+        let pq = PathAndQuery::try_from(path_and_query).map_err(|e| UpstreamError {
+            kind: UpstreamFailure::Connect,
+            detail: format!("bad target: {e}"),
+        })?;
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(target.authority.clone());
         parts.path_and_query = Some(pq);
-        let uri = Uri::from_parts(parts)
-            .map_err(|e| UpstreamError { kind: UpstreamFailure::Connect, detail: format!("bad target: {e}") })?;
+        let uri = Uri::from_parts(parts).map_err(|e| UpstreamError {
+            kind: UpstreamFailure::Connect,
+            detail: format!("bad target: {e}"),
+        })?;
         let mut req = Request::new(Empty::new());
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -161,23 +175,36 @@ impl Upstream {
         let exchange = async {
             let resp = self.client.request(req).await.map_err(classify)?;
             let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, self.max_response_bytes).collect().await.map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    UpstreamError {
-                        kind: UpstreamFailure::Oversize,
-                        detail: format!("more than {} bytes", self.max_response_bytes),
+            let body = Limited::new(body, self.max_response_bytes)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        UpstreamError {
+                            kind: UpstreamFailure::Oversize,
+                            detail: format!("more than {} bytes", self.max_response_bytes),
+                        }
+                    } else {
+                        UpstreamError {
+                            kind: UpstreamFailure::Reset,
+                            detail: root_cause(&*e),
+                        }
                     }
-                } else {
-                    UpstreamError { kind: UpstreamFailure::Reset, detail: root_cause(&*e) }
-                }
-            })?;
-            Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body: body.to_bytes() })
+                })?;
+            Ok(UpstreamResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.to_bytes(),
+            })
         };
         match tokio::time::timeout(self.response_timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(UpstreamError {
                 kind: UpstreamFailure::Timeout,
-                detail: format!("no complete response within {} ms", self.response_timeout.as_millis()),
+                detail: format!(
+                    "no complete response within {} ms",
+                    self.response_timeout.as_millis()
+                ),
             }),
         }
     }
@@ -187,15 +214,25 @@ fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
     let detail = root_cause(&e);
     if e.is_connect() {
         let timed_out = chain(&e).any(|s| {
-            s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            s.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         });
-        let kind = if timed_out { UpstreamFailure::Timeout } else { UpstreamFailure::Connect };
+        let kind = if timed_out {
+            UpstreamFailure::Timeout
+        } else {
+            UpstreamFailure::Connect
+        };
         return UpstreamError { kind, detail };
     }
-    UpstreamError { kind: UpstreamFailure::Reset, detail }
+    UpstreamError {
+        kind: UpstreamFailure::Reset,
+        detail,
+    }
 }
 
-fn chain<'a>(e: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+fn chain<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
     std::iter::successors(Some(e), |e: &&'a (dyn StdError + 'static)| {
         let e: &'a (dyn StdError + 'static) = *e;
         e.source()
@@ -213,17 +250,32 @@ mod tests {
 
     #[test]
     fn host_headers() {
-        assert_eq!(host_header("169.254.169.254".parse().unwrap(), 80), "169.254.169.254");
-        assert_eq!(host_header("fd00:ec2::254".parse().unwrap(), 80), "[fd00:ec2::254]");
-        assert_eq!(host_header("fd00:ec2::254".parse().unwrap(), 8080), "[fd00:ec2::254]:8080");
+        assert_eq!(
+            host_header("169.254.169.254".parse().unwrap(), 80),
+            "169.254.169.254"
+        );
+        assert_eq!(
+            host_header("fd00:ec2::254".parse().unwrap(), 80),
+            "[fd00:ec2::254]"
+        );
+        assert_eq!(
+            host_header("fd00:ec2::254".parse().unwrap(), 8080),
+            "[fd00:ec2::254]:8080"
+        );
     }
 
     #[test]
     fn statuses_and_reasons() {
-        let t = UpstreamError { kind: UpstreamFailure::Timeout, detail: "x".into() };
+        let t = UpstreamError {
+            kind: UpstreamFailure::Timeout,
+            detail: "x".into(),
+        };
         assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(t.reason(), "upstream timed out: x");
-        let c = UpstreamError { kind: UpstreamFailure::Connect, detail: String::new() };
+        let c = UpstreamError {
+            kind: UpstreamFailure::Connect,
+            detail: String::new(),
+        };
         assert_eq!(c.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(c.reason(), "upstream connection failed");
     }
@@ -236,12 +288,18 @@ mod tests {
             proxy_port: 8169,
             upstream: Some(addr),
         };
-        let cfg = UpstreamConfig { max_response_bytes: max, response_timeout_ms: timeout_ms, ..Default::default() };
+        let cfg = UpstreamConfig {
+            max_response_bytes: max,
+            response_timeout_ms: timeout_ms,
+            ..Default::default()
+        };
         Upstream::new(&cfg, &[ep]).unwrap()
     }
 
     /// A one-shot raw HTTP server on loopback answering `reply` (or nothing, when `None`).
-    async fn serve_once(reply: Option<&'static [u8]>) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+    async fn serve_once(
+        reply: Option<&'static [u8]>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -272,24 +330,44 @@ mod tests {
 
     #[tokio::test]
     async fn forwards_and_buffers() {
-        let (addr, h) = serve_once(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello")).await;
+        let (addr, h) = serve_once(Some(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello",
+        ))
+        .await;
         let u = upstream(addr, 1024, 2000);
         let mut hm = HeaderMap::new();
         hm.insert(http::header::HOST, "169.254.169.254".parse().unwrap());
-        let r = u.send(0, Method::GET, "/latest/meta-data/?a=1", hm).await.unwrap();
+        let r = u
+            .send(0, Method::GET, "/latest/meta-data/?a=1", hm)
+            .await
+            .unwrap();
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(&r.body[..], b"hello");
         assert_eq!(r.headers["x-a"], "b");
         let req = String::from_utf8(h.await.unwrap()).unwrap();
-        assert!(req.starts_with("GET /latest/meta-data/?a=1 HTTP/1.1\r\n"), "{req}");
-        assert!(req.to_ascii_lowercase().contains("host: 169.254.169.254\r\n"), "{req}");
+        assert!(
+            req.starts_with("GET /latest/meta-data/?a=1 HTTP/1.1\r\n"),
+            "{req}"
+        );
+        assert!(
+            req.to_ascii_lowercase()
+                .contains("host: 169.254.169.254\r\n"),
+            "{req}"
+        );
     }
 
     #[tokio::test]
     async fn oversize_is_502() {
-        let (addr, _h) = serve_once(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789")).await;
+        let (addr, _h) = serve_once(Some(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789",
+        ))
+        .await;
         let u = upstream(addr, 4, 2000);
-        let e = u.send(0, Method::GET, "/", HeaderMap::new()).await.err().unwrap();
+        let e = u
+            .send(0, Method::GET, "/", HeaderMap::new())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.kind, UpstreamFailure::Oversize);
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
     }
@@ -298,7 +376,11 @@ mod tests {
     async fn silence_is_504() {
         let (addr, _h) = serve_once(None).await;
         let u = upstream(addr, 1024, 100);
-        let e = u.send(0, Method::GET, "/", HeaderMap::new()).await.err().unwrap();
+        let e = u
+            .send(0, Method::GET, "/", HeaderMap::new())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.kind, UpstreamFailure::Timeout);
         assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
     }
@@ -306,18 +388,32 @@ mod tests {
     #[tokio::test]
     async fn refused_is_502() {
         // Bind then drop to get a loopback port with nothing listening.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let u = upstream(addr, 1024, 2000);
-        let e = u.send(0, Method::GET, "/", HeaderMap::new()).await.err().unwrap();
+        let e = u
+            .send(0, Method::GET, "/", HeaderMap::new())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.kind, UpstreamFailure::Connect, "{e:?}");
         assert!(e.reason().contains("refused"), "{}", e.reason());
     }
 
     #[tokio::test]
     async fn reset_mid_response_is_502() {
-        let (addr, _h) = serve_once(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")).await;
+        let (addr, _h) = serve_once(Some(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial",
+        ))
+        .await;
         let u = upstream(addr, 1024, 2000);
-        let e = u.send(0, Method::GET, "/", HeaderMap::new()).await.err().unwrap();
+        let e = u
+            .send(0, Method::GET, "/", HeaderMap::new())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.kind, UpstreamFailure::Reset, "{e:?}");
     }
 }

@@ -54,19 +54,30 @@ impl PluginOutput {
     /// Panics unless the plugin failed with a CNI error of code `code` on stdout (non-zero exit,
     /// JSON with cniVersion, code, msg); returns the error object.
     pub fn expect_error(&self, code: u64) -> Value {
-        assert!(!self.success(), "expected CNI error {code}, plugin succeeded: {self:?}");
+        assert!(
+            !self.success(),
+            "expected CNI error {code}, plugin succeeded: {self:?}"
+        );
         assert!(self.code.is_some(), "plugin died from a signal: {self:?}");
         let e = self.json();
         assert_eq!(e["code"].as_u64(), Some(code), "wrong error code: {self:?}");
         assert!(e["cniVersion"].is_string(), "error has no cniVersion: {e}");
-        assert!(e["msg"].as_str().is_some_and(|m| !m.is_empty()), "error has no msg: {e}");
+        assert!(
+            e["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "error has no msg: {e}"
+        );
         e
     }
 }
 
 /// Runs `plugin` like a runtime: environment `env` only (plus PATH), `stdin`, inside `node` when
 /// given. Kills the plugin and panics if it runs longer than 30 s.
-pub fn exec_plugin(plugin: &Path, node: Option<&Netns>, env: &[(&str, &str)], stdin: &[u8]) -> PluginOutput {
+pub fn exec_plugin(
+    plugin: &Path,
+    node: Option<&Netns>,
+    env: &[(&str, &str)],
+    stdin: &[u8],
+) -> PluginOutput {
     let mut cmd = match node {
         Some(ns) => ns.command(plugin),
         None => Command::new(plugin),
@@ -78,7 +89,9 @@ pub fn exec_plugin(plugin: &Path, node: Option<&Netns>, env: &[(&str, &str)], st
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", plugin.display()));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", plugin.display()));
     let pid = child.id();
     if let Some(mut si) = child.stdin.take() {
         // A plugin that exits before reading all of stdin is not our concern here.
@@ -91,7 +104,10 @@ pub fn exec_plugin(plugin: &Path, node: Option<&Netns>, env: &[(&str, &str)], st
     let out = match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(r) => r.expect("wait for plugin"),
         Err(_) => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             panic!("{} did not finish within 30 s", plugin.display());
         }
     };
@@ -191,7 +207,12 @@ impl Node {
         let mut v: Vec<String> = std::fs::read_dir(self.state_dir().join("pods"))
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
-                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| n.strip_suffix(".json"))
+                            .map(str::to_string)
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -202,7 +223,11 @@ impl Node {
     /// Names of the files in `<state>/ips`.
     pub fn ip_entries(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.state_dir().join("ips"))
-            .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -245,8 +270,17 @@ impl Node {
 
     /// Runs a plugin from /usr/lib/cni (or metaguard from the build) in this node.
     pub fn run(&self, plugin: &str, call: &Call, conf: &Value) -> PluginOutput {
-        let path = if plugin == "metaguard" { bins::bin("metaguard") } else { bins::cni_plugin_dir().join(plugin) };
-        exec_plugin(&path, Some(&self.ns), &call.env(), &serde_json::to_vec(conf).expect("conf to JSON"))
+        let path = if plugin == "metaguard" {
+            bins::bin("metaguard")
+        } else {
+            bins::cni_plugin_dir().join(plugin)
+        };
+        exec_plugin(
+            &path,
+            Some(&self.ns),
+            &call.env(),
+            &serde_json::to_vec(conf).expect("conf to JSON"),
+        )
     }
 
     /// Runs metaguard with a raw environment and stdin (for bad-input tests).
@@ -257,7 +291,12 @@ impl Node {
     /// Runs metaguard GC / STATUS (no attachment variables).
     pub fn run_metaguard_global(&self, command: &str, conf: &Value) -> PluginOutput {
         let env = [("CNI_COMMAND", command), ("CNI_PATH", "/usr/lib/cni")];
-        exec_plugin(&bins::bin("metaguard"), Some(&self.ns), &env, &serde_json::to_vec(conf).expect("conf to JSON"))
+        exec_plugin(
+            &bins::bin("metaguard"),
+            Some(&self.ns),
+            &env,
+            &serde_json::to_vec(conf).expect("conf to JSON"),
+        )
     }
 
     /// A pod attached by bridge only (metaguard not run yet).
@@ -361,7 +400,8 @@ impl Pod<'_> {
 
     /// Runs metaguard `command` for this pod as a runtime would.
     pub fn metaguard(&self, command: &str) -> PluginOutput {
-        self.node.run("metaguard", &self.call(command), &self.metaguard_conf())
+        self.node
+            .run("metaguard", &self.call(command), &self.metaguard_conf())
     }
 
     /// Runs metaguard with a modified call or configuration.
@@ -370,7 +410,10 @@ impl Pod<'_> {
     }
 
     pub fn key(&self) -> String {
-        format!("{}:{}:{}", self.node.network, self.container_id, self.ifname)
+        format!(
+            "{}:{}:{}",
+            self.node.network, self.container_id, self.ifname
+        )
     }
 
     /// The pod's address of one family, from the bridge result.
@@ -387,7 +430,10 @@ impl Pod<'_> {
 
     /// The host-side veth (second interface of the bridge result).
     pub fn host_veth(&self) -> String {
-        self.bridge_result["interfaces"][1]["name"].as_str().expect("host veth in bridge result").to_string()
+        self.bridge_result["interfaces"][1]["name"]
+            .as_str()
+            .expect("host veth in bridge result")
+            .to_string()
     }
 
     pub fn record_path(&self) -> PathBuf {
@@ -408,7 +454,9 @@ impl Drop for Pod<'_> {
         if self.ns.is_deleted() {
             bridge_del.netns = None;
         }
-        let _ = self.node.run("bridge", &bridge_del, &self.node.bridge_conf(&self.version));
+        let _ = self
+            .node
+            .run("bridge", &bridge_del, &self.node.bridge_conf(&self.version));
         self.ns.delete();
     }
 }

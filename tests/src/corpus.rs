@@ -248,6 +248,34 @@ const BAD_OR_DENY: Expect = One(&[400, 403]);
 /// A method no rule allows.
 const NO_METHOD: Expect = One(&[400, 403, 405]);
 
+impl Expect {
+    /// Whether the outcome is decided before any policy is consulted (canonicaliser, framing and
+    /// header checks, parser limits): such a case must come out the same under every preset.
+    pub fn policy_independent(self) -> bool {
+        let refusal = |set: &[u16]| set.iter().all(|s| matches!(s, 400 | 408 | 413 | 414 | 417 | 431 | 505));
+        match self {
+            Expect::One(s) | Expect::OneOrClosed(s) | Expect::OneOrSilent(s) => refusal(s),
+            Expect::Seq(l) | Expect::Prefix(l) => l.iter().all(|s| refusal(s)),
+        }
+    }
+}
+
+/// Every case of the corpus, plus each policy-independent case again under `audit` (which allows
+/// everything well-formed) and `deny-all`: refusing an ambiguous request must not depend on the
+/// policy.
+pub fn cases_all_presets() -> Vec<Case> {
+    let base = cases();
+    let mut v = base.clone();
+    for preset in [Preset::Audit, Preset::DenyAll] {
+        v.extend(
+            base.iter()
+                .filter(|c| c.expect.policy_independent() && c.preset != preset)
+                .map(|c| Case { preset, ..*c }),
+        );
+    }
+    v
+}
+
 /// Every case of the corpus.
 pub fn cases() -> Vec<Case> {
     let mut v = Vec::new();
@@ -407,8 +435,28 @@ static PATH: &[Case] = &[
     case!("path-case-upper", Path, Aws, get!("/LATEST/USER-DATA"), DENY, true),
     case!("path-case-iam", Path, Aws, get!("/latest/meta-data/IAM/security-credentials/"), DENY, true),
     case!("path-case-creds", Path, Aws, get!("/latest/meta-data/iam/Security-Credentials/"), DENY, true),
-    case!("path-case-allowed", Path, Aws, get!("/Latest/meta-data/instance-id"), DENY, false),
+    // The aws preset matches the API version with `*`, so this is forwarded and upstream says 404.
+    case!("path-case-allowed", Path, Aws, get!("/Latest/meta-data/instance-id"), One(&[403, 404]), false),
     case!("path-case-gcp-kube-env", Path, Gcp, gget!("/computeMetadata/v1/instance/attributes/KUBE-ENV"), DENY, true),
+    // The gcp preset allows /computeMetadata/v1/** and carves secrets out with case-sensitive deny
+    // rules: a case variant is forwarded. Harmless against a case-sensitive server, a leak against a
+    // lenient one; counted as a violation (see docs/adversarial.md).
+    case!(
+        "path-case-gcp-token",
+        Path,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/service-accounts/default/TOKEN"),
+        DENY,
+        true
+    ),
+    case!(
+        "path-case-gcp-identity",
+        Path,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/service-accounts/default/Identity?audience=x"),
+        DENY,
+        true
+    ),
     case!("path-case-gcp-root", Path, Gcp, gget!("/computemetadata/v1/instance/attributes/kube-env"), DENY, true),
     case!(
         "path-case-azure",
@@ -682,7 +730,7 @@ static TARGET: &[Case] = &[
     case!("target-fragment-escape", TargetForm, Aws, get!("/latest/meta-data/instance-id#/../../user-data"), One(&[200, 400]), false),
     case!("target-fragment-denied", TargetForm, Aws, get!("/latest/user-data#x"), BAD_OR_DENY, true),
     case!("target-question-only", TargetForm, Aws, get!("/latest/meta-data/instance-id?"), One(&[200, 400]), false),
-    case!("target-root", TargetForm, Aws, get!("/"), DENY, false),
+    case!("target-root", TargetForm, Aws, get!("/"), OK, false),
 ];
 
 // --- methods -------------------------------------------------------------------------------------
@@ -719,7 +767,7 @@ static METHOD: &[Case] = &[
     case!("method-put-token-ttl-big", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 21601"), BAD_OR_DENY, false),
     case!("method-put-token-ttl-neg", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: -1"), BAD_OR_DENY, false),
     case!("method-put-token-ttl-nan", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: abc"), BAD_OR_DENY, false),
-    case!("method-put-token-ttl-dup", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60", "X-aws-ec2-metadata-token-ttl-seconds: 99999"), BAD_OR_DENY, false),
+    case!("method-put-token-ttl-dup", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60", "X-aws-ec2-metadata-token-ttl-seconds: 99999"), One(&[200, 400, 403]), false),
     case!("method-put-token-lower", Method, Aws, req!("put /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60"), NO_METHOD, false),
     case!("method-put-token-case-path", Method, Aws, req!("PUT /latest/API/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60"), DENY, false),
     case!("method-put-token-dots", Method, Aws, req!("PUT /latest/api/../api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60"), BAD, false),

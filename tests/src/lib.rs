@@ -10,3 +10,4 @@ pub mod netns;
 pub mod proxy;
 pub mod corpus;
 pub mod raw;
+pub mod verdict;

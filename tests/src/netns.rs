@@ -28,7 +28,11 @@ pub const IP: &str = "/usr/sbin/ip";
 
 /// A unique name for this process: `mg<role>-<pid>-<n>`.
 pub fn unique_name(role: &str) -> String {
-    format!("mg{role}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "mg{role}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Polls `cond` every 10 ms until it is true or `timeout` passes; panics naming `what` then.
@@ -38,7 +42,10 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
         if cond() {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -50,7 +57,10 @@ pub fn wait_for_value<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> O
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -68,9 +78,21 @@ impl Netns {
     /// Creates `mg<role>-<pid>-<n>` and brings `lo` up.
     pub fn new(role: &str) -> Netns {
         let name = unique_name(role);
-        let out = Command::new(IP).args(["netns", "add", &name]).output().expect("run ip netns add");
-        assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
-        let ns = Netns { path: PathBuf::from(format!("/run/netns/{name}")), name, children: Mutex::new(Vec::new()), deleted: false };
+        let out = Command::new(IP)
+            .args(["netns", "add", &name])
+            .output()
+            .expect("run ip netns add");
+        assert!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ns = Netns {
+            path: PathBuf::from(format!("/run/netns/{name}")),
+            name,
+            children: Mutex::new(Vec::new()),
+            deleted: false,
+        };
         ns.ok(IP, &["link", "set", "lo", "up"]);
         ns
     }
@@ -98,7 +120,11 @@ impl Netns {
 
     /// Runs a command inside and returns its output, whatever its status.
     pub fn run(&self, program: &str, args: &[&str]) -> Output {
-        self.command(program).args(args).stdin(Stdio::null()).output().expect("spawn ip netns exec")
+        self.command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn ip netns exec")
     }
 
     /// Runs a command inside, panics with its stderr unless it succeeds; returns stdout.
@@ -124,7 +150,10 @@ impl Netns {
     pub fn spawn(&self, mut cmd: Command) -> u32 {
         let child = cmd.spawn().expect("spawn in netns");
         let pid = child.id();
-        self.children.lock().unwrap_or_else(|e| e.into_inner()).push(child);
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
         pid
     }
 
@@ -144,20 +173,29 @@ impl Netns {
     /// A TCP listener on `addr` inside the namespace. Retries for a while when the address is
     /// not usable yet (IPv6 duplicate address detection).
     pub fn tcp_listen(&self, addr: SocketAddr) -> TcpListener {
-        wait_for_value(&format!("binding TCP {addr} in {}", self.name), Duration::from_secs(5), || {
-            self.enter(|| TcpListener::bind(addr)).ok()
-        })
+        wait_for_value(
+            &format!("binding TCP {addr} in {}", self.name),
+            Duration::from_secs(5),
+            || self.enter(|| TcpListener::bind(addr)).ok(),
+        )
     }
 
     /// A UDP socket bound to `addr` inside the namespace (retrying like [`Netns::tcp_listen`]).
     pub fn udp_bind(&self, addr: SocketAddr) -> UdpSocket {
-        wait_for_value(&format!("binding UDP {addr} in {}", self.name), Duration::from_secs(5), || {
-            self.enter(|| UdpSocket::bind(addr)).ok()
-        })
+        wait_for_value(
+            &format!("binding UDP {addr} in {}", self.name),
+            Duration::from_secs(5),
+            || self.enter(|| UdpSocket::bind(addr)).ok(),
+        )
     }
 
     /// A TCP connection from inside the namespace, optionally from source address `from`.
-    pub fn tcp_connect(&self, from: Option<std::net::IpAddr>, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    pub fn tcp_connect(
+        &self,
+        from: Option<std::net::IpAddr>,
+        to: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<TcpStream> {
         let sock = self.enter(|| -> io::Result<Socket> {
             let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
             if let Some(src) = from {
@@ -177,7 +215,11 @@ impl Netns {
 
     /// Sends one UDP datagram from inside the namespace.
     pub fn udp_send(&self, to: SocketAddr, payload: &[u8]) -> io::Result<usize> {
-        let unspecified: SocketAddr = if to.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+        let unspecified: SocketAddr = if to.is_ipv6() {
+            "[::]:0".parse().unwrap()
+        } else {
+            "0.0.0.0:0".parse().unwrap()
+        };
         let sock = self.enter(|| UdpSocket::bind(unspecified))?;
         sock.send_to(payload, to)
     }
@@ -188,16 +230,23 @@ impl Netns {
             return;
         }
         self.deleted = true;
-        let mut children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         for c in children.iter_mut() {
             let _ = c.kill();
             let _ = c.wait();
         }
         // Anything else still in the namespace was started from one of those commands.
-        if let Ok(out) = Command::new(IP).args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new(IP)
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }

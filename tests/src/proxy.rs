@@ -99,7 +99,8 @@ impl Proxy {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
         let mut cmd = Command::new(crate::netns::IP);
-        cmd.args(["netns", "exec", &self.opts.netns]).arg(bins::bin("metaguard-proxy"));
+        cmd.args(["netns", "exec", &self.opts.netns])
+            .arg(bins::bin("metaguard-proxy"));
         cmd.arg("run")
             .arg("--config")
             .arg(self.config_path())
@@ -125,17 +126,30 @@ impl Proxy {
             .append(true)
             .open(self.stderr_path())
             .expect("stderr file");
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
         self.child = Some(cmd.spawn().expect("spawn metaguard-proxy"));
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("metaguard-proxy exited during start-up ({st}):\n{}", self.stderr());
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "metaguard-proxy exited during start-up ({st}):\n{}",
+                    self.stderr()
+                );
             }
             if self.admin_get("/healthz").is_some_and(|(s, _)| s == 200) {
                 return;
             }
-            assert!(Instant::now() < deadline, "metaguard-proxy not healthy in time:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "metaguard-proxy not healthy in time:\n{}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -189,13 +203,21 @@ impl Proxy {
     pub fn reload(&self) {
         let before = self.reloads();
         self.signal(nix::sys::signal::Signal::SIGHUP);
-        crate::netns::wait_for("the policy reload to be counted", Duration::from_secs(10), || self.reloads() > before);
+        crate::netns::wait_for(
+            "the policy reload to be counted",
+            Duration::from_secs(10),
+            || self.reloads() > before,
+        );
     }
 
     /// Reloads so far (success + failure), from /metrics.
     pub fn reloads(&self) -> u64 {
-        let ok = self.metric("metaguard_proxy_policy_reloads_total{result=\"success\"}").unwrap_or(0.0);
-        let failed = self.metric("metaguard_proxy_policy_reloads_total{result=\"failure\"}").unwrap_or(0.0);
+        let ok = self
+            .metric("metaguard_proxy_policy_reloads_total{result=\"success\"}")
+            .unwrap_or(0.0);
+        let failed = self
+            .metric("metaguard_proxy_policy_reloads_total{result=\"failure\"}")
+            .unwrap_or(0.0);
         (ok + failed) as u64
     }
 
@@ -225,9 +247,15 @@ impl Proxy {
             &self.netns_path,
             ADMIN.parse().expect("admin addr"),
             &[Step::Write(req.into_bytes())],
-            ReadOpts { deadline: Duration::from_secs(3), max_responses: 1, head_request: false },
+            ReadOpts {
+                deadline: Duration::from_secs(3),
+                max_responses: 1,
+                head_request: false,
+            },
         );
-        ex.responses.first().map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()))
+        ex.responses
+            .first()
+            .map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()))
     }
 
     /// Waits until `/readyz` says 200.
@@ -250,9 +278,11 @@ impl Proxy {
 
     /// Polls until a decision line matches (the log is written in the background).
     pub fn wait_decision(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        crate::netns::wait_for_value(&format!("decision line: {what}"), Duration::from_secs(10), || {
-            self.decisions().into_iter().find(|v| pred(v))
-        })
+        crate::netns::wait_for_value(
+            &format!("decision line: {what}"),
+            Duration::from_secs(10),
+            || self.decisions().into_iter().find(|v| pred(v)),
+        )
     }
 }
 
@@ -266,20 +296,30 @@ impl Drop for Proxy {
 pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .and_then(|v| v.trim().parse().ok())
 }
 
 /// Complete JSON lines of a file (a last line without newline is still being written).
 pub fn read_json_lines(path: &Path) -> Vec<Value> {
     let data = std::fs::read(path).unwrap_or_default();
-    let Some(end) = data.iter().rposition(|&b| b == b'\n') else { return Vec::new() };
+    let Some(end) = data.iter().rposition(|&b| b == b'\n') else {
+        return Vec::new();
+    };
     data[..=end]
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {
-            serde_json::from_slice(l)
-                .unwrap_or_else(|e| panic!("{}: bad JSON line {:?}: {e}", path.display(), String::from_utf8_lossy(l)))
+            serde_json::from_slice(l).unwrap_or_else(|e| {
+                panic!(
+                    "{}: bad JSON line {:?}: {e}",
+                    path.display(),
+                    String::from_utf8_lossy(l)
+                )
+            })
         })
         .collect()
 }
@@ -293,17 +333,66 @@ pub struct Cloud {
 impl Cloud {
     /// Links a new cloud namespace to `node` (veth `mgcloud0` on the node side, 169.254.169.1/24
     /// and fd00:ec2::1/64; the cloud side holds .254 of both) and starts fake-metadata on port 80.
+    ///
+    /// Also turns off IPv6 duplicate address detection for interfaces the node creates from now
+    /// on: otherwise the bridge's gateway address (the target of the pods' IPv6 redirect) stays
+    /// "tentative", unusable, for about two seconds after the first pod.
     pub fn attach(node: &Netns) -> Cloud {
+        node.ok("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
         let ns = Netns::new("cloud");
-        node.ok(crate::netns::IP, &["link", "add", "mgcloud0", "type", "veth", "peer", "name", "eth0", "netns", ns.name()]);
-        node.ok(crate::netns::IP, &["addr", "add", "169.254.169.1/24", "dev", "mgcloud0"]);
-        node.ok(crate::netns::IP, &["-6", "addr", "add", "fd00:ec2::1/64", "dev", "mgcloud0", "nodad"]);
+        node.ok(
+            crate::netns::IP,
+            &[
+                "link",
+                "add",
+                "mgcloud0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns.name(),
+            ],
+        );
+        node.ok(
+            crate::netns::IP,
+            &["addr", "add", "169.254.169.1/24", "dev", "mgcloud0"],
+        );
+        node.ok(
+            crate::netns::IP,
+            &[
+                "-6",
+                "addr",
+                "add",
+                "fd00:ec2::1/64",
+                "dev",
+                "mgcloud0",
+                "nodad",
+            ],
+        );
         node.ok(crate::netns::IP, &["link", "set", "mgcloud0", "up"]);
-        ns.ok(crate::netns::IP, &["addr", "add", "169.254.169.254/24", "dev", "eth0"]);
-        ns.ok(crate::netns::IP, &["-6", "addr", "add", "fd00:ec2::254/64", "dev", "eth0", "nodad"]);
+        ns.ok(
+            crate::netns::IP,
+            &["addr", "add", "169.254.169.254/24", "dev", "eth0"],
+        );
+        ns.ok(
+            crate::netns::IP,
+            &[
+                "-6",
+                "addr",
+                "add",
+                "fd00:ec2::254/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
         ns.ok(crate::netns::IP, &["link", "set", "eth0", "up"]);
-        let listen: Vec<SocketAddr> =
-            vec![format!("{IMDS_V4}:80").parse().expect("v4"), format!("[{IMDS_V6}]:80").parse().expect("v6")];
+        let listen: Vec<SocketAddr> = vec![
+            format!("{IMDS_V4}:80").parse().expect("v4"),
+            format!("[{IMDS_V6}]:80").parse().expect("v6"),
+        ];
         let fake = FakeMetadata::start_in_netns(ns.name(), &listen).expect("start fake-metadata");
         Cloud { fake, ns }
     }
@@ -311,7 +400,13 @@ impl Cloud {
 
 /// One HTTP/1.1 request from inside `netns` to `addr`: `METHOD target` with `headers` (Host is
 /// added unless given). Returns the exchange (status and body, or how it ended).
-pub fn request(netns: &Path, addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> raw::Exchange {
+pub fn request(
+    netns: &Path,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> raw::Exchange {
     let mut req = format!("{method} {target} HTTP/1.1\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         req.push_str("Host: 169.254.169.254\r\n");
@@ -324,13 +419,21 @@ pub fn request(netns: &Path, addr: SocketAddr, method: &str, target: &str, heade
         netns,
         addr,
         &[Step::Write(req.into_bytes())],
-        ReadOpts { deadline: Duration::from_secs(5), max_responses: 1, head_request: method == "HEAD" },
+        ReadOpts {
+            deadline: Duration::from_secs(5),
+            max_responses: 1,
+            head_request: method == "HEAD",
+        },
     )
 }
 
 /// Status of a GET from `netns` to `addr` (0 when no response arrived).
 pub fn get_status(netns: &Path, addr: SocketAddr, target: &str) -> u16 {
-    request(netns, addr, "GET", target, &[]).responses.first().map(|r| r.status).unwrap_or(0)
+    request(netns, addr, "GET", target, &[])
+        .responses
+        .first()
+        .map(|r| r.status)
+        .unwrap_or(0)
 }
 
 /// The metadata address of the given family, port 80: what pods call.

@@ -133,7 +133,18 @@ impl Default for ReadOpts {
 /// Sends `steps` on `stream` and reads responses until the peer closes, `max_responses` final
 /// responses arrived, or `deadline` passed since the last write. Write errors (the proxy may close
 /// while we are still sending) are not failures: what was received is still judged.
-pub fn exchange(mut stream: TcpStream, steps: &[Step], opts: ReadOpts) -> Exchange {
+pub fn exchange(stream: TcpStream, steps: &[Step], opts: ReadOpts) -> Exchange {
+    exchange_inner(stream, steps, opts, usize::MAX, Duration::ZERO)
+}
+
+/// Like [`exchange`], but once `expected` final responses have arrived, waits only `grace` more
+/// for anything else (an extra response would mean the server read a second request where the
+/// client sent one). Keeps kept-alive connections from costing the whole deadline.
+pub fn exchange_expecting(stream: TcpStream, steps: &[Step], opts: ReadOpts, expected: usize, grace: Duration) -> Exchange {
+    exchange_inner(stream, steps, opts, expected, grace)
+}
+
+fn exchange_inner(mut stream: TcpStream, steps: &[Step], opts: ReadOpts, expected: usize, grace: Duration) -> Exchange {
     let start = Instant::now();
     let _ = stream.set_nodelay(true);
     let mut write_failed = false;
@@ -145,13 +156,16 @@ pub fn exchange(mut stream: TcpStream, steps: &[Step], opts: ReadOpts) -> Exchan
                 }
             }
             Step::Write(_) => {}
+            // Once the peer stopped reading there is nothing left to be slow at.
+            Step::Pause(_) if write_failed => {}
             Step::Pause(d) => std::thread::sleep(*d),
             Step::ShutdownWrite => {
                 let _ = stream.shutdown(Shutdown::Write);
             }
         }
     }
-    let deadline = Instant::now() + opts.deadline;
+    let mut deadline = Instant::now() + opts.deadline;
+    let mut grace_started = false;
     let mut buf: Vec<u8> = Vec::new();
     let mut responses = Vec::new();
     let mut interim = Vec::new();
@@ -176,6 +190,10 @@ pub fn exchange(mut stream: TcpStream, steps: &[Step], opts: ReadOpts) -> Exchan
         }
         if responses.len() >= opts.max_responses {
             break End::Enough;
+        }
+        if !grace_started && responses.len() >= expected {
+            grace_started = true;
+            deadline = deadline.min(Instant::now() + grace);
         }
         if matches!(parse_response(&buf, head_pending), Parse::Garbage) {
             break End::Garbage;
@@ -208,9 +226,21 @@ pub fn exchange(mut stream: TcpStream, steps: &[Step], opts: ReadOpts) -> Exchan
 /// Connects from `netns` to `addr` and runs one [`exchange`]. A refused or failed connect is
 /// reported as an exchange that ended in `Reset` with no response.
 pub fn send(netns: &Path, addr: SocketAddr, steps: &[Step], opts: ReadOpts) -> Exchange {
+    send_expecting(netns, addr, steps, opts, usize::MAX, Duration::ZERO)
+}
+
+/// [`send`] with [`exchange_expecting`]'s early stop.
+pub fn send_expecting(
+    netns: &Path,
+    addr: SocketAddr,
+    steps: &[Step],
+    opts: ReadOpts,
+    expected: usize,
+    grace: Duration,
+) -> Exchange {
     let start = Instant::now();
     match connect(netns, addr, Duration::from_secs(2)) {
-        Ok(s) => exchange(s, steps, opts),
+        Ok(s) => exchange_inner(s, steps, opts, expected, grace),
         Err(_) => Exchange {
             responses: Vec::new(),
             interim: Vec::new(),

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_metaguard-install");
 
 pub fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A throwaway host root with `etc/cni/net.d` (a copy of a fixture) and `opt/cni/bin`, removed on
@@ -80,8 +82,7 @@ impl Host {
     pub fn install(&self, extra: &[&str]) -> Output {
         let mut a = self.install_args();
         a.extend(extra.iter().map(|s| s.to_string()));
-        let out = self.run(&a);
-        out
+        self.run(&a)
     }
 
     pub fn uninstall(&self, extra: &[&str]) -> Output {
@@ -123,7 +124,10 @@ impl Tree {
         let mode = md.permissions().mode() & 0o7777;
         if md.is_dir() {
             self.0.insert(rel, (mode, None));
-            let mut ents: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+            let mut ents: Vec<_> = fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             ents.sort();
             for e in ents {
                 self.add(base, &e);
@@ -158,13 +162,24 @@ pub fn text(o: &[u8]) -> String {
 
 /// Asserts success, showing the program's output otherwise.
 pub fn ok(out: &Output) {
-    assert!(out.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", out.status, text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 /// Plugin types of a conflist.
 pub fn plugin_types(path: &Path) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
-    v["plugins"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap().to_string()).collect()
+    v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap().to_string())
+        .collect()
 }
 
 pub fn json(path: &Path) -> serde_json::Value {

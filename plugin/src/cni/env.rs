@@ -85,7 +85,11 @@ impl CniArgs {
                     out.ignore_unknown = match value.to_ascii_lowercase().as_str() {
                         "1" | "true" => true,
                         "0" | "false" | "" => false,
-                        _ => return Err(bad(format!("IgnoreUnknown={value:?} is not 1/0/true/false"))),
+                        _ => {
+                            return Err(bad(format!(
+                                "IgnoreUnknown={value:?} is not 1/0/true/false"
+                            )))
+                        }
                     };
                     continue;
                 }
@@ -137,7 +141,10 @@ impl Env {
             match get(name) {
                 Ok(Some(v)) if v.is_empty() => Ok(None),
                 Ok(v) => Ok(v),
-                Err(()) => Err(CniError::invalid_env(name, format!("{name} is not valid UTF-8"))),
+                Err(()) => Err(CniError::invalid_env(
+                    name,
+                    format!("{name} is not valid UTF-8"),
+                )),
             }
         };
         let command = match var("CNI_COMMAND")? {
@@ -149,22 +156,30 @@ impl Env {
                 )
             })?,
         };
-        let mut env = Env { command, container_id: None, netns: None, ifname: None, args: CniArgs::default(), path: var("CNI_PATH")? };
+        let mut env = Env {
+            command,
+            container_id: None,
+            netns: None,
+            ifname: None,
+            args: CniArgs::default(),
+            path: var("CNI_PATH")?,
+        };
         if !command.is_attachment() {
             // GC, STATUS and VERSION are not about one container: the attachment variables are
             // ignored, not validated.
             return Ok(env);
         }
-        let cid = var("CNI_CONTAINERID")?
-            .ok_or_else(|| CniError::invalid_env("CNI_CONTAINERID", "CNI_CONTAINERID is not set"))?;
+        let cid = var("CNI_CONTAINERID")?.ok_or_else(|| {
+            CniError::invalid_env("CNI_CONTAINERID", "CNI_CONTAINERID is not set")
+        })?;
         if !valid_cni_name(&cid) {
             return Err(CniError::invalid_env(
                 "CNI_CONTAINERID",
                 format!("CNI_CONTAINERID {cid:?} must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"),
             ));
         }
-        let ifname =
-            var("CNI_IFNAME")?.ok_or_else(|| CniError::invalid_env("CNI_IFNAME", "CNI_IFNAME is not set"))?;
+        let ifname = var("CNI_IFNAME")?
+            .ok_or_else(|| CniError::invalid_env("CNI_IFNAME", "CNI_IFNAME is not set"))?;
         if !valid_ifname(&ifname) {
             return Err(CniError::invalid_env(
                 "CNI_IFNAME",
@@ -177,7 +192,10 @@ impl Env {
                 return Err(CniError::invalid_env("CNI_NETNS", "CNI_NETNS is not set"));
             }
             Some(p) if !p.starts_with('/') => {
-                return Err(CniError::invalid_env("CNI_NETNS", format!("CNI_NETNS {p:?} is not an absolute path")));
+                return Err(CniError::invalid_env(
+                    "CNI_NETNS",
+                    format!("CNI_NETNS {p:?} is not an absolute path"),
+                ));
             }
             _ => {}
         }
@@ -216,7 +234,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(vars: &[(&str, &str)]) -> Result<Env, CniError> {
-        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Env::from_vars(|n| Ok(m.get(n).cloned()))
     }
 
@@ -228,13 +249,20 @@ mod tests {
         ("CNI_PATH", "/opt/cni/bin"),
     ];
 
-    fn with(base: &[(&'static str, &'static str)], k: &'static str, v: &'static str) -> Vec<(&'static str, &'static str)> {
+    fn with(
+        base: &[(&'static str, &'static str)],
+        k: &'static str,
+        v: &'static str,
+    ) -> Vec<(&'static str, &'static str)> {
         let mut out: Vec<_> = base.iter().filter(|(n, _)| *n != k).copied().collect();
         out.push((k, v));
         out
     }
 
-    fn without(base: &[(&'static str, &'static str)], k: &str) -> Vec<(&'static str, &'static str)> {
+    fn without(
+        base: &[(&'static str, &'static str)],
+        k: &str,
+    ) -> Vec<(&'static str, &'static str)> {
         base.iter().filter(|(n, _)| *n != k).copied().collect()
     }
 
@@ -294,7 +322,14 @@ mod tests {
 
     #[test]
     fn non_utf8_is_code_4() {
-        let e = Env::from_vars(|n| if n == "CNI_COMMAND" { Err(()) } else { Ok(None) }).unwrap_err();
+        let e = Env::from_vars(|n| {
+            if n == "CNI_COMMAND" {
+                Err(())
+            } else {
+                Ok(None)
+            }
+        })
+        .unwrap_err();
         assert_eq!(e.code, 4);
         assert!(e.msg.contains("CNI_COMMAND"));
     }
@@ -309,7 +344,10 @@ mod tests {
         assert!(a.ignore_unknown);
         assert_eq!(a.pod_namespace.as_deref(), Some("default"));
         assert_eq!(a.pod_name.as_deref(), Some("web-0"));
-        assert_eq!(a.pod_uid.as_deref(), Some("0b6e4a2c-1d1f-4d7e-9c1e-2f7f0f0f0f0f"));
+        assert_eq!(
+            a.pod_uid.as_deref(),
+            Some("0b6e4a2c-1d1f-4d7e-9c1e-2f7f0f0f0f0f")
+        );
         assert_eq!(a.infra_container_id.as_deref(), Some("abc123"));
         assert_eq!(a.unknown_keys, vec!["FOO".to_string()]);
     }
@@ -323,7 +361,10 @@ mod tests {
         // Empty values mean "not given".
         assert_eq!(CniArgs::parse("K8S_POD_NAME=").unwrap().pod_name, None);
         // A value may contain '=' (split at the first one).
-        assert_eq!(CniArgs::parse("X=a=b").unwrap().unknown_keys, vec!["X".to_string()]);
+        assert_eq!(
+            CniArgs::parse("X=a=b").unwrap().unknown_keys,
+            vec!["X".to_string()]
+        );
     }
 
     #[test]

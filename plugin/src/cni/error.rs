@@ -46,7 +46,11 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> CniError {
-        CniError { code, msg: msg.into(), details: details.into() }
+        CniError {
+            code,
+            msg: msg.into(),
+            details: details.into(),
+        }
     }
 
     pub fn incompatible_version(msg: &str, details: impl Into<String>) -> CniError {
@@ -55,7 +59,11 @@ impl CniError {
 
     /// Code 4; `var` is the variable's name, which the spec wants in the message.
     pub fn invalid_env(var: &str, details: impl Into<String>) -> CniError {
-        CniError::new(code::INVALID_ENV, format!("invalid environment variable {var}"), details)
+        CniError::new(
+            code::INVALID_ENV,
+            format!("invalid environment variable {var}"),
+            details,
+        )
     }
 
     pub fn io(msg: &str, details: impl Into<String>) -> CniError {
@@ -63,12 +71,20 @@ impl CniError {
     }
 
     pub fn decode(details: impl Into<String>) -> CniError {
-        CniError::new(code::DECODE, "failed to decode network configuration", details)
+        CniError::new(
+            code::DECODE,
+            "failed to decode network configuration",
+            details,
+        )
     }
 
     /// Code 7; `key` is the configuration key at fault (a path like `endpoints[1].proxyPort`).
     pub fn invalid_config(key: &str, details: impl Into<String>) -> CniError {
-        CniError::new(code::INVALID_CONFIG, format!("invalid network configuration: {key}"), details)
+        CniError::new(
+            code::INVALID_CONFIG,
+            format!("invalid network configuration: {key}"),
+            details,
+        )
     }
 
     /// The error object, in the protocol version of the input.
@@ -88,8 +104,16 @@ impl CniError {
         if errors.len() == 1 {
             return Some(first);
         }
-        let details = errors.iter().map(|e| format!("{}: {}", e.msg, e.details)).collect::<Vec<_>>().join("; ");
-        Some(CniError::new(first.code, format!("{what}: {} errors", errors.len()), details))
+        let details = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.msg, e.details))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(CniError::new(
+            first.code,
+            format!("{what}: {} errors", errors.len()),
+            details,
+        ))
     }
 }
 
@@ -129,7 +153,10 @@ mod tests {
         assert_eq!(CniError::combine("DEL", vec![one.clone()]), Some(one));
         let c = CniError::combine(
             "DEL",
-            vec![CniError::new(code::NFTABLES, "x", "first"), CniError::io("y", "second")],
+            vec![
+                CniError::new(code::NFTABLES, "x", "first"),
+                CniError::io("y", "second"),
+            ],
         )
         .unwrap();
         assert_eq!(c.code, code::NFTABLES);

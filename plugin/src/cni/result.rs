@@ -44,7 +44,11 @@ fn bad(field: &str, details: impl Into<String>) -> CniError {
     CniError::invalid_config(&format!("prevResult.{field}"), details)
 }
 
-fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, field: &str) -> Result<Option<&'a str>, CniError> {
+fn opt_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<&'a str>, CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -56,7 +60,10 @@ impl ResultView {
     /// Reads a prevResult object (0.3.0 to 1.1.0 shapes).
     pub fn parse(prev: &Value) -> Result<ResultView, CniError> {
         let Value::Object(obj) = prev else {
-            return Err(CniError::invalid_config("prevResult", format!("expected an object, got {prev}")));
+            return Err(CniError::invalid_config(
+                "prevResult",
+                format!("expected an object, got {prev}"),
+            ));
         };
         let mut view = ResultView::default();
         if let Some(ifs) = obj.get("interfaces") {
@@ -65,13 +72,18 @@ impl ResultView {
             };
             for (i, v) in ifs.iter().enumerate() {
                 let field = format!("interfaces[{i}]");
-                let Value::Object(o) = v else { return Err(bad(&field, "expected an object")) };
+                let Value::Object(o) = v else {
+                    return Err(bad(&field, "expected an object"));
+                };
                 let name = opt_str(o, "name", &format!("{field}.name"))?
                     .ok_or_else(|| bad(&format!("{field}.name"), "missing"))?;
                 let sandbox = opt_str(o, "sandbox", &format!("{field}.sandbox"))?
                     .filter(|s| !s.is_empty())
                     .map(str::to_string);
-                view.interfaces.push(InterfaceView { name: name.to_string(), sandbox });
+                view.interfaces.push(InterfaceView {
+                    name: name.to_string(),
+                    sandbox,
+                });
             }
         }
         if let Some(ips) = obj.get("ips") {
@@ -101,13 +113,18 @@ impl ResultView {
     fn pod_ip_entries(&self) -> impl Iterator<Item = &IpView> {
         self.ips.iter().filter(|ip| match ip.interface {
             None => true,
-            Some(i) => self.interfaces.get(i).is_some_and(|itf| itf.sandbox.is_some()),
+            Some(i) => self
+                .interfaces
+                .get(i)
+                .is_some_and(|itf| itf.sandbox.is_some()),
         })
     }
 
     /// The gateway of the first pod address of the family of `v6`.
     pub fn gateway(&self, v6: bool) -> Option<IpAddr> {
-        self.pod_ip_entries().filter(|ip| ip.address.is_ipv6() == v6).find_map(|ip| ip.gateway)
+        self.pod_ip_entries()
+            .filter(|ip| ip.address.is_ipv6() == v6)
+            .find_map(|ip| ip.gateway)
     }
 
     /// Host-side interfaces (no sandbox), in result order.
@@ -118,22 +135,37 @@ impl ResultView {
 
 fn parse_ip(i: usize, v: &Value, n_interfaces: usize) -> Result<IpView, CniError> {
     let field = format!("ips[{i}]");
-    let Value::Object(o) = v else { return Err(bad(&field, "expected an object")) };
+    let Value::Object(o) = v else {
+        return Err(bad(&field, "expected an object"));
+    };
     let addr_s = opt_str(o, "address", &format!("{field}.address"))?
         .ok_or_else(|| bad(&format!("{field}.address"), "missing"))?;
-    let address: IpNetwork = addr_s
-        .parse()
-        .map_err(|_| bad(&format!("{field}.address"), format!("{addr_s:?} is not an address in CIDR notation")))?;
+    let address: IpNetwork = addr_s.parse().map_err(|_| {
+        bad(
+            &format!("{field}.address"),
+            format!("{addr_s:?} is not an address in CIDR notation"),
+        )
+    })?;
     if !addr_s.contains('/') {
-        return Err(bad(&format!("{field}.address"), format!("{addr_s:?} has no prefix length")));
+        return Err(bad(
+            &format!("{field}.address"),
+            format!("{addr_s:?} has no prefix length"),
+        ));
     }
     let gateway = match opt_str(o, "gateway", &format!("{field}.gateway"))? {
         None | Some("") => None,
         Some(g) => {
-            let gw: IpAddr =
-                g.parse().map_err(|_| bad(&format!("{field}.gateway"), format!("{g:?} is not an IP address")))?;
+            let gw: IpAddr = g.parse().map_err(|_| {
+                bad(
+                    &format!("{field}.gateway"),
+                    format!("{g:?} is not an IP address"),
+                )
+            })?;
             if gw.is_ipv6() != address.is_ipv6() {
-                return Err(bad(&format!("{field}.gateway"), format!("{gw} is not of the family of {address}")));
+                return Err(bad(
+                    &format!("{field}.gateway"),
+                    format!("{gw} is not of the family of {address}"),
+                ));
             }
             Some(gw)
         }
@@ -144,7 +176,10 @@ fn parse_ip(i: usize, v: &Value, n_interfaces: usize) -> Result<IpView, CniError
         Some("4") if address.is_ipv4() => {}
         Some("6") if address.is_ipv6() => {}
         Some(other) => {
-            return Err(bad(&format!("{field}.version"), format!("{other:?} does not match address {address}")));
+            return Err(bad(
+                &format!("{field}.version"),
+                format!("{other:?} does not match address {address}"),
+            ));
         }
     }
     let interface = match o.get("interface") {
@@ -153,7 +188,12 @@ fn parse_ip(i: usize, v: &Value, n_interfaces: usize) -> Result<IpView, CniError
             let idx = n
                 .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| bad(&format!("{field}.interface"), format!("{n} is not an index")))?;
+                .ok_or_else(|| {
+                    bad(
+                        &format!("{field}.interface"),
+                        format!("{n} is not an index"),
+                    )
+                })?;
             if idx >= n_interfaces {
                 return Err(bad(
                     &format!("{field}.interface"),
@@ -162,16 +202,27 @@ fn parse_ip(i: usize, v: &Value, n_interfaces: usize) -> Result<IpView, CniError
             }
             Some(idx)
         }
-        Some(other) => return Err(bad(&format!("{field}.interface"), format!("expected an index, got {other}"))),
+        Some(other) => {
+            return Err(bad(
+                &format!("{field}.interface"),
+                format!("expected an index, got {other}"),
+            ))
+        }
     };
-    Ok(IpView { address, gateway, interface })
+    Ok(IpView {
+        address,
+        gateway,
+        interface,
+    })
 }
 
 /// The result metaguard prints: `prev` unchanged except `cniVersion` (set to `version`) and the
 /// `ips[].version` field the target version expects.
 pub fn pass_through(prev: &Value, version: CniVersion) -> Value {
     let mut out = prev.clone();
-    let Value::Object(obj) = &mut out else { return out };
+    let Value::Object(obj) = &mut out else {
+        return out;
+    };
     obj.insert("cniVersion".into(), Value::String(version.as_str().into()));
     if let Some(Value::Array(ips)) = obj.get_mut("ips") {
         for ip in ips.iter_mut() {
@@ -270,7 +321,13 @@ pub(crate) mod tests {
         for v in ["0.3.1", "0.4.0"] {
             let r = ResultView::parse(&bridge_result_03(v)).unwrap();
             assert_eq!(r.interfaces.len(), 3);
-            assert_eq!(r.pod_ips(), vec!["10.99.1.2".parse::<IpAddr>().unwrap(), "fd99:1::2".parse().unwrap()]);
+            assert_eq!(
+                r.pod_ips(),
+                vec![
+                    "10.99.1.2".parse::<IpAddr>().unwrap(),
+                    "fd99:1::2".parse().unwrap()
+                ]
+            );
             assert_eq!(r.gateway(false), Some("10.99.1.1".parse().unwrap()));
             assert_eq!(r.gateway(true), Some("fd99:1::1".parse().unwrap()));
             let host: Vec<_> = r.host_interfaces().map(|i| i.name.as_str()).collect();
@@ -304,14 +361,17 @@ pub(crate) mod tests {
 
     #[test]
     fn ips_without_interface_count_as_the_pods() {
-        let r = ResultView::parse(&json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}]})).unwrap();
+        let r =
+            ResultView::parse(&json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}]}))
+                .unwrap();
         assert_eq!(r.pod_ips(), vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
         assert_eq!(r.gateway(false), None);
     }
 
     #[test]
     fn empty_sandbox_means_host() {
-        let r = ResultView::parse(&json!({"interfaces": [{"name": "veth1", "sandbox": ""}]})).unwrap();
+        let r =
+            ResultView::parse(&json!({"interfaces": [{"name": "veth1", "sandbox": ""}]})).unwrap();
         assert_eq!(r.host_interfaces().count(), 1);
     }
 
@@ -320,17 +380,47 @@ pub(crate) mod tests {
         let cases = [
             (json!([]), "prevResult"),
             (json!({"interfaces": {}}), "prevResult.interfaces"),
-            (json!({"interfaces": [{"mac": "x"}]}), "prevResult.interfaces[0].name"),
-            (json!({"interfaces": [{"name": 3}]}), "prevResult.interfaces[0].name"),
-            (json!({"ips": [{"address": "10.0.0.300/24"}]}), "prevResult.ips[0].address"),
-            (json!({"ips": [{"address": "10.0.0.3"}]}), "prevResult.ips[0].address"),
+            (
+                json!({"interfaces": [{"mac": "x"}]}),
+                "prevResult.interfaces[0].name",
+            ),
+            (
+                json!({"interfaces": [{"name": 3}]}),
+                "prevResult.interfaces[0].name",
+            ),
+            (
+                json!({"ips": [{"address": "10.0.0.300/24"}]}),
+                "prevResult.ips[0].address",
+            ),
+            (
+                json!({"ips": [{"address": "10.0.0.3"}]}),
+                "prevResult.ips[0].address",
+            ),
             (json!({"ips": [{}]}), "prevResult.ips[0].address"),
-            (json!({"ips": [{"address": "10.0.0.3/24", "gateway": "fd00::1"}]}), "prevResult.ips[0].gateway"),
-            (json!({"ips": [{"address": "10.0.0.3/24", "gateway": "x"}]}), "prevResult.ips[0].gateway"),
-            (json!({"ips": [{"address": "10.0.0.3/24", "version": "6"}]}), "prevResult.ips[0].version"),
-            (json!({"ips": [{"address": "10.0.0.3/24", "interface": 0}]}), "prevResult.ips[0].interface"),
-            (json!({"ips": [{"address": "10.0.0.3/24", "interface": -1}]}), "prevResult.ips[0].interface"),
-            (json!({"ips": [{"address": "10.0.0.3/24", "interface": "0"}]}), "prevResult.ips[0].interface"),
+            (
+                json!({"ips": [{"address": "10.0.0.3/24", "gateway": "fd00::1"}]}),
+                "prevResult.ips[0].gateway",
+            ),
+            (
+                json!({"ips": [{"address": "10.0.0.3/24", "gateway": "x"}]}),
+                "prevResult.ips[0].gateway",
+            ),
+            (
+                json!({"ips": [{"address": "10.0.0.3/24", "version": "6"}]}),
+                "prevResult.ips[0].version",
+            ),
+            (
+                json!({"ips": [{"address": "10.0.0.3/24", "interface": 0}]}),
+                "prevResult.ips[0].interface",
+            ),
+            (
+                json!({"ips": [{"address": "10.0.0.3/24", "interface": -1}]}),
+                "prevResult.ips[0].interface",
+            ),
+            (
+                json!({"ips": [{"address": "10.0.0.3/24", "interface": "0"}]}),
+                "prevResult.ips[0].interface",
+            ),
         ];
         for (v, field) in cases {
             let e = ResultView::parse(&v).unwrap_err();

@@ -18,8 +18,13 @@ pub enum CniVersion {
 }
 
 /// Every version we answer to, in the order VERSION lists them.
-pub const SUPPORTED: &[CniVersion] =
-    &[CniVersion::V0_3_0, CniVersion::V0_3_1, CniVersion::V0_4_0, CniVersion::V1_0_0, CniVersion::V1_1_0];
+pub const SUPPORTED: &[CniVersion] = &[
+    CniVersion::V0_3_0,
+    CniVersion::V0_3_1,
+    CniVersion::V0_4_0,
+    CniVersion::V1_0_0,
+    CniVersion::V1_1_0,
+];
 
 /// The newest version we speak; used for errors when the input names none we know.
 pub const LATEST: CniVersion = CniVersion::V1_1_0;
@@ -46,7 +51,10 @@ impl CniVersion {
         CniVersion::parse(s).ok_or_else(|| {
             CniError::incompatible_version(
                 "incompatible CNI version",
-                format!("cniVersion {s:?} is not supported; supported: {}", supported_list()),
+                format!(
+                    "cniVersion {s:?} is not supported; supported: {}",
+                    supported_list()
+                ),
             )
         })
     }
@@ -72,7 +80,11 @@ impl fmt::Display for CniVersion {
 }
 
 fn supported_list() -> String {
-    SUPPORTED.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+    SUPPORTED
+        .iter()
+        .map(|v| v.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The VERSION answer: `cniVersion` is echoed from the input as the spec asks (the newest we
@@ -93,7 +105,9 @@ mod tests {
         for v in SUPPORTED {
             assert_eq!(CniVersion::parse(v.as_str()), Some(*v));
         }
-        for bad in ["", "0.1.0", "0.2.0", "1.0", "1.2.0", "v1.0.0", " 1.0.0", "1.0.0 "] {
+        for bad in [
+            "", "0.1.0", "0.2.0", "1.0", "1.2.0", "v1.0.0", " 1.0.0", "1.0.0 ",
+        ] {
             assert_eq!(CniVersion::parse(bad), None, "{bad:?}");
         }
     }
@@ -102,7 +116,11 @@ mod tests {
     fn negotiate_refuses_with_code_1() {
         let e = CniVersion::negotiate("0.2.0").unwrap_err();
         assert_eq!(e.code, 1);
-        assert!(e.details.contains("0.2.0") && e.details.contains("1.1.0"), "{}", e.details);
+        assert!(
+            e.details.contains("0.2.0") && e.details.contains("1.1.0"),
+            "{}",
+            e.details
+        );
     }
 
     #[test]

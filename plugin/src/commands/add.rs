@@ -26,8 +26,13 @@ pub fn add(env: &Env, cfg: &Config, state: &StateDir) -> Result<Value, CniError>
     let plan = plan(env, cfg, prev, &KernelProbe)?;
     let ns = open_netns(env.netns.as_deref())?;
 
-    nft::apply_pod_rules(Where::In(&ns), &plan.pod).map_err(|e| nft_error("installing the pod's rules", e))?;
-    log::info!("installed inet {} in {}", plan.pod.table, ns.path().display());
+    nft::apply_pod_rules(Where::In(&ns), &plan.pod)
+        .map_err(|e| nft_error("installing the pod's rules", e))?;
+    log::info!(
+        "installed inet {} in {}",
+        plan.pod.table,
+        ns.path().display()
+    );
 
     let undo_pod = || {
         if let Err(e) = nft::delete_table(Where::In(&ns), Family::Inet, &plan.pod.table) {
@@ -50,7 +55,8 @@ pub fn add(env: &Env, cfg: &Config, state: &StateDir) -> Result<Value, CniError>
     };
 
     // An identical record (repeat ADD) is left as it is, creation time included.
-    let unchanged = matches!(state.read_record(&plan.key), Ok(Some(old)) if same_record(&old, &plan.record));
+    let unchanged =
+        matches!(state.read_record(&plan.key), Ok(Some(old)) if same_record(&old, &plan.record));
     if !unchanged {
         if let Err(e) = state.write_record(&plan.record) {
             for e in state.remove_record(&plan.key) {

@@ -28,11 +28,17 @@ pub fn check(env: &Env, cfg: &Config, state: &StateDir) -> Result<(), CniError> 
     if !cfg.cni_version.allows_check() {
         return Err(CniError::incompatible_version(
             "config version does not allow CHECK",
-            format!("CHECK needs cniVersion 0.4.0 or later, got {}", cfg.cni_version),
+            format!(
+                "CHECK needs cniVersion 0.4.0 or later, got {}",
+                cfg.cni_version
+            ),
         ));
     }
     let prev = cfg.prev_result.as_ref().ok_or_else(|| {
-        CniError::invalid_config("prevResult", "missing: CHECK needs the result of the ADD it checks")
+        CniError::invalid_config(
+            "prevResult",
+            "missing: CHECK needs the result of the ADD it checks",
+        )
     })?;
     let plan = plan(env, cfg, prev, &KernelProbe)?;
     let ns = open_netns(env.netns.as_deref())?;
@@ -49,9 +55,15 @@ pub fn check(env: &Env, cfg: &Config, state: &StateDir) -> Result<(), CniError> 
         Ok(Some(rec)) if same_record(&rec, &plan.record) => {}
         Ok(Some(rec)) => problems.push(mismatch(
             "pod record",
-            format!("record {} differs: found {rec:?}, expected {:?}", plan.key, plan.record),
+            format!(
+                "record {} differs: found {rec:?}, expected {:?}",
+                plan.key, plan.record
+            ),
         )),
-        Ok(None) => problems.push(mismatch("pod record", format!("record {} is missing", plan.key))),
+        Ok(None) => problems.push(mismatch(
+            "pod record",
+            format!("record {} is missing", plan.key),
+        )),
         Err(e) => problems.push(state_error("reading the pod record", e)),
     }
     match CniError::combine("CHECK failed", problems) {

@@ -23,7 +23,10 @@ pub fn gc(cfg: &Config, state: &StateDir) -> Result<(), CniError> {
     if !cfg.cni_version.allows_gc_and_status() {
         return Err(CniError::incompatible_version(
             "config version does not allow GC",
-            format!("GC needs cniVersion 1.1.0 or later, got {}", cfg.cni_version),
+            format!(
+                "GC needs cniVersion 1.1.0 or later, got {}",
+                cfg.cni_version
+            ),
         ));
     }
     let valid: BTreeSet<String> = cfg
@@ -33,7 +36,8 @@ pub fn gc(cfg: &Config, state: &StateDir) -> Result<(), CniError> {
         .map(|a| attachment_key(&cfg.name, &a.container_id, &a.ifname))
         .collect();
     let stale = |key: &str| -> bool {
-        matches!(split_attachment_key(key), Some((net, _, _)) if net == cfg.name) && !valid.contains(key)
+        matches!(split_attachment_key(key), Some((net, _, _)) if net == cfg.name)
+            && !valid.contains(key)
     };
     let mut errors = Vec::new();
     let mut removed = 0usize;
@@ -52,7 +56,9 @@ pub fn gc(cfg: &Config, state: &StateDir) -> Result<(), CniError> {
     match nft::list_tables(Where::Current, Family::Netdev) {
         Ok(tables) => {
             for t in tables {
-                let Some(tag) = t.tag.as_deref() else { continue };
+                let Some(tag) = t.tag.as_deref() else {
+                    continue;
+                };
                 // Only a table whose name is the one metaguard derives from its tag is ours.
                 if !stale(tag) || t.name != rules::table_name(tag) {
                     continue;
@@ -67,7 +73,11 @@ pub fn gc(cfg: &Config, state: &StateDir) -> Result<(), CniError> {
         }
         Err(e) => errors.push(nft_error("listing host guard tables", e)),
     }
-    log::info!("GC: {} valid, {removed} removed, {} errors", valid.len(), errors.len());
+    log::info!(
+        "GC: {} valid, {removed} removed, {} errors",
+        valid.len(),
+        errors.len()
+    );
     match CniError::combine("GC incomplete", errors) {
         Some(e) => Err(e),
         None => Ok(()),

@@ -24,6 +24,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The longest attachment key ADD accepts: the key is stored as the tables' tag in nftables
+/// user data, which `nft` limits to this many bytes.
+pub const MAX_KEY_LEN: usize = 240;
+
 /// Everything ADD installs for one attachment, and CHECK expects to find.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -41,7 +45,12 @@ pub fn key_of(env: &Env, cfg: &Config) -> String {
 
 /// Builds the plan for an attachment (no side effects apart from asking `probe` about host
 /// interfaces). `prev` is the prevResult, already required by the caller.
-pub fn plan(env: &Env, cfg: &Config, prev: &serde_json::Value, probe: &dyn LinkProbe) -> Result<Plan, CniError> {
+pub fn plan(
+    env: &Env,
+    cfg: &Config,
+    prev: &serde_json::Value,
+    probe: &dyn LinkProbe,
+) -> Result<Plan, CniError> {
     let view = ResultView::parse(prev)?;
     let pod_ips = view.pod_ips();
     if pod_ips.is_empty() {
@@ -51,8 +60,18 @@ pub fn plan(env: &Env, cfg: &Config, prev: &serde_json::Value, probe: &dyn LinkP
         ));
     }
     let blocked = cfg.blocked_networks();
-    let proxy_v4 = proxy_for(cfg.proxy.ipv4.map(IpAddr::V4), view.gateway(false), "proxy.ipv4", &blocked)?;
-    let proxy_v6 = proxy_for(cfg.proxy.ipv6.map(IpAddr::V6), view.gateway(true), "proxy.ipv6", &blocked)?;
+    let proxy_v4 = proxy_for(
+        cfg.proxy.ipv4.map(IpAddr::V4),
+        view.gateway(false),
+        "proxy.ipv4",
+        &blocked,
+    )?;
+    let proxy_v6 = proxy_for(
+        cfg.proxy.ipv6.map(IpAddr::V6),
+        view.gateway(true),
+        "proxy.ipv6",
+        &blocked,
+    )?;
     let mut redirects = Vec::new();
     for ep in &cfg.endpoints {
         let (to, has_family) = if ep.address.is_ipv6() {
@@ -73,6 +92,15 @@ pub fn plan(env: &Env, cfg: &Config, prev: &serde_json::Value, probe: &dyn LinkP
         }
     }
     let key = key_of(env, cfg);
+    if key.len() > MAX_KEY_LEN {
+        return Err(CniError::invalid_env(
+            "CNI_CONTAINERID",
+            format!(
+                "the attachment key (network:container:ifname) is {} bytes; metaguard tags its tables with it and nftables keeps at most {MAX_KEY_LEN}",
+                key.len()
+            ),
+        ));
+    }
     let table = rules::table_name(&key);
     let host_if = hostif::find(&view, probe)?;
     let guard = match (&host_if, cfg.host_guard) {
@@ -107,10 +135,23 @@ pub fn plan(env: &Env, cfg: &Config, prev: &serde_json::Value, probe: &dyn LinkP
         annotations: cfg.annotations.clone(),
         host_interface: host_if,
         host_guard: guard.is_some(),
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     };
-    let pod = PodRuleset { table, tag: key.clone(), redirects, blocked };
-    Ok(Plan { key, pod, guard, record })
+    let pod = PodRuleset {
+        table,
+        tag: key.clone(),
+        redirects,
+        blocked,
+    };
+    Ok(Plan {
+        key,
+        pod,
+        guard,
+        record,
+    })
 }
 
 /// The proxy address of one family: configured, else the gateway; never inside a blocked
@@ -121,10 +162,19 @@ fn proxy_for(
     key: &str,
     blocked: &[IpNetwork],
 ) -> Result<Option<IpAddr>, CniError> {
-    let Some(ip) = configured.or(gateway) else { return Ok(None) };
+    let Some(ip) = configured.or(gateway) else {
+        return Ok(None);
+    };
     if let Some(net) = blocked.iter().find(|n| n.contains(ip)) {
-        let what = if configured.is_some() { "configured" } else { "the pod's gateway, used as" };
-        return Err(CniError::invalid_config(key, format!("{ip} ({what} proxy address) is inside the blocked network {net}")));
+        let what = if configured.is_some() {
+            "configured"
+        } else {
+            "the pod's gateway, used as"
+        };
+        return Err(CniError::invalid_config(
+            key,
+            format!("{ip} ({what} proxy address) is inside the blocked network {net}"),
+        ));
     }
     Ok(Some(ip))
 }
@@ -143,7 +193,9 @@ pub fn open_netns(path: Option<&str>) -> Result<Netns, CniError> {
         return Err(CniError::invalid_env("CNI_NETNS", "CNI_NETNS is not set"));
     };
     Netns::open(Path::new(path)).map_err(|e| match &e {
-        e if e.is_not_found() => CniError::invalid_env("CNI_NETNS", format!("{path} does not exist")),
+        e if e.is_not_found() => {
+            CniError::invalid_env("CNI_NETNS", format!("{path} does not exist"))
+        }
         NetnsError::NotNetns { .. } => {
             CniError::invalid_env("CNI_NETNS", format!("{path} is not a network namespace"))
         }
@@ -159,7 +211,11 @@ pub fn nft_error(what: &str, e: NftError) -> CniError {
             "host-side interface from prevResult is unusable",
             format!("{what}: device {d} does not exist"),
         ),
-        e => CniError::new(code::NFTABLES, format!("nf_tables: {what} failed"), e.to_string()),
+        e => CniError::new(
+            code::NFTABLES,
+            format!("nf_tables: {what} failed"),
+            e.to_string(),
+        ),
     }
 }
 
@@ -181,7 +237,12 @@ pub fn teardown(state: &StateDir, key: &str, netns: Option<&str>) -> Vec<CniErro
             None
         }
     };
-    let netns = netns.map(str::to_string).or_else(|| record.as_ref().map(|r| r.netns.clone()).filter(|p| !p.is_empty()));
+    let netns = netns.map(str::to_string).or_else(|| {
+        record
+            .as_ref()
+            .map(|r| r.netns.clone())
+            .filter(|p| !p.is_empty())
+    });
     if let Some(path) = netns {
         match Netns::open(Path::new(&path)) {
             Ok(ns) => match nft::delete_table(Where::In(&ns), Family::Inet, &table) {
@@ -194,7 +255,10 @@ pub fn teardown(state: &StateDir, key: &str, netns: Option<&str>) -> Vec<CniErro
             Err(e) if e.is_not_found() || matches!(e, NetnsError::NotNetns { .. }) => {
                 log::debug!("netns {path} is gone: nothing to remove there")
             }
-            Err(e) => errors.push(CniError::io("cannot open the pod's network namespace", e.to_string())),
+            Err(e) => errors.push(CniError::io(
+                "cannot open the pod's network namespace",
+                e.to_string(),
+            )),
         }
     }
     match nft::delete_table(Where::Current, Family::Netdev, &table) {
@@ -241,7 +305,10 @@ mod tests {
             container_id: Some("c1".into()),
             netns: Some("/var/run/netns/pod".into()),
             ifname: Some("eth0".into()),
-            args: CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;K8S_POD_UID=u-1").unwrap(),
+            args: CniArgs::parse(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;K8S_POD_UID=u-1",
+            )
+            .unwrap(),
             path: None,
         }
     }
@@ -268,9 +335,24 @@ mod tests {
             assert_eq!(
                 p.pod.redirects,
                 vec![
-                    Redirect { dest: ip("169.254.169.254"), dest_port: 80, to: ip("10.99.1.1"), to_port: 8169 },
-                    Redirect { dest: ip("fd00:ec2::254"), dest_port: 80, to: ip("fd99:1::1"), to_port: 8170 },
-                    Redirect { dest: ip("100.100.100.200"), dest_port: 80, to: ip("10.99.1.1"), to_port: 8171 },
+                    Redirect {
+                        dest: ip("169.254.169.254"),
+                        dest_port: 80,
+                        to: ip("10.99.1.1"),
+                        to_port: 8169
+                    },
+                    Redirect {
+                        dest: ip("fd00:ec2::254"),
+                        dest_port: 80,
+                        to: ip("fd99:1::1"),
+                        to_port: 8170
+                    },
+                    Redirect {
+                        dest: ip("100.100.100.200"),
+                        dest_port: 80,
+                        to: ip("10.99.1.1"),
+                        to_port: 8171
+                    },
                 ]
             );
             assert_eq!(p.pod.blocked.len(), 3);
@@ -303,21 +385,39 @@ mod tests {
     #[test]
     fn configured_proxy_wins_and_missing_family_is_rejected_only() {
         // result_11 has no IPv6 address or gateway.
-        let p = plan(&env(), &cfg(json!({"proxy": {"ipv4": "192.0.2.10"}})), &result_11(), &probe()).unwrap();
+        let p = plan(
+            &env(),
+            &cfg(json!({"proxy": {"ipv4": "192.0.2.10"}})),
+            &result_11(),
+            &probe(),
+        )
+        .unwrap();
         let dests: Vec<_> = p.pod.redirects.iter().map(|r| (r.dest, r.to)).collect();
         assert_eq!(
             dests,
-            vec![(ip("169.254.169.254"), ip("192.0.2.10")), (ip("100.100.100.200"), ip("192.0.2.10"))]
+            vec![
+                (ip("169.254.169.254"), ip("192.0.2.10")),
+                (ip("100.100.100.200"), ip("192.0.2.10"))
+            ]
         );
         // The IPv6 endpoint is still blocked.
-        assert!(p.pod.blocked.contains(&"fd00:ec2::254/128".parse().unwrap()));
+        assert!(p
+            .pod
+            .blocked
+            .contains(&"fd00:ec2::254/128".parse().unwrap()));
         assert_eq!(p.record.ips, vec![ip("10.1.0.5")]);
         assert_eq!(p.guard.unwrap().host_ifname, "veth1234");
     }
 
     #[test]
     fn host_guard_off_is_recorded() {
-        let p = plan(&env(), &cfg(json!({"hostGuard": false})), &bridge_result_10(), &probe()).unwrap();
+        let p = plan(
+            &env(),
+            &cfg(json!({"hostGuard": false})),
+            &bridge_result_10(),
+            &probe(),
+        )
+        .unwrap();
         assert!(p.guard.is_none());
         assert!(!p.record.host_guard);
         assert_eq!(p.record.host_interface.as_deref(), Some("veth822b8c5f"));
@@ -336,23 +436,45 @@ mod tests {
 
     #[test]
     fn extra_blocks_reach_both_rule_sets() {
-        let p = plan(&env(), &cfg(json!({"block": ["ecs", "192.0.2.0/24"]})), &bridge_result_10(), &probe()).unwrap();
+        let p = plan(
+            &env(),
+            &cfg(json!({"block": ["ecs", "192.0.2.0/24"]})),
+            &bridge_result_10(),
+            &probe(),
+        )
+        .unwrap();
         assert_eq!(p.pod.blocked.len(), 5);
         assert_eq!(p.guard.unwrap().blocked, p.pod.blocked);
     }
 
     #[test]
     fn gateway_inside_blocked_network_is_refused() {
-        let e = plan(&env(), &cfg(json!({"block": ["10.99.0.0/16"]})), &bridge_result_10(), &probe()).unwrap_err();
+        let e = plan(
+            &env(),
+            &cfg(json!({"block": ["10.99.0.0/16"]})),
+            &bridge_result_10(),
+            &probe(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.ends_with("proxy.ipv4"), "{e}");
     }
 
     #[test]
     fn result_without_pod_ips_is_refused() {
-        let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "veth822b8c5f"}], "ips": []});
+        let prev =
+            json!({"cniVersion": "1.0.0", "interfaces": [{"name": "veth822b8c5f"}], "ips": []});
         let e = plan(&env(), &cfg(json!({})), &prev, &probe()).unwrap_err();
         assert_eq!(e.code, 7);
+    }
+
+    #[test]
+    fn overlong_keys_are_refused_before_anything_is_done() {
+        let mut e = env();
+        e.container_id = Some("a".repeat(300));
+        let err = plan(&e, &cfg(json!({})), &bridge_result_10(), &probe()).unwrap_err();
+        assert_eq!(err.code, 4);
+        assert!(err.msg.contains("CNI_CONTAINERID"));
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub fn status(cfg: &Config, state: &StateDir) -> Result<(), CniError> {
     if !cfg.cni_version.allows_gc_and_status() {
         return Err(CniError::incompatible_version(
             "config version does not allow STATUS",
-            format!("STATUS needs cniVersion 1.1.0 or later, got {}", cfg.cni_version),
+            format!(
+                "STATUS needs cniVersion 1.1.0 or later, got {}",
+                cfg.cni_version
+            ),
         ));
     }
     for fam in [Family::Netdev, Family::Inet] {
@@ -40,7 +43,10 @@ pub fn status(cfg: &Config, state: &StateDir) -> Result<(), CniError> {
         let probe = dir.join(format!(".status-probe.{}", std::process::id()));
         if let Err(e) = fs::write(&probe, b"ok").and_then(|()| fs::remove_file(&probe)) {
             let _ = fs::remove_file(&probe);
-            return Err(not_ready(format!("state directory {} is not writable: {e}", dir.display())));
+            return Err(not_ready(format!(
+                "state directory {} is not writable: {e}",
+                dir.display()
+            )));
         }
     }
     Ok(())

@@ -28,14 +28,22 @@ pub fn check(sock: &mut NlSocket, spec: &TableSpec) -> Result<(), NftError> {
         .filter(|c| c.table == spec.name)
         .collect();
     check_chains(&what, spec, &chains)?;
-    let rules = sock.dump(NFT_MSG_GETRULE, fam, |b| b.attr_str(NFTA_RULE_TABLE, &spec.name), parse_rule)?;
+    let rules = sock.dump(
+        NFT_MSG_GETRULE,
+        fam,
+        |b| b.attr_str(NFTA_RULE_TABLE, &spec.name),
+        parse_rule,
+    )?;
     check_rules(&what, spec, &rules)
 }
 
-fn check_chains(what: &str, spec: &TableSpec, found: &[ChainRec]) -> Result<(), NftError> {
+pub fn check_chains(what: &str, spec: &TableSpec, found: &[ChainRec]) -> Result<(), NftError> {
     for c in found {
         if !spec.chains.iter().any(|s| s.name == c.name) {
-            return Err(NftError::Mismatch(format!("{what} has an unexpected chain {}", c.name)));
+            return Err(NftError::Mismatch(format!(
+                "{what} has an unexpected chain {}",
+                c.name
+            )));
         }
     }
     for s in &spec.chains {
@@ -45,23 +53,42 @@ fn check_chains(what: &str, spec: &TableSpec, found: &[ChainRec]) -> Result<(), 
             .ok_or_else(|| NftError::Mismatch(format!("{what}: chain {} is missing", s.name)))?;
         let want_devices: Vec<String> = s.device.iter().cloned().collect();
         let differs = |field: &str, got: String, want: String| {
-            NftError::Mismatch(format!("{what}: chain {} has {field} {got}, expected {want}", s.name))
+            NftError::Mismatch(format!(
+                "{what}: chain {} has {field} {got}, expected {want}",
+                s.name
+            ))
         };
         if c.kind.as_deref() != Some(s.kind) {
             return Err(differs("type", format!("{:?}", c.kind), s.kind.into()));
         }
         if c.hook != Some(s.hook) {
-            return Err(differs("hook", format!("{:?}", c.hook), s.hook_name(spec.family).into()));
+            return Err(differs(
+                "hook",
+                format!("{:?}", c.hook),
+                s.hook_name(spec.family).into(),
+            ));
         }
         if c.prio != Some(s.prio) {
-            return Err(differs("priority", format!("{:?}", c.prio), s.prio.to_string()));
+            return Err(differs(
+                "priority",
+                format!("{:?}", c.prio),
+                s.prio.to_string(),
+            ));
         }
         if c.policy != Some(s.policy) {
             let name = |p: u32| if p == NF_ACCEPT { "accept" } else { "drop" };
-            return Err(differs("policy", format!("{:?}", c.policy.map(name)), name(s.policy).into()));
+            return Err(differs(
+                "policy",
+                format!("{:?}", c.policy.map(name)),
+                name(s.policy).into(),
+            ));
         }
         if c.devices != want_devices {
-            return Err(differs("devices", format!("{:?}", c.devices), format!("{want_devices:?}")));
+            return Err(differs(
+                "devices",
+                format!("{:?}", c.devices),
+                format!("{want_devices:?}"),
+            ));
         }
     }
     Ok(())

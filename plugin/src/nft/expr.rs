@@ -22,7 +22,10 @@ impl Data {
         let len = bytes.len().min(16);
         let mut buf = [0u8; 16];
         buf[..len].copy_from_slice(&bytes[..len]);
-        Data { buf, len: len as u8 }
+        Data {
+            buf,
+            len: len as u8,
+        }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -44,7 +47,12 @@ pub enum Expr {
     /// `meta load <key> => reg`
     Meta { key: u32, dreg: u32 },
     /// `payload load <len>b @ <base> + <offset> => reg`
-    Payload { base: u32, offset: u32, len: u32, dreg: u32 },
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+        dreg: u32,
+    },
     /// `cmp eq reg <data>`: the rule stops here unless equal.
     CmpEq { sreg: u32, data: Data },
     /// `cmp neq reg <data>`: the rule stops here if equal.
@@ -56,7 +64,11 @@ pub enum Expr {
     /// `immediate verdict <- accept/drop`
     Verdict(u32),
     /// `nat dnat <family> addr reg [proto reg]`
-    Dnat { family: u8, reg_addr: u32, reg_proto: u32 },
+    Dnat {
+        family: u8,
+        reg_addr: u32,
+        reg_proto: u32,
+    },
     /// `reject type <type> [code <code>]`
     Reject { kind: u32, icmp_code: Option<u8> },
 }
@@ -84,14 +96,23 @@ impl Expr {
                 b.attr_u32_be(NFTA_META_KEY, key);
                 b.attr_u32_be(NFTA_META_DREG, dreg);
             }
-            Expr::Payload { base, offset, len, dreg } => {
+            Expr::Payload {
+                base,
+                offset,
+                len,
+                dreg,
+            } => {
                 b.attr_u32_be(NFTA_PAYLOAD_DREG, dreg);
                 b.attr_u32_be(NFTA_PAYLOAD_BASE, base);
                 b.attr_u32_be(NFTA_PAYLOAD_OFFSET, offset);
                 b.attr_u32_be(NFTA_PAYLOAD_LEN, len);
             }
             Expr::CmpEq { sreg, data } | Expr::CmpNeq { sreg, data } => {
-                let op = if matches!(self, Expr::CmpEq { .. }) { NFT_CMP_EQ } else { NFT_CMP_NEQ };
+                let op = if matches!(self, Expr::CmpEq { .. }) {
+                    NFT_CMP_EQ
+                } else {
+                    NFT_CMP_NEQ
+                };
                 b.attr_u32_be(NFTA_CMP_SREG, sreg);
                 b.attr_u32_be(NFTA_CMP_OP, op);
                 value(b, NFTA_CMP_DATA, data.bytes());
@@ -115,7 +136,11 @@ impl Expr {
                 b.nest_end(v);
                 b.nest_end(d);
             }
-            Expr::Dnat { family, reg_addr, reg_proto } => {
+            Expr::Dnat {
+                family,
+                reg_addr,
+                reg_proto,
+            } => {
                 b.attr_u32_be(NFTA_NAT_TYPE, NFT_NAT_DNAT);
                 b.attr_u32_be(NFTA_NAT_FAMILY, u32::from(family));
                 b.attr_u32_be(NFTA_NAT_REG_ADDR_MIN, reg_addr);
@@ -153,7 +178,10 @@ mod tests {
 
     #[test]
     fn cmp_encoding_matches_the_kernel_layout() {
-        let bytes = encode(Expr::CmpEq { sreg: NFT_REG_1, data: Data::new(&[169, 254, 169, 254]) });
+        let bytes = encode(Expr::CmpEq {
+            sreg: NFT_REG_1,
+            data: Data::new(&[169, 254, 169, 254]),
+        });
         #[rustfmt::skip]
         let want: Vec<u8> = [
             &[44u8, 0, 1, 0x80][..],                // LIST_ELEM, nested, 44 bytes
@@ -171,15 +199,43 @@ mod tests {
     #[test]
     fn every_expression_parses_back() {
         let all = [
-            Expr::Meta { key: NFT_META_NFPROTO, dreg: NFT_REG_1 },
-            Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset: 16, len: 4, dreg: NFT_REG_1 },
-            Expr::CmpEq { sreg: NFT_REG_1, data: Data::new(&[6]) },
-            Expr::CmpNeq { sreg: NFT_REG_1, data: Data::new(&[6]) },
-            Expr::Mask { sreg: NFT_REG_1, dreg: NFT_REG_1, mask: Data::new(&[255, 255, 0, 0]) },
-            Expr::Immediate { dreg: NFT_REG_2, data: Data::new(&8169u16.to_be_bytes()) },
+            Expr::Meta {
+                key: NFT_META_NFPROTO,
+                dreg: NFT_REG_1,
+            },
+            Expr::Payload {
+                base: NFT_PAYLOAD_NETWORK_HEADER,
+                offset: 16,
+                len: 4,
+                dreg: NFT_REG_1,
+            },
+            Expr::CmpEq {
+                sreg: NFT_REG_1,
+                data: Data::new(&[6]),
+            },
+            Expr::CmpNeq {
+                sreg: NFT_REG_1,
+                data: Data::new(&[6]),
+            },
+            Expr::Mask {
+                sreg: NFT_REG_1,
+                dreg: NFT_REG_1,
+                mask: Data::new(&[255, 255, 0, 0]),
+            },
+            Expr::Immediate {
+                dreg: NFT_REG_2,
+                data: Data::new(&8169u16.to_be_bytes()),
+            },
             Expr::Verdict(NF_ACCEPT),
-            Expr::Dnat { family: NFPROTO_IPV4, reg_addr: NFT_REG_1, reg_proto: NFT_REG_2 },
-            Expr::Reject { kind: NFT_REJECT_ICMPX_UNREACH, icmp_code: Some(NFT_REJECT_ICMPX_PORT_UNREACH) },
+            Expr::Dnat {
+                family: NFPROTO_IPV4,
+                reg_addr: NFT_REG_1,
+                reg_proto: NFT_REG_2,
+            },
+            Expr::Reject {
+                kind: NFT_REJECT_ICMPX_UNREACH,
+                icmp_code: Some(NFT_REJECT_ICMPX_PORT_UNREACH),
+            },
         ];
         for e in all {
             let bytes = encode(e);

@@ -10,6 +10,7 @@ mod check;
 mod expr;
 mod msg;
 mod objects;
+mod release;
 mod ruleset;
 mod socket;
 mod sys;
@@ -32,7 +33,11 @@ pub enum NftError {
     /// The kernel refused a message of a batch (the first refusal; `detail` has the kernel's
     /// text, if any, and the other refusals of the same batch).
     #[error("nf_tables: {what}: {errno}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
-    Kernel { what: String, errno: nix::errno::Errno, detail: String },
+    Kernel {
+        what: String,
+        errno: nix::errno::Errno,
+        detail: String,
+    },
     /// The host guard's device does not exist in the target namespace.
     #[error("network device {0:?} does not exist")]
     NoDevice(String),
@@ -98,9 +103,10 @@ pub fn apply_host_guard(at: Where, g: &HostGuard) -> Result<(), NftError> {
     }
     apply(&mut sock, &spec).map_err(|e| match e {
         // Older kernels refuse a chain on a missing device with ENOENT/ENODEV.
-        NftError::Kernel { ref what, errno, .. }
-            if what.starts_with("create chain")
-                && matches!(errno, nix::errno::Errno::ENOENT | nix::errno::Errno::ENODEV) =>
+        NftError::Kernel {
+            ref what, errno, ..
+        } if what.starts_with("create chain")
+            && matches!(errno, nix::errno::Errno::ENOENT | nix::errno::Errno::ENODEV) =>
         {
             NftError::NoDevice(g.host_ifname.clone())
         }
@@ -114,13 +120,27 @@ pub fn delete_table(at: Where, family: Family, name: &str) -> Result<bool, NftEr
         return Err(NftError::Invalid(format!("table name {name:?}")));
     }
     let mut sock = open(at)?;
+    // Look first: a batch the kernel refuses is rolled back synchronously, and the rollback waits
+    // for an RCU grace period (10+ ms here), while this lookup costs microseconds. A table that
+    // vanishes between the two is still reported as absent below.
+    let found = sock.get(
+        sys::NFT_MSG_GETTABLE,
+        family_proto(family),
+        |b| b.attr_str(sys::NFTA_TABLE_NAME, name),
+        objects::parse_table,
+    )?;
+    if found.is_none() {
+        return Ok(false);
+    }
     let mut b = sock.batch();
     objects::del_table(&mut b, family, name);
     let refused = sock.send_batch(b)?;
     match refused.first() {
         None => Ok(true),
         Some(r) if r.errno == nix::errno::Errno::ENOENT => Ok(false),
-        Some(_) => Err(batch_error(&refused, |_, _| format!("delete table {} {name}", family_name(family)))),
+        Some(_) => Err(batch_error(&refused, |_, _| {
+            format!("delete table {} {name}", family_name(family))
+        })),
     }
 }
 
@@ -148,14 +168,31 @@ pub fn check_host_guard(at: Where, g: &HostGuard) -> Result<(), NftError> {
 /// Every table of `family` with its tag (GC filters on `rules::TABLE_PREFIX`).
 pub fn list_tables(at: Where, family: Family) -> Result<Vec<TableInfo>, NftError> {
     let mut sock = open(at)?;
-    let tables = sock.dump(sys::NFT_MSG_GETTABLE, family_proto(family), |_| {}, objects::parse_table)?;
+    let tables = sock.dump(
+        sys::NFT_MSG_GETTABLE,
+        family_proto(family),
+        |_| {},
+        objects::parse_table,
+    )?;
     Ok(tables
         .into_iter()
         .map(|t| TableInfo {
-            tag: t.comment.as_deref().and_then(|c| c.strip_prefix(TAG_PREFIX)).map(str::to_owned),
+            tag: t
+                .comment
+                .as_deref()
+                .and_then(|c| c.strip_prefix(TAG_PREFIX))
+                .map(str::to_owned),
             name: t.name,
         })
         .collect())
+}
+
+/// Whether sockets that committed a deletion (DEL, a repeated ADD) are released by a short-lived
+/// grandchild process (the default) instead of by the caller, which would wait for the kernel's
+/// deferred cleanup (an RCU grace period, 10-50 ms here) in `close` or at process exit. See
+/// `release.rs`.
+pub fn set_background_release(on: bool) {
+    release::set_enabled(on);
 }
 
 /// nft-syntax rendering of the pod ruleset (for logs and docs).
@@ -168,16 +205,52 @@ pub fn render_host_text(g: &HostGuard) -> Result<String, NftError> {
     Ok(text::render(&ruleset::host_spec(g)?))
 }
 
-/// One batch that leaves exactly `spec` in the kernel: create the table (so the delete cannot
-/// fail), delete it with everything in it, create it again with its chains and rules. The kernel
-/// commits all of it at once, so packets see either the old table or the new one.
+/// One batch that leaves exactly `spec` in the kernel, committed atomically.
+///
+/// - No table yet (the usual ADD): create table, chains and rules.
+/// - The table is there with the right tag and base chains (a repeated ADD, or a repair): keep
+///   table and chains, flush their rules and add ours. Packets see the old rules until the
+///   commit, and the chains' hooks stay registered throughout.
+/// - Anything else there (other tag, chains with other hooks or priorities, extra chains): create
+///   the table (so the delete cannot fail), delete it with everything in it, create it again.
+///   Still one transaction, but the new base chains are hooked in before the commit fills them,
+///   so for that instant their policy applies (a drop-policy guard drops).
 fn apply(sock: &mut NlSocket, spec: &TableSpec) -> Result<(), NftError> {
+    let fam = family_proto(spec.family);
+    let existing = sock.get(
+        sys::NFT_MSG_GETTABLE,
+        fam,
+        |b| b.attr_str(sys::NFTA_TABLE_NAME, &spec.name),
+        objects::parse_table,
+    )?;
+    let existing_found = existing.is_some();
+    let replace = match existing {
+        None => false,
+        Some(t) if t.comment.as_deref() != Some(spec.comment.as_str()) => true,
+        Some(_) => {
+            let chains: Vec<_> = sock
+                .dump(sys::NFT_MSG_GETCHAIN, fam, |_| {}, objects::parse_chain)?
+                .into_iter()
+                .filter(|c| c.table == spec.name)
+                .collect();
+            check::check_chains("", spec, &chains).is_err()
+        }
+    };
     let mut b = sock.batch();
+    if existing_found {
+        b.mark_deletes(); // the flush (or the delete) removes rules that exist
+    }
     objects::add_table(&mut b, spec)?;
-    objects::del_table(&mut b, spec.family, &spec.name);
-    objects::add_table(&mut b, spec)?;
+    if replace {
+        objects::del_table(&mut b, spec.family, &spec.name);
+        objects::add_table(&mut b, spec)?;
+    }
     for i in 0..spec.chains.len() {
         objects::add_chain(&mut b, spec, i);
+    }
+    if !replace {
+        // Also when the table was absent: if it appeared since we looked, no rule is doubled.
+        objects::flush_table(&mut b, spec);
     }
     for i in 0..spec.rules.len() {
         objects::add_rule(&mut b, spec, i)?;
@@ -196,7 +269,10 @@ fn describe(spec: &TableSpec, op: &str, obj: Option<Obj>) -> String {
         Some(Obj::Chain(i)) => format!("{op} {table} {}", spec.chains[i].name),
         Some(Obj::Rule(i)) => {
             let r = &spec.rules[i];
-            format!("{op} {table} {} #{i} ({:?} -> {:?})", spec.chains[r.chain].name, r.matches, r.action)
+            format!(
+                "{op} {table} {} #{i} ({:?} -> {:?})",
+                spec.chains[r.chain].name, r.matches, r.action
+            )
         }
     }
 }
@@ -211,7 +287,11 @@ fn batch_error(refused: &[Refused], describe: impl Fn(&str, Option<Obj>) -> Stri
         }
         detail.push_str(&format!("also {}: {}", describe(r.op, r.obj), r.errno));
     }
-    NftError::Kernel { what: describe(first.op, first.obj), errno: first.errno, detail }
+    NftError::Kernel {
+        what: describe(first.op, first.obj),
+        errno: first.errno,
+        detail,
+    }
 }
 
 /// Runs `f` in the target namespace: sockets created there stay bound to it.

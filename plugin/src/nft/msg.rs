@@ -19,7 +19,9 @@ pub struct MsgBuf {
 
 impl MsgBuf {
     pub fn with_capacity(n: usize) -> MsgBuf {
-        MsgBuf { buf: Vec::with_capacity(n) }
+        MsgBuf {
+            buf: Vec::with_capacity(n),
+        }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -30,10 +32,6 @@ impl MsgBuf {
         self.buf.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     /// Starts an nfnetlink message (nlmsghdr + nfgenmsg); returns its offset for [`end_msg`].
     ///
     /// [`end_msg`]: MsgBuf::end_msg
@@ -41,7 +39,8 @@ impl MsgBuf {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, patched by end_msg
         self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
         self.buf.extend_from_slice(&seq.to_ne_bytes());
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel is 0
         self.buf.push(family);
@@ -60,7 +59,8 @@ impl MsgBuf {
         // Attribute lengths are u16; nothing metaguard sends comes near it (callers bound
         // user-supplied data), so a larger value is a bug we would rather see as a kernel EINVAL
         // than silently truncate.
-        self.buf.extend_from_slice(&(len.min(u16::MAX as usize) as u16).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(len.min(u16::MAX as usize) as u16).to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(data);
         self.pad();
@@ -90,7 +90,8 @@ impl MsgBuf {
     pub fn nest_begin(&mut self, ty: u16) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         start
     }
 
@@ -147,7 +148,11 @@ impl<'a> NlMsg<'a> {
         let mut message = None;
         if self.flags & NLM_F_ACK_TLVS != 0 {
             // The request is echoed unless the socket asked for capped acks.
-            let skip = if self.flags & NLM_F_CAPPED != 0 { NLMSG_HDRLEN } else { align4(orig_len) };
+            let skip = if self.flags & NLM_F_CAPPED != 0 {
+                NLMSG_HDRLEN
+            } else {
+                align4(orig_len)
+            };
             if let Some(tlvs) = p.get(4 + skip..) {
                 for a in (Attrs { rest: tlvs }) {
                     let a = a?;
@@ -157,7 +162,11 @@ impl<'a> NlMsg<'a> {
                 }
             }
         }
-        Ok(NlError { errno: -code, seq: orig_seq, message })
+        Ok(NlError {
+            errno: -code,
+            seq: orig_seq,
+            message,
+        })
     }
 }
 
@@ -184,7 +193,9 @@ pub fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<NlMsg<'_>, NftErr
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len < NLMSG_HDRLEN || len > buf.len() {
             buf = &[];
-            return Some(Err(NftError::Parse(format!("bad netlink message length {len}"))));
+            return Some(Err(NftError::Parse(format!(
+                "bad netlink message length {len}"
+            ))));
         }
         let msg = NlMsg {
             ty: u16::from_ne_bytes([buf[4], buf[5]]),
@@ -208,7 +219,8 @@ impl<'a> Attr<'a> {
     /// A NUL-terminated (or not) string attribute.
     pub fn str(&self) -> Result<&'a str, NftError> {
         let d = self.data.strip_suffix(&[0]).unwrap_or(self.data);
-        std::str::from_utf8(d).map_err(|_| NftError::Parse(format!("attribute {} is not UTF-8", self.ty)))
+        std::str::from_utf8(d)
+            .map_err(|_| NftError::Parse(format!("attribute {} is not UTF-8", self.ty)))
     }
 
     pub fn u32_be(&self) -> Result<u32, NftError> {
@@ -231,6 +243,7 @@ pub struct Attrs<'a> {
 }
 
 impl<'a> Attrs<'a> {
+    #[cfg(test)]
     pub fn new(rest: &'a [u8]) -> Attrs<'a> {
         Attrs { rest }
     }
@@ -260,7 +273,10 @@ impl<'a> Iterator for Attrs<'a> {
 pub fn comment_udata(text: &str) -> Result<Vec<u8>, NftError> {
     let len = text.len() + 1;
     if len > u8::MAX as usize || 2 + len > NFT_USERDATA_MAXLEN {
-        return Err(NftError::Invalid(format!("user data too long ({} bytes): {text:?}", text.len())));
+        return Err(NftError::Invalid(format!(
+            "user data too long ({} bytes): {text:?}",
+            text.len()
+        )));
     }
     let mut v = Vec::with_capacity(2 + len);
     v.push(NFTNL_UDATA_COMMENT);
@@ -300,7 +316,10 @@ mod tests {
         b.end_msg(m);
         let bytes = b.as_bytes();
         assert_eq!(bytes.len(), 16 + 4 + 8 + 4 + 8 + 8);
-        assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize, bytes.len());
+        assert_eq!(
+            u32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize,
+            bytes.len()
+        );
         assert_eq!(&bytes[16..20], &[NFPROTO_INET, 0, 0, 0]);
         assert_eq!(&bytes[20..28], &[8, 0, 1, 0, b'a', b'b', b'c', 0]);
         // nested header: len 20, type 4 | NLA_F_NESTED
@@ -312,7 +331,11 @@ mod tests {
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0].seq, 7);
         assert_eq!(msgs[0].nft_type(), Some(0));
-        let attrs: Vec<_> = msgs[0].nfnl_attrs().unwrap().collect::<Result<_, _>>().unwrap();
+        let attrs: Vec<_> = msgs[0]
+            .nfnl_attrs()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(attrs.len(), 2);
         assert_eq!(attrs[0].str().unwrap(), "abc");
         assert_eq!(attrs[1].ty, NFTA_CHAIN_HOOK);
@@ -324,7 +347,12 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(messages(&[1, 2, 3]).next().unwrap().is_err());
-        assert!(messages(&[200, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).next().unwrap().is_err());
+        assert!(
+            messages(&[200, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                .next()
+                .unwrap()
+                .is_err()
+        );
         assert!(Attrs::new(&[40, 0, 1, 0, 0]).next().unwrap().is_err());
         assert!(udata_comment(&[0, 50, b'a']).is_none());
     }
@@ -339,9 +367,21 @@ mod tests {
         p.extend_from_slice(&9u32.to_ne_bytes());
         p.extend_from_slice(&[0; 4]);
         p.extend_from_slice(&[8, 0, 1, 0, b'n', b'o', b'!', 0]);
-        let m = NlMsg { ty: NLMSG_ERROR, flags: NLM_F_CAPPED | NLM_F_ACK_TLVS, seq: 9, payload: &p };
+        let m = NlMsg {
+            ty: NLMSG_ERROR,
+            flags: NLM_F_CAPPED | NLM_F_ACK_TLVS,
+            seq: 9,
+            payload: &p,
+        };
         let e = m.error().unwrap();
-        assert_eq!(e, NlError { errno: 2, seq: 9, message: Some("no!".into()) });
+        assert_eq!(
+            e,
+            NlError {
+                errno: 2,
+                seq: 9,
+                message: Some("no!".into())
+            }
+        );
     }
 
     #[test]

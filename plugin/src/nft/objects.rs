@@ -10,7 +10,13 @@ use super::{Family, NftError};
 /// NEWTABLE (create if absent) with the tag comment.
 pub fn add_table(b: &mut Batch, spec: &TableSpec) -> Result<(), NftError> {
     let udata = comment_udata(&spec.comment)?;
-    let m = b.begin(NFT_MSG_NEWTABLE, NLM_F_CREATE, family_proto(spec.family), "create table", Obj::Table);
+    let m = b.begin(
+        NFT_MSG_NEWTABLE,
+        NLM_F_CREATE,
+        family_proto(spec.family),
+        "create table",
+        Obj::Table,
+    );
     b.buf().attr_str(NFTA_TABLE_NAME, &spec.name);
     b.buf().attr(NFTA_TABLE_USERDATA, &udata);
     b.end(m);
@@ -18,7 +24,14 @@ pub fn add_table(b: &mut Batch, spec: &TableSpec) -> Result<(), NftError> {
 }
 
 pub fn del_table(b: &mut Batch, family: Family, name: &str) {
-    let m = b.begin(NFT_MSG_DELTABLE, 0, family_proto(family), "delete table", Obj::Table);
+    b.mark_deletes();
+    let m = b.begin(
+        NFT_MSG_DELTABLE,
+        0,
+        family_proto(family),
+        "delete table",
+        Obj::Table,
+    );
     b.buf().attr_str(NFTA_TABLE_NAME, name);
     b.end(m);
 }
@@ -26,7 +39,13 @@ pub fn del_table(b: &mut Batch, family: Family, name: &str) {
 /// NEWCHAIN (create if absent) for base chain `i` of the spec.
 pub fn add_chain(b: &mut Batch, spec: &TableSpec, i: usize) {
     let c = &spec.chains[i];
-    let m = b.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE, family_proto(spec.family), "create chain", Obj::Chain(i));
+    let m = b.begin(
+        NFT_MSG_NEWCHAIN,
+        NLM_F_CREATE,
+        family_proto(spec.family),
+        "create chain",
+        Obj::Chain(i),
+    );
     let buf = b.buf();
     buf.attr_str(NFTA_CHAIN_TABLE, &spec.name);
     buf.attr_str(NFTA_CHAIN_NAME, c.name);
@@ -44,7 +63,13 @@ pub fn add_chain(b: &mut Batch, spec: &TableSpec, i: usize) {
 
 /// DELRULE naming only the table: removes every rule of every chain in it.
 pub fn flush_table(b: &mut Batch, spec: &TableSpec) {
-    let m = b.begin(NFT_MSG_DELRULE, 0, family_proto(spec.family), "flush table", Obj::Flush);
+    let m = b.begin(
+        NFT_MSG_DELRULE,
+        0,
+        family_proto(spec.family),
+        "flush table",
+        Obj::Flush,
+    );
     b.buf().attr_str(NFTA_RULE_TABLE, &spec.name);
     b.end(m);
 }
@@ -53,7 +78,13 @@ pub fn flush_table(b: &mut Batch, spec: &TableSpec) {
 pub fn add_rule(b: &mut Batch, spec: &TableSpec, i: usize) -> Result<(), NftError> {
     let r = &spec.rules[i];
     let flags = NLM_F_CREATE | NLM_F_APPEND;
-    let m = b.begin(NFT_MSG_NEWRULE, flags, family_proto(spec.family), "add rule", Obj::Rule(i));
+    let m = b.begin(
+        NFT_MSG_NEWRULE,
+        flags,
+        family_proto(spec.family),
+        "add rule",
+        Obj::Rule(i),
+    );
     let buf = b.buf();
     buf.attr_str(NFTA_RULE_TABLE, &spec.name);
     buf.attr_str(NFTA_RULE_CHAIN, spec.chains[r.chain].name);
@@ -120,7 +151,10 @@ pub fn parse_table(m: NlMsg<'_>) -> Result<Option<TableRec>, NftError> {
     if m.nft_type() != Some(NFT_MSG_NEWTABLE) {
         return Ok(None);
     }
-    let mut t = TableRec { name: String::new(), comment: None };
+    let mut t = TableRec {
+        name: String::new(),
+        comment: None,
+    };
     for a in m.nfnl_attrs()? {
         let a = a?;
         match a.ty {
@@ -169,7 +203,11 @@ pub fn parse_chain(m: NlMsg<'_>) -> Result<Option<ChainRec>, NftError> {
             _ => {}
         }
     }
-    c.devices = if devs.is_empty() { dev.into_iter().collect() } else { devs };
+    c.devices = if devs.is_empty() {
+        dev.into_iter().collect()
+    } else {
+        devs
+    };
     Ok(Some(c))
 }
 
@@ -177,13 +215,20 @@ pub fn parse_rule(m: NlMsg<'_>) -> Result<Option<RuleRec>, NftError> {
     if m.nft_type() != Some(NFT_MSG_NEWRULE) {
         return Ok(None);
     }
-    let mut r = RuleRec { chain: String::new(), handle: 0, comment: None };
+    let mut r = RuleRec {
+        chain: String::new(),
+        handle: 0,
+        comment: None,
+    };
     for a in m.nfnl_attrs()? {
         let a = a?;
         match a.ty {
             NFTA_RULE_CHAIN => r.chain = a.str()?.to_owned(),
             NFTA_RULE_HANDLE => {
-                let b: [u8; 8] = a.data.try_into().map_err(|_| NftError::Parse("rule handle is not a u64".into()))?;
+                let b: [u8; 8] = a
+                    .data
+                    .try_into()
+                    .map_err(|_| NftError::Parse("rule handle is not a u64".into()))?;
                 r.handle = u64::from_be_bytes(b);
             }
             NFTA_RULE_USERDATA => r.comment = comment_of(a.data),

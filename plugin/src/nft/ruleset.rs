@@ -25,7 +25,10 @@ pub struct Net {
 
 impl Net {
     pub fn host(addr: IpAddr) -> Net {
-        Net { addr, prefix: if addr.is_ipv4() { 32 } else { 128 } }
+        Net {
+            addr,
+            prefix: if addr.is_ipv4() { 32 } else { 128 },
+        }
     }
 
     pub fn is_v4(&self) -> bool {
@@ -39,7 +42,10 @@ impl Net {
 
 impl From<IpNetwork> for Net {
     fn from(n: IpNetwork) -> Net {
-        Net { addr: n.network(), prefix: n.prefix() }
+        Net {
+            addr: n.network(),
+            prefix: n.prefix(),
+        }
     }
 }
 
@@ -58,7 +64,9 @@ impl std::fmt::Display for Net {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Match {
     /// `meta nfproto ipv4|ipv6` (inet tables).
-    NfProto { v4: bool },
+    NfProto {
+        v4: bool,
+    },
     /// `ether type`: read from the link-layer header, where the kernel re-inserts an offloaded
     /// VLAN tag, so a tagged frame shows 0x8100 here rather than its inner protocol.
     EtherType(u16),
@@ -79,7 +87,10 @@ pub enum Match {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    Dnat { to: IpAddr, port: u16 },
+    Dnat {
+        to: IpAddr,
+        port: u16,
+    },
     RejectTcpReset,
     /// ICMP/ICMPv6 port unreachable, so UDP senders see "connection refused".
     RejectPortUnreachable,
@@ -148,8 +159,15 @@ impl TableSpec {
     /// encoded expressions. Equal comments in the same order mean the same rules.
     pub fn rule_comment(&self, i: usize, expr_bytes: &[u8]) -> String {
         let r = &self.rules[i];
-        let pos = self.rules[..i].iter().filter(|o| o.chain == r.chain).count();
-        format!("{RULE_PREFIX}{}/{pos}:{:016x}", self.chains[r.chain].name, fnv1a(expr_bytes))
+        let pos = self.rules[..i]
+            .iter()
+            .filter(|o| o.chain == r.chain)
+            .count();
+        format!(
+            "{RULE_PREFIX}{}/{pos}:{:016x}",
+            self.chains[r.chain].name,
+            fnv1a(expr_bytes)
+        )
     }
 }
 
@@ -179,7 +197,9 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 fn check_name(what: &str, name: &str) -> Result<(), NftError> {
     if name.is_empty() || name.len() > NAME_MAX || name.contains('\0') {
-        return Err(NftError::Invalid(format!("{what} name {name:?}: must be 1..=255 bytes without NUL")));
+        return Err(NftError::Invalid(format!(
+            "{what} name {name:?}: must be 1..=255 bytes without NUL"
+        )));
     }
     Ok(())
 }
@@ -191,7 +211,9 @@ fn table_comment(tag: &str) -> Result<String, NftError> {
         return Err(NftError::Invalid(format!("tag {tag:?} contains NUL")));
     }
     super::msg::comment_udata(&c).map_err(|_| {
-        NftError::Invalid(format!("tag {tag:?} is too long for nftables user data (max 240 bytes)"))
+        NftError::Invalid(format!(
+            "tag {tag:?} is too long for nftables user data (max 240 bytes)"
+        ))
     })?;
     Ok(c)
 }
@@ -200,7 +222,14 @@ fn table_comment(tag: &str) -> Result<String, NftError> {
 pub fn pod_spec(rs: &PodRuleset) -> Result<TableSpec, NftError> {
     check_name("table", &rs.table)?;
     let comment = table_comment(&rs.tag)?;
-    let chain = |name, kind, hook, prio| ChainSpec { name, kind, hook, prio, policy: NF_ACCEPT, device: None };
+    let chain = |name, kind, hook, prio| ChainSpec {
+        name,
+        kind,
+        hook,
+        prio,
+        policy: NF_ACCEPT,
+        device: None,
+    };
     let chains = vec![
         chain("nat-output", "nat", NF_INET_LOCAL_OUT, -100),
         chain("nat-prerouting", "nat", NF_INET_PRE_ROUTING, -100),
@@ -225,7 +254,10 @@ pub fn pod_spec(rs: &PodRuleset) -> Result<TableSpec, NftError> {
                     Match::Daddr(Net::host(r.dest)),
                     Match::TcpDport(r.dest_port),
                 ],
-                action: Action::Dnat { to: r.to, port: r.to_port },
+                action: Action::Dnat {
+                    to: r.to,
+                    port: r.to_port,
+                },
             });
         }
     }
@@ -235,7 +267,11 @@ pub fn pod_spec(rs: &PodRuleset) -> Result<TableSpec, NftError> {
             let v4 = net.is_v4();
             rules.push(RuleSpec {
                 chain: c,
-                matches: vec![Match::NfProto { v4 }, Match::Daddr(net), Match::L4Proto(IPPROTO_TCP)],
+                matches: vec![
+                    Match::NfProto { v4 },
+                    Match::Daddr(net),
+                    Match::L4Proto(IPPROTO_TCP),
+                ],
                 action: Action::RejectTcpReset,
             });
             rules.push(RuleSpec {
@@ -245,14 +281,23 @@ pub fn pod_spec(rs: &PodRuleset) -> Result<TableSpec, NftError> {
             });
         }
     }
-    Ok(TableSpec { family: Family::Inet, name: rs.table.clone(), comment, chains, rules })
+    Ok(TableSpec {
+        family: Family::Inet,
+        name: rs.table.clone(),
+        comment,
+        chains,
+        rules,
+    })
 }
 
 /// The `netdev` table on the host side of the pod's link (see [`HostGuard`]).
 pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
     check_name("table", &g.table)?;
     if !metaguard_common::ids::valid_ifname(&g.host_ifname) {
-        return Err(NftError::Invalid(format!("host interface name {:?} is not valid", g.host_ifname)));
+        return Err(NftError::Invalid(format!(
+            "host interface name {:?} is not valid",
+            g.host_ifname
+        )));
     }
     let comment = table_comment(&g.tag)?;
     let chains = vec![ChainSpec {
@@ -264,34 +309,60 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
         device: Some(g.host_ifname.clone()),
     }];
     let ether = |v4: bool| Match::EtherType(if v4 { ETH_P_IP } else { ETH_P_IPV6 });
-    let rule = |matches, action| RuleSpec { chain: 0, matches, action };
+    let rule = |matches, action| RuleSpec {
+        chain: 0,
+        matches,
+        action,
+    };
     let mut rules = Vec::new();
     for n in &g.blocked {
         let net = Net::from(*n);
-        rules.push(rule(vec![ether(net.is_v4()), Match::Daddr(net)], Action::Drop));
+        rules.push(rule(
+            vec![ether(net.is_v4()), Match::Daddr(net)],
+            Action::Drop,
+        ));
     }
     // A neighbour advertisement claims its target address, whatever its source: one for an
     // address that is not the pod's would redirect the host's traffic for that address (another
     // pod's) to this pod. Allowed targets: the pod's IPv6 addresses and link-local ones.
-    let link_local_net = Net { addr: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), prefix: 10 };
+    let link_local_net = Net {
+        addr: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
+        prefix: 10,
+    };
     let mut na = vec![
         ether(false),
         Match::L4Proto(IPPROTO_ICMPV6),
         Match::Icmp6Type(ICMPV6_NEIGHBOR_ADVERT),
         Match::NdTargetNot(link_local_net),
     ];
-    na.extend(g.pod_ips.iter().filter(|ip| ip.is_ipv6()).map(|ip| Match::NdTargetNot(Net::host(*ip))));
+    na.extend(
+        g.pod_ips
+            .iter()
+            .filter(|ip| ip.is_ipv6())
+            .map(|ip| Match::NdTargetNot(Net::host(*ip))),
+    );
     rules.push(rule(na, Action::Drop));
     for ip in &g.pod_ips {
-        rules.push(rule(vec![ether(ip.is_ipv4()), Match::Saddr(Net::host(*ip))], Action::Accept));
+        rules.push(rule(
+            vec![ether(ip.is_ipv4()), Match::Saddr(Net::host(*ip))],
+            Action::Accept,
+        ));
     }
     // Neighbour and router solicitation, DAD and MLD reports use link-local or unspecified
     // sources; nothing else a pod sends needs them (router advertisements and redirects are for
     // routers, and the pod is not one).
-    let link_local = Net { addr: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), prefix: 10 };
+    let link_local = Net {
+        addr: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
+        prefix: 10,
+    };
     let unspecified = Net::host(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     let icmp6 = |src, ty| {
-        vec![ether(false), Match::Saddr(src), Match::L4Proto(IPPROTO_ICMPV6), Match::Icmp6Type(ty)]
+        vec![
+            ether(false),
+            Match::Saddr(src),
+            Match::L4Proto(IPPROTO_ICMPV6),
+            Match::Icmp6Type(ty),
+        ]
     };
     let from_link_local = [
         ICMPV6_ROUTER_SOLICIT,
@@ -304,7 +375,12 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
     for ty in from_link_local {
         rules.push(rule(icmp6(link_local, ty), Action::Accept));
     }
-    for ty in [ICMPV6_ROUTER_SOLICIT, ICMPV6_NEIGHBOR_SOLICIT, ICMPV6_MLD_REPORT, ICMPV6_MLD2_REPORT] {
+    for ty in [
+        ICMPV6_ROUTER_SOLICIT,
+        ICMPV6_NEIGHBOR_SOLICIT,
+        ICMPV6_MLD_REPORT,
+        ICMPV6_MLD2_REPORT,
+    ] {
         rules.push(rule(icmp6(unspecified, ty), Action::Accept));
     }
     let arp_senders = g
@@ -317,35 +393,85 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
         .chain([Ipv4Addr::UNSPECIFIED]);
     for spa in arp_senders {
         rules.push(rule(
-            vec![Match::EtherType(ETH_P_ARP), Match::ArpEthIpv4, Match::ArpSpa(spa)],
+            vec![
+                Match::EtherType(ETH_P_ARP),
+                Match::ArpEthIpv4,
+                Match::ArpSpa(spa),
+            ],
             Action::Accept,
         ));
     }
-    Ok(TableSpec { family: Family::Netdev, name: g.table.clone(), comment, chains, rules })
+    Ok(TableSpec {
+        family: Family::Netdev,
+        name: g.table.clone(),
+        comment,
+        chains,
+        rules,
+    })
 }
 
 fn load_cmp(out: &mut Vec<Expr>, load: Expr, value: &[u8]) {
     out.push(load);
-    out.push(Expr::CmpEq { sreg: NFT_REG_1, data: Data::new(value) });
+    out.push(Expr::CmpEq {
+        sreg: NFT_REG_1,
+        data: Data::new(value),
+    });
 }
 
 fn match_exprs(out: &mut Vec<Expr>, m: Match) {
-    let payload = |base, offset, len| Expr::Payload { base, offset, len, dreg: NFT_REG_1 };
+    let payload = |base, offset, len| Expr::Payload {
+        base,
+        offset,
+        len,
+        dreg: NFT_REG_1,
+    };
     match m {
         Match::NfProto { v4 } => load_cmp(
             out,
-            Expr::Meta { key: NFT_META_NFPROTO, dreg: NFT_REG_1 },
+            Expr::Meta {
+                key: NFT_META_NFPROTO,
+                dreg: NFT_REG_1,
+            },
             &[if v4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 }],
         ),
-        Match::EtherType(t) => load_cmp(out, payload(NFT_PAYLOAD_LL_HEADER, 12, 2), &t.to_be_bytes()),
-        Match::L4Proto(p) => load_cmp(out, Expr::Meta { key: NFT_META_L4PROTO, dreg: NFT_REG_1 }, &[p]),
-        Match::Saddr(n) => addr_exprs(out, n, NFT_PAYLOAD_NETWORK_HEADER, if n.is_v4() { 12 } else { 8 }, true),
-        Match::Daddr(n) => addr_exprs(out, n, NFT_PAYLOAD_NETWORK_HEADER, if n.is_v4() { 16 } else { 24 }, true),
+        Match::EtherType(t) => {
+            load_cmp(out, payload(NFT_PAYLOAD_LL_HEADER, 12, 2), &t.to_be_bytes())
+        }
+        Match::L4Proto(p) => load_cmp(
+            out,
+            Expr::Meta {
+                key: NFT_META_L4PROTO,
+                dreg: NFT_REG_1,
+            },
+            &[p],
+        ),
+        Match::Saddr(n) => addr_exprs(
+            out,
+            n,
+            NFT_PAYLOAD_NETWORK_HEADER,
+            if n.is_v4() { 12 } else { 8 },
+            true,
+        ),
+        Match::Daddr(n) => addr_exprs(
+            out,
+            n,
+            NFT_PAYLOAD_NETWORK_HEADER,
+            if n.is_v4() { 16 } else { 24 },
+            true,
+        ),
         Match::Icmp6Type(t) => load_cmp(out, payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1), &[t]),
         // The target follows type, code, checksum and 4 bytes of flags/reserved.
         Match::NdTargetNot(n) => addr_exprs(out, n, NFT_PAYLOAD_TRANSPORT_HEADER, 8, false),
-        Match::TcpDport(p) => load_cmp(out, payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2), &p.to_be_bytes()),
-        Match::ArpEthIpv4 => load_cmp(out, payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 6), &[0, 1, 8, 0, 6, 4]),
+        Match::TcpDport(p) => load_cmp(
+            out,
+            payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
+            &p.to_be_bytes(),
+        ),
+        Match::ArpEthIpv4 => load_cmp(
+            out,
+            payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 6),
+            &[0, 1, 8, 0, 6, 4],
+        ),
         Match::ArpSpa(a) => load_cmp(out, payload(NFT_PAYLOAD_NETWORK_HEADER, 14, 4), &a.octets()),
     }
 }
@@ -362,17 +488,36 @@ fn addr_exprs(out: &mut Vec<Expr>, net: Net, base: u32, offset: u32, eq: bool) {
         return; // matches every address of the family
     }
     let n = prefix.div_ceil(8);
-    out.push(Expr::Payload { base, offset, len: n as u32, dreg: NFT_REG_1 });
+    out.push(Expr::Payload {
+        base,
+        offset,
+        len: n as u32,
+        dreg: NFT_REG_1,
+    });
     let mut value = [0u8; 16];
     value[..n].copy_from_slice(&bytes[..n]);
     if prefix % 8 != 0 {
         let mut mask = [0xffu8; 16];
         mask[n - 1] = 0xff << (8 - prefix % 8);
         value[n - 1] &= mask[n - 1];
-        out.push(Expr::Mask { sreg: NFT_REG_1, dreg: NFT_REG_1, mask: Data::new(&mask[..n]) });
+        out.push(Expr::Mask {
+            sreg: NFT_REG_1,
+            dreg: NFT_REG_1,
+            mask: Data::new(&mask[..n]),
+        });
     }
     let data = Data::new(&value[..n]);
-    out.push(if eq { Expr::CmpEq { sreg: NFT_REG_1, data } } else { Expr::CmpNeq { sreg: NFT_REG_1, data } });
+    out.push(if eq {
+        Expr::CmpEq {
+            sreg: NFT_REG_1,
+            data,
+        }
+    } else {
+        Expr::CmpNeq {
+            sreg: NFT_REG_1,
+            data,
+        }
+    });
 }
 
 fn action_exprs(out: &mut Vec<Expr>, a: Action) {
@@ -382,11 +527,24 @@ fn action_exprs(out: &mut Vec<Expr>, a: Action) {
                 IpAddr::V4(a) => (NFPROTO_IPV4, Data::new(&a.octets())),
                 IpAddr::V6(a) => (NFPROTO_IPV6, Data::new(&a.octets())),
             };
-            out.push(Expr::Immediate { dreg: NFT_REG_1, data: addr });
-            out.push(Expr::Immediate { dreg: NFT_REG_2, data: Data::new(&port.to_be_bytes()) });
-            out.push(Expr::Dnat { family, reg_addr: NFT_REG_1, reg_proto: NFT_REG_2 });
+            out.push(Expr::Immediate {
+                dreg: NFT_REG_1,
+                data: addr,
+            });
+            out.push(Expr::Immediate {
+                dreg: NFT_REG_2,
+                data: Data::new(&port.to_be_bytes()),
+            });
+            out.push(Expr::Dnat {
+                family,
+                reg_addr: NFT_REG_1,
+                reg_proto: NFT_REG_2,
+            });
         }
-        Action::RejectTcpReset => out.push(Expr::Reject { kind: NFT_REJECT_TCP_RST, icmp_code: None }),
+        Action::RejectTcpReset => out.push(Expr::Reject {
+            kind: NFT_REJECT_TCP_RST,
+            icmp_code: None,
+        }),
         Action::RejectPortUnreachable => out.push(Expr::Reject {
             kind: NFT_REJECT_ICMPX_UNREACH,
             icmp_code: Some(NFT_REJECT_ICMPX_PORT_UNREACH),
@@ -419,7 +577,10 @@ pub(crate) mod tests {
                     to_port: 8170,
                 },
             ],
-            blocked: vec!["169.254.169.254/32".parse().unwrap(), "fd00:ec2::254/128".parse().unwrap()],
+            blocked: vec![
+                "169.254.169.254/32".parse().unwrap(),
+                "fd00:ec2::254/128".parse().unwrap(),
+            ],
         }
     }
 
@@ -432,9 +593,21 @@ pub(crate) mod tests {
         assert_eq!(s.rules.iter().filter(|r| r.chain == 0).count(), 2);
         assert_eq!(s.rules.iter().filter(|r| r.chain == 3).count(), 4);
         let dnat = s.rules[0].exprs();
-        assert!(matches!(dnat.last(), Some(Expr::Dnat { family: NFPROTO_IPV4, .. })));
+        assert!(matches!(
+            dnat.last(),
+            Some(Expr::Dnat {
+                family: NFPROTO_IPV4,
+                ..
+            })
+        ));
         let dnat6 = s.rules[1].exprs();
-        assert!(matches!(dnat6.last(), Some(Expr::Dnat { family: NFPROTO_IPV6, .. })));
+        assert!(matches!(
+            dnat6.last(),
+            Some(Expr::Dnat {
+                family: NFPROTO_IPV6,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -456,23 +629,73 @@ pub(crate) mod tests {
     #[test]
     fn prefixes_load_only_covered_bytes() {
         let mut out = Vec::new();
-        addr_exprs(&mut out, Net::from("10.1.2.3/12".parse::<IpNetwork>().unwrap()), NFT_PAYLOAD_NETWORK_HEADER, 16, true);
+        addr_exprs(
+            &mut out,
+            Net::from("10.1.2.3/12".parse::<IpNetwork>().unwrap()),
+            NFT_PAYLOAD_NETWORK_HEADER,
+            16,
+            true,
+        );
         assert_eq!(
             out,
             vec![
-                Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset: 16, len: 2, dreg: NFT_REG_1 },
-                Expr::Mask { sreg: NFT_REG_1, dreg: NFT_REG_1, mask: Data::new(&[0xff, 0xf0]) },
-                Expr::CmpEq { sreg: NFT_REG_1, data: Data::new(&[10, 0]) },
+                Expr::Payload {
+                    base: NFT_PAYLOAD_NETWORK_HEADER,
+                    offset: 16,
+                    len: 2,
+                    dreg: NFT_REG_1
+                },
+                Expr::Mask {
+                    sreg: NFT_REG_1,
+                    dreg: NFT_REG_1,
+                    mask: Data::new(&[0xff, 0xf0])
+                },
+                Expr::CmpEq {
+                    sreg: NFT_REG_1,
+                    data: Data::new(&[10, 0])
+                },
             ]
         );
         out.clear();
-        addr_exprs(&mut out, Net::from("fe80::/10".parse::<IpNetwork>().unwrap()), NFT_PAYLOAD_TRANSPORT_HEADER, 8, false);
-        assert_eq!(out[0], Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 8, len: 2, dreg: NFT_REG_1 });
-        assert_eq!(out[2], Expr::CmpNeq { sreg: NFT_REG_1, data: Data::new(&[0xfe, 0x80]) });
+        addr_exprs(
+            &mut out,
+            Net::from("fe80::/10".parse::<IpNetwork>().unwrap()),
+            NFT_PAYLOAD_TRANSPORT_HEADER,
+            8,
+            false,
+        );
+        assert_eq!(
+            out[0],
+            Expr::Payload {
+                base: NFT_PAYLOAD_TRANSPORT_HEADER,
+                offset: 8,
+                len: 2,
+                dreg: NFT_REG_1
+            }
+        );
+        assert_eq!(
+            out[2],
+            Expr::CmpNeq {
+                sreg: NFT_REG_1,
+                data: Data::new(&[0xfe, 0x80])
+            }
+        );
         out.clear();
-        addr_exprs(&mut out, Net::from("0.0.0.0/0".parse::<IpNetwork>().unwrap()), NFT_PAYLOAD_NETWORK_HEADER, 16, true);
+        addr_exprs(
+            &mut out,
+            Net::from("0.0.0.0/0".parse::<IpNetwork>().unwrap()),
+            NFT_PAYLOAD_NETWORK_HEADER,
+            16,
+            true,
+        );
         assert!(out.is_empty());
-        addr_exprs(&mut out, Net::host("1.2.3.4".parse().unwrap()), NFT_PAYLOAD_NETWORK_HEADER, 12, true);
+        addr_exprs(
+            &mut out,
+            Net::host("1.2.3.4".parse().unwrap()),
+            NFT_PAYLOAD_NETWORK_HEADER,
+            12,
+            true,
+        );
         assert_eq!(out.len(), 2);
     }
 
@@ -496,7 +719,10 @@ pub(crate) mod tests {
         assert_eq!(
             s.rules[1].matches[3..],
             [
-                Match::NdTargetNot(Net { addr: "fe80::".parse().unwrap(), prefix: 10 }),
+                Match::NdTargetNot(Net {
+                    addr: "fe80::".parse().unwrap(),
+                    prefix: 10
+                }),
                 Match::NdTargetNot(Net::host("fd00::5".parse().unwrap()))
             ]
         );
@@ -511,7 +737,11 @@ pub(crate) mod tests {
         let a = s.rule_comment(0, b"abc");
         assert_eq!(a, format!("metaguard:nat-output/0:{:016x}", fnv1a(b"abc")));
         assert_ne!(a, s.rule_comment(0, b"abd"));
-        assert!(s.rule_comment(1, b"abc").starts_with("metaguard:nat-output/1:"));
-        assert!(s.rule_comment(2, b"abc").starts_with("metaguard:nat-prerouting/0:"));
+        assert!(s
+            .rule_comment(1, b"abc")
+            .starts_with("metaguard:nat-output/1:"));
+        assert!(s
+            .rule_comment(2, b"abc")
+            .starts_with("metaguard:nat-prerouting/0:"));
     }
 }

@@ -10,7 +10,7 @@ use super::sys::*;
 use super::NftError;
 use nix::errno::Errno;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 /// Netlink dumps are sent in chunks of at most 32 KiB (the kernel caps them there); acks are
 /// tiny. One buffer of this size serves every reply.
@@ -21,9 +21,24 @@ const RECV_TIMEOUT_SECS: libc::time_t = 5;
 const DUMP_RETRIES: usize = 3;
 
 pub struct NlSocket {
-    fd: OwnedFd,
+    /// `None` only after drop has released it.
+    fd: Option<OwnedFd>,
     buf: Vec<u8>,
     seq: u32,
+    /// A batch that deleted something was committed through this socket: releasing the socket
+    /// would wait for the kernel's deferred cleanup of the deleted objects (see `release`).
+    /// Creating objects leaves nothing to clean up.
+    deleted: bool,
+}
+
+impl Drop for NlSocket {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            if self.deleted {
+                super::release::close_without_waiting(fd.into_raw_fd());
+            }
+        }
+    }
 }
 
 /// What one message of a batch does, to name it in an error.
@@ -42,19 +57,41 @@ pub struct Batch {
     first_seq: u32,
     next_seq: u32,
     ops: Vec<(&'static str, Obj)>,
+    /// The batch deletes existing objects (set by the caller, who knows whether a flush or
+    /// delete will find anything).
+    deletes: bool,
 }
 
 impl Batch {
     /// Starts a batch whose messages get sequence numbers from `first_seq` on.
     fn new(first_seq: u32) -> Batch {
         let mut buf = MsgBuf::with_capacity(4096);
-        let m = buf.begin_msg(NFNL_MSG_BATCH_BEGIN, 0, first_seq, NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES);
+        let m = buf.begin_msg(
+            NFNL_MSG_BATCH_BEGIN,
+            0,
+            first_seq,
+            NFPROTO_UNSPEC,
+            NFNL_SUBSYS_NFTABLES,
+        );
         buf.end_msg(m);
-        Batch { buf, first_seq, next_seq: first_seq + 1, ops: Vec::with_capacity(32) }
+        Batch {
+            buf,
+            first_seq,
+            next_seq: first_seq + 1,
+            ops: Vec::with_capacity(32),
+            deletes: false,
+        }
     }
 
     /// Starts one nf_tables message that asks for an ack; finish it with [`Batch::end`].
-    pub fn begin(&mut self, nft_msg: u16, flags: u16, family: u8, op: &'static str, obj: Obj) -> usize {
+    pub fn begin(
+        &mut self,
+        nft_msg: u16,
+        flags: u16,
+        family: u8,
+        op: &'static str,
+        obj: Obj,
+    ) -> usize {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ops.push((op, obj));
@@ -66,12 +103,23 @@ impl Batch {
         self.buf.end_msg(start)
     }
 
+    /// Records that this batch removes existing objects.
+    pub fn mark_deletes(&mut self) {
+        self.deletes = true;
+    }
+
     pub fn buf(&mut self) -> &mut MsgBuf {
         &mut self.buf
     }
 
     fn finish(&mut self) {
-        let m = self.buf.begin_msg(NFNL_MSG_BATCH_END, 0, self.next_seq, NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES);
+        let m = self.buf.begin_msg(
+            NFNL_MSG_BATCH_END,
+            0,
+            self.next_seq,
+            NFPROTO_UNSPEC,
+            NFNL_SUBSYS_NFTABLES,
+        );
         self.buf.end_msg(m);
     }
 }
@@ -89,7 +137,13 @@ impl NlSocket {
     /// Opens a socket in the calling thread's network namespace (it stays bound to it).
     pub fn open() -> Result<NlSocket, NftError> {
         // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_NETFILTER) };
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                NETLINK_NETFILTER,
+            )
+        };
         if raw < 0 {
             return Err(NftError::Socket(io::Error::last_os_error()));
         }
@@ -111,7 +165,10 @@ impl NlSocket {
                 );
             }
         }
-        let tv = libc::timeval { tv_sec: RECV_TIMEOUT_SECS, tv_usec: 0 };
+        let tv = libc::timeval {
+            tv_sec: RECV_TIMEOUT_SECS,
+            tv_usec: 0,
+        };
         // SAFETY: setsockopt with a pointer to a live timeval and its size.
         let rc = unsafe {
             libc::setsockopt(
@@ -125,7 +182,12 @@ impl NlSocket {
         if rc < 0 {
             return Err(NftError::Socket(io::Error::last_os_error()));
         }
-        Ok(NlSocket { fd, buf: vec![0u8; RECV_BUF], seq: 1 })
+        Ok(NlSocket {
+            fd: Some(fd),
+            buf: vec![0u8; RECV_BUF],
+            seq: 1,
+            deleted: false,
+        })
     }
 
     /// A new batch with fresh sequence numbers.
@@ -164,6 +226,9 @@ impl NlSocket {
                     });
                     return Ok(refused);
                 }
+                if e.seq == batch.first_seq {
+                    continue;
+                }
                 if e.seq < lo || e.seq > hi {
                     continue;
                 }
@@ -174,10 +239,16 @@ impl NlSocket {
                 }
                 if e.errno != 0 {
                     let (op, obj) = batch.ops[i];
-                    refused.push(Refused { op, obj: Some(obj), errno: Errno::from_raw(e.errno), message: e.message });
+                    refused.push(Refused {
+                        op,
+                        obj: Some(obj),
+                        errno: Errno::from_raw(e.errno),
+                        message: e.message,
+                    });
                 }
             }
         }
+        self.deleted |= refused.is_empty() && batch.deletes;
         Ok(refused)
     }
 
@@ -201,7 +272,49 @@ impl NlSocket {
                 return Ok(out);
             }
         }
-        Err(NftError::Parse("dump kept being interrupted by concurrent ruleset changes".into()))
+        Err(NftError::Parse(
+            "dump kept being interrupted by concurrent ruleset changes".into(),
+        ))
+    }
+
+    /// Runs one GET request for a single object; `Ok(None)` when the kernel says ENOENT.
+    pub fn get<T>(
+        &mut self,
+        nft_msg: u16,
+        family: u8,
+        attrs: impl Fn(&mut MsgBuf),
+        parse: impl Fn(NlMsg<'_>) -> Result<Option<T>, NftError>,
+    ) -> Result<Option<T>, NftError> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let mut req = MsgBuf::with_capacity(256);
+        let m = req.begin_msg((NFNL_SUBSYS_NFTABLES << 8) | nft_msg, 0, seq, family, 0);
+        attrs(&mut req);
+        req.end_msg(m);
+        self.send(req.as_bytes())?;
+        loop {
+            let n = self.recv()?;
+            for m in messages(&self.buf[..n]) {
+                let m = m?;
+                if m.seq != seq {
+                    continue;
+                }
+                if m.ty == NLMSG_ERROR {
+                    let e = m.error()?;
+                    return match Errno::from_raw(e.errno) {
+                        Errno::ENOENT => Ok(None),
+                        errno => Err(NftError::Kernel {
+                            what: format!("get (nf_tables message type {nft_msg})"),
+                            errno,
+                            detail: e.message.unwrap_or_default(),
+                        }),
+                    };
+                }
+                if let Some(t) = parse(m)? {
+                    return Ok(Some(t));
+                }
+            }
+        }
     }
 
     /// One dump attempt; `Ok(true)` when the kernel flagged it as interrupted by a concurrent
@@ -216,7 +329,13 @@ impl NlSocket {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         let mut req = MsgBuf::with_capacity(256);
-        let m = req.begin_msg((NFNL_SUBSYS_NFTABLES << 8) | nft_msg, NLM_F_DUMP, seq, family, 0);
+        let m = req.begin_msg(
+            (NFNL_SUBSYS_NFTABLES << 8) | nft_msg,
+            NLM_F_DUMP,
+            seq,
+            family,
+            0,
+        );
         attrs(&mut req);
         req.end_msg(m);
         self.send(req.as_bytes())?;
@@ -251,6 +370,10 @@ impl NlSocket {
         }
     }
 
+    fn raw(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
     fn send(&self, bytes: &[u8]) -> Result<(), NftError> {
         // SAFETY: zeroed sockaddr_nl is valid; we set the family, pid 0 = the kernel.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -258,7 +381,7 @@ impl NlSocket {
         // SAFETY: the buffer and address outlive the call; lengths match.
         let n = unsafe {
             libc::sendto(
-                self.fd.as_raw_fd(),
+                self.raw(),
                 bytes.as_ptr().cast(),
                 bytes.len(),
                 0,
@@ -281,7 +404,12 @@ impl NlSocket {
             // SAFETY: the buffer is valid for its length; MSG_TRUNC makes netlink report the
             // datagram's real size so truncation is detected.
             let n = unsafe {
-                libc::recv(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), libc::MSG_TRUNC)
+                libc::recv(
+                    self.raw(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    libc::MSG_TRUNC,
+                )
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
@@ -298,7 +426,9 @@ impl NlSocket {
             }
             let n = n as usize;
             if n > self.buf.len() {
-                return Err(NftError::Parse(format!("netlink reply of {n} bytes truncated")));
+                return Err(NftError::Parse(format!(
+                    "netlink reply of {n} bytes truncated"
+                )));
             }
             return Ok(n);
         }

@@ -14,8 +14,16 @@ pub fn render(spec: &TableSpec) -> String {
     let _ = writeln!(s, "\tcomment \"{}\"", spec.comment);
     for (ci, c) in spec.chains.iter().enumerate() {
         let _ = writeln!(s, "\n\tchain {} {{", c.name);
-        let device = c.device.as_ref().map(|d| format!(" device \"{d}\"")).unwrap_or_default();
-        let policy = if c.policy == NF_ACCEPT { "accept" } else { "drop" };
+        let device = c
+            .device
+            .as_ref()
+            .map(|d| format!(" device \"{d}\""))
+            .unwrap_or_default();
+        let policy = if c.policy == NF_ACCEPT {
+            "accept"
+        } else {
+            "drop"
+        };
         let _ = writeln!(
             s,
             "\t\ttype {} hook {}{device} priority {}; policy {policy};",
@@ -23,7 +31,12 @@ pub fn render(spec: &TableSpec) -> String {
             c.hook_name(spec.family),
             c.prio
         );
-        for (r, comment) in spec.rules.iter().zip(&comments).filter(|(r, _)| r.chain == ci) {
+        for (r, comment) in spec
+            .rules
+            .iter()
+            .zip(&comments)
+            .filter(|(r, _)| r.chain == ci)
+        {
             s.push_str("\t\t");
             for m in &r.matches {
                 s.push_str(&match_text(m));
@@ -74,8 +87,14 @@ fn icmp6_name(t: u8) -> String {
 
 fn action_text(a: &Action) -> String {
     match a {
-        Action::Dnat { to: IpAddr::V4(a), port } => format!("dnat ip to {a}:{port}"),
-        Action::Dnat { to: IpAddr::V6(a), port } => format!("dnat ip6 to [{a}]:{port}"),
+        Action::Dnat {
+            to: IpAddr::V4(a),
+            port,
+        } => format!("dnat ip to {a}:{port}"),
+        Action::Dnat {
+            to: IpAddr::V6(a),
+            port,
+        } => format!("dnat ip6 to [{a}]:{port}"),
         Action::RejectTcpReset => "reject with tcp reset".into(),
         Action::RejectPortUnreachable => "reject with icmpx port-unreachable".into(),
         Action::Accept => "accept".into(),
@@ -90,13 +109,40 @@ mod tests {
     #[test]
     fn pod_rendering() {
         let t = super::render(&pod_spec(&pod()).unwrap());
-        assert!(t.starts_with("table inet metaguard-0123456789abcdef {\n\tcomment \"metaguard:v1:net:abc:eth0\"\n"));
+        assert!(t.starts_with(
+            "table inet metaguard-0123456789abcdef {\n\tcomment \"metaguard:v1:net:abc:eth0\"\n"
+        ));
         assert!(t.contains("\t\ttype nat hook output priority -100; policy accept;\n"));
         assert!(t.contains("\t\ttype filter hook forward priority 0; policy accept;\n"));
         assert!(t.contains(
             "meta nfproto ipv4 meta l4proto tcp ip daddr 169.254.169.254 tcp dport 80 dnat ip to 10.0.0.1:8169 comment \"metaguard:nat-output/0:"
         ));
         assert!(t.contains("dnat ip6 to [fd00::1]:8170"));
-        assert!(t.contains("meta nfproto ipv6 ip6 daddr fd00:ec2::254 reject with icmpx port-unreachable"));
+        assert!(t.contains(
+            "meta nfproto ipv6 ip6 daddr fd00:ec2::254 reject with icmpx port-unreachable"
+        ));
+    }
+
+    #[test]
+    fn host_rendering() {
+        let g = crate::rules::HostGuard {
+            table: "metaguard-0123456789abcdef".into(),
+            tag: "net:abc:eth0".into(),
+            host_ifname: "veth1234".into(),
+            pod_ips: vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
+            blocked: vec!["169.254.169.254/32".parse().unwrap()],
+        };
+        let t = super::render(&crate::nft::ruleset::host_spec(&g).unwrap());
+        for want in [
+            "table netdev metaguard-0123456789abcdef {",
+            "type filter hook ingress device \"veth1234\" priority -500; policy drop;",
+            "ether type ip ip daddr 169.254.169.254 drop",
+            "icmpv6 type nd-neighbor-advert icmpv6 taddr != fe80::/10 icmpv6 taddr != fd00::5 drop",
+            "ether type ip ip saddr 10.0.0.5 accept",
+            "ether type ip6 ip6 saddr :: meta l4proto ipv6-icmp icmpv6 type nd-neighbor-solicit accept",
+            "ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ip 0.0.0.0 accept",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
     }
 }

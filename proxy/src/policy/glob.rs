@@ -155,7 +155,7 @@ fn match_segs(pats: &[Seg], rest: Option<&str>) -> bool {
     let Some((first, more)) = pats.split_first() else {
         return rest.is_none();
     };
-    if *first == Seg::Many {
+    if matches!(first, Seg::Many) {
         // Zero segments, or consume one and try again.
         let mut cur = rest;
         loop {

@@ -787,6 +787,24 @@ fn conf_example_compiles() {
     assert!(set.policy_names().count() > PRESETS.len());
 }
 
+/// The complete TOML examples in docs/policy.md compile (blocks with `# ...` placeholders are
+/// fragments and are skipped).
+#[test]
+fn docs_examples_compile() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/policy.md");
+    let md = std::fs::read_to_string(&path).unwrap();
+    let mut checked = 0;
+    for block in md.split("```toml\n").skip(1) {
+        let text = block.split("```").next().unwrap();
+        if text.contains("# ...") {
+            continue;
+        }
+        PolicySet::from_toml(text).unwrap_or_else(|e| panic!("docs example: {e}\n{text}"));
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
 // ---------------------------------------------------------------- language
 
 fn rec(ns: Option<&str>, pod: Option<&str>, ann: &[(&str, &str)]) -> PodRecord {
