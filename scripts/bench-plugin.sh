@@ -114,6 +114,7 @@ log "measurements done in $((SECONDS - t0))s"
 echo
 echo "== CNI plugin wall time per process (median and p90 by linear interpolation; bridge includes its host-local exec)"
 "$CNI_BENCH" stats --in "$RES" --base 0 --load "$PODS"
+ip netns exec "$NODE" "$CNI_BENCH" floor --runs 30
 echo
 bg_rows=$(grep -c '"label":"bg"' "$RES" || true)
 echo "raw samples: $RES ($(wc -l <"$RES") lines, $bg_rows from background pods)$([ "${BENCH_KEEP:-0}" = 1 ] || echo '; use --keep to keep them')"

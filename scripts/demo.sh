@@ -33,13 +33,25 @@ heading "metaguard demo"
 say "A container asks the cloud metadata service for things. metaguard (a CNI plugin) sends its"
 say "metadata traffic to metaguard-proxy, which answers what the policy allows and refuses the rest."
 
-heading "Building (cargo build --release --workspace --bins)"
-t0=$SECONDS
-cargo build --release --workspace --bins --quiet
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}
-export METAGUARD_BIN_DIR=$TARGET/release
-ok "built in $((SECONDS - t0))s ($METAGUARD_BIN_DIR)"
-DEMO_
+if [ "${DEMO_NO_BUILD:-0}" = 1 ]; then
+  # For quick reruns: the binaries lab.sh finds (METAGUARD_BIN_DIR or the newest cargo build).
+  heading "Not building (DEMO_NO_BUILD=1)"
+else
+  heading "Building (cargo build --release --workspace --bins)"
+  t0=$SECONDS
+  BUILD_LOG=$(mktemp /tmp/metaguard-demo-build.XXXXXX)
+  # Quiet: the compiler's output is shown only when the build fails.
+  if ! cargo build --release --workspace --bins --quiet >"$BUILD_LOG" 2>&1; then
+    cat "$BUILD_LOG" >&2
+    rm -f "$BUILD_LOG"
+    exit 1
+  fi
+  rm -f "$BUILD_LOG"
+  export METAGUARD_BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
+  ok "built in $((SECONDS - t0))s ($METAGUARD_BIN_DIR)"
+fi
+DEMO_START=$SECONDS
+
 FG_PID=""
 cleanup() {
   local rc=$?
@@ -74,11 +86,11 @@ done
 IPS=$(jq -r '.ips | join(", ")' "$STATE_DIR/pods/$CNI_NETWORK:$CID:eth0.json")
 ok "running; metaguard wrote its pod record: container $CID, addresses $IPS"
 
-N=0
+EXEC_N=0
 # Runs mgcurl in the container; prints its one JSON line.
 pod_get() {
-  N=$((N + 1))
-  "$LAB" ctr task exec --exec-id "demo$N" "$POD" mgcurl --json -m 5 "$@" 2>/dev/null || true
+  EXEC_N=$((EXEC_N + 1))
+  "$LAB" ctr task exec --exec-id "demo$EXEC_N" "$POD" mgcurl --json -m 5 "$@" 2>/dev/null || true
 }
 record_count() { # PATH-SUBSTRING
   jq -r --arg p "$1" 'select(.target | contains($p)) | .target' "$FAKE_RECORD" | wc -l

@@ -30,7 +30,13 @@ use std::time::{Duration, Instant};
 /// Phases in this order: audit first, so a request arriving late from a permissive phase would be
 /// judged under a stricter one (a false alarm, never a miss). Listener attribution makes that moot,
 /// but the order costs nothing.
-const PHASES: [Preset; 5] = [Preset::Audit, Preset::Aws, Preset::Gcp, Preset::Azure, Preset::DenyAll];
+const PHASES: [Preset; 5] = [
+    Preset::Audit,
+    Preset::Aws,
+    Preset::Gcp,
+    Preset::Azure,
+    Preset::DenyAll,
+];
 /// Upstream port of each phase on the fake (169.254.169.254:<port>).
 const PHASE_PORT_BASE: u16 = 8001;
 /// Connections sent at once within a phase (the proxy allows 64 per pod by default).
@@ -58,7 +64,11 @@ fn proxy_config() -> String {
 
 fn run_case(netns: &std::path::Path, case: &Case) -> Outcome {
     let start = Instant::now();
-    let opts = ReadOpts { deadline: case.deadline(), max_responses: case.max_responses(), head_request: case.is_head() };
+    let opts = ReadOpts {
+        deadline: case.deadline(),
+        max_responses: case.max_responses(),
+        head_request: case.is_head(),
+    };
     let target: SocketAddr = format!("{IMDS_V4}:80").parse().unwrap();
     let ex: Exchange = raw::send_expecting(
         netns,
@@ -71,11 +81,25 @@ fn run_case(netns: &std::path::Path, case: &Case) -> Outcome {
     let mut result = verdict::judge(case.expect, &ex);
     // A cut-off slow request must be cut off in bounded time: the header timeout plus margin
     // (the trickle itself lasts twice the timeout, so a proxy without one fails here).
-    if case.category == Category::Slow && result.is_ok() && ex.elapsed > HEADER_TIMEOUT * 2 + Duration::from_secs(3) {
-        result = Err(format!("took {:?}, longer than the header timeout allows", ex.elapsed));
+    if case.category == Category::Slow
+        && result.is_ok()
+        && ex.elapsed > HEADER_TIMEOUT * 2 + Duration::from_secs(3)
+    {
+        result = Err(format!(
+            "took {:?}, longer than the header timeout allows",
+            ex.elapsed
+        ));
     }
-    let leaked_secret = ex.responses.iter().any(|r| contains(&r.body, SECRET_MARKER.as_bytes()));
-    Outcome { case: *case, result, leaked_secret, elapsed: start.elapsed() }
+    let leaked_secret = ex
+        .responses
+        .iter()
+        .any(|r| contains(&r.body, SECRET_MARKER.as_bytes()));
+    Outcome {
+        case: *case,
+        result,
+        leaked_secret,
+        elapsed: start.elapsed(),
+    }
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -108,14 +132,22 @@ fn adversarial_corpus() {
     let node = Node::new();
     let cloud = Cloud::attach(&node.ns);
     let ip: std::net::IpAddr = IMDS_V4.parse().unwrap();
-    let phase_listen: Vec<SocketAddr> = PHASES.iter().map(|p| SocketAddr::new(ip, phase_port(*p))).collect();
-    let upstream = FakeMetadata::start_in_netns(cloud.ns.name(), &phase_listen).expect("start phase fake");
+    let phase_listen: Vec<SocketAddr> = PHASES
+        .iter()
+        .map(|p| SocketAddr::new(ip, phase_port(*p)))
+        .collect();
+    let upstream =
+        FakeMetadata::start_in_netns(cloud.ns.name(), &phase_listen).expect("start phase fake");
     let pod = node.pod("1.0.0");
 
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut phase_times = Vec::new();
     for preset in PHASES {
-        let phase_cases: Vec<Case> = cases.iter().filter(|c| c.preset == preset).copied().collect();
+        let phase_cases: Vec<Case> = cases
+            .iter()
+            .filter(|c| c.preset == preset)
+            .copied()
+            .collect();
         let t = Instant::now();
         let mut opts = ProxyOptions::new(node.ns.name(), &node.state_dir())
             .policy(&format!("default = \"{}\"\n", preset.name()))
@@ -126,7 +158,11 @@ fn adversarial_corpus() {
         outcomes.extend(run_phase(pod.ns.path(), &phase_cases));
         // SIGTERM drains what is in flight: after this, nothing more of this phase can arrive.
         let status = proxy.stop();
-        assert!(status.is_some(), "proxy for {} did not stop on SIGTERM", preset.name());
+        assert!(
+            status.is_some(),
+            "proxy for {} did not stop on SIGTERM",
+            preset.name()
+        );
         phase_times.push((preset, phase_cases.len(), t.elapsed()));
     }
 
@@ -139,7 +175,10 @@ fn adversarial_corpus() {
         let Some(preset) = PHASES.iter().copied().find(|p| phase_port(*p) == port) else {
             violations.push((
                 "?".into(),
-                Violation { target: rec.target.clone(), why: format!("arrived on unexpected port {port}") },
+                Violation {
+                    target: rec.target.clone(),
+                    why: format!("arrived on unexpected port {port}"),
+                },
             ));
             continue;
         };
@@ -151,21 +190,28 @@ fn adversarial_corpus() {
     for rec in cloud.fake.requests() {
         violations.push((
             "redirect".into(),
-            Violation { target: rec.target.clone(), why: "reached 169.254.169.254:80 directly".into() },
+            Violation {
+                target: rec.target.clone(),
+                why: "reached 169.254.169.254:80 directly".into(),
+            },
         ));
     }
     for o in &outcomes {
         if o.leaked_secret && o.case.preset != Preset::Audit {
             violations.push((
                 o.case.preset.name().into(),
-                Violation { target: o.case.id.into(), why: "a secret was in the answer the pod got".into() },
+                Violation {
+                    target: o.case.id.into(),
+                    why: "a secret was in the answer the pod got".into(),
+                },
             ));
         }
     }
     // The detector must be able to see a leak: under audit, user-data is allowed and must arrive.
-    let audit_saw_secret = records
-        .iter()
-        .any(|r| r.local_addr().map(|a| a.port()) == Some(phase_port(Preset::Audit)) && verdict::denied_resource(&r.target).is_some());
+    let audit_saw_secret = records.iter().any(|r| {
+        r.local_addr().map(|a| a.port()) == Some(phase_port(Preset::Audit))
+            && verdict::denied_resource(&r.target).is_some()
+    });
 
     // Summary.
     let mut by_cat: BTreeMap<Category, (usize, usize)> = BTreeMap::new();
@@ -184,18 +230,39 @@ fn adversarial_corpus() {
         corpus::cases().len(),
         outcomes.len()
     );
-    println!("{:<12} {:>6} {:>7} {:>7}", "category", "cases", "passed", "failed");
+    println!(
+        "{:<12} {:>6} {:>7} {:>7}",
+        "category", "cases", "passed", "failed"
+    );
     for cat in Category::ALL {
         let (p, f) = by_cat.get(&cat).copied().unwrap_or_default();
         println!("{:<12} {:>6} {:>7} {:>7}", cat.name(), p + f, p, f);
     }
-    println!("{:<12} {:>6} {:>7} {:>7}", "total", outcomes.len(), passed, failed);
+    println!(
+        "{:<12} {:>6} {:>7} {:>7}",
+        "total",
+        outcomes.len(),
+        passed,
+        failed
+    );
     println!("\nphase      cases  reached-upstream  time");
     for (p, n, t) in &phase_times {
-        println!("{:<10} {:>5} {:>17}  {:.1}s", p.name(), n, reached.get(p.name()).copied().unwrap_or(0), t.as_secs_f64());
+        println!(
+            "{:<10} {:>5} {:>17}  {:.1}s",
+            p.name(),
+            n,
+            reached.get(p.name()).copied().unwrap_or(0),
+            t.as_secs_f64()
+        );
     }
-    let slowest = outcomes.iter().max_by_key(|o| o.elapsed).map(|o| (o.case.id, o.elapsed));
-    println!("slowest case: {slowest:?}; whole run {:.1}s", run_start.elapsed().as_secs_f64());
+    let slowest = outcomes
+        .iter()
+        .max_by_key(|o| o.elapsed)
+        .map(|o| (o.case.id, o.elapsed));
+    println!(
+        "slowest case: {slowest:?}; whole run {:.1}s",
+        run_start.elapsed().as_secs_f64()
+    );
     println!(
         "requests recorded by the metadata service: {} (phase ports) + {} (port 80); violations: {}",
         records.len(),
@@ -205,14 +272,30 @@ fn adversarial_corpus() {
     let mut fails: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     fails.sort_by_key(|o| o.case.id);
     for o in &fails {
-        println!("FAIL {} [{} / {}]: {}", o.case.id, o.case.category.name(), o.case.preset.name(), o.result.as_ref().unwrap_err());
+        println!(
+            "FAIL {} [{} / {}]: {}",
+            o.case.id,
+            o.case.category.name(),
+            o.case.preset.name(),
+            o.result.as_ref().unwrap_err()
+        );
     }
     for (phase, v) in &violations {
         println!("VIOLATION [{phase}] {:?}: {}", v.target, v.why);
     }
     println!("adversarial: {passed} passed, {failed} failed");
 
-    assert!(audit_saw_secret, "self-check: the audit phase's allowed user-data request never reached the fake");
-    assert!(violations.is_empty(), "{} requests reached the metadata service that should not have", violations.len());
-    assert_eq!(failed, 0, "{failed} adversarial cases failed (listed above)");
+    assert!(
+        audit_saw_secret,
+        "self-check: the audit phase's allowed user-data request never reached the fake"
+    );
+    assert!(
+        violations.is_empty(),
+        "{} requests reached the metadata service that should not have",
+        violations.len()
+    );
+    assert_eq!(
+        failed, 0,
+        "{failed} adversarial cases failed (listed above)"
+    );
 }

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -26,11 +28,18 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
 }
 
 fn iterations() -> usize {
-    std::env::var("FUZZ_SMOKE_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000)
+    std::env::var("FUZZ_SMOKE_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000)
 }
 
 fn run(target: &str) {
-    let check = checks::TARGETS.iter().find(|(n, _)| *n == target).map(|(_, f)| *f).unwrap();
+    let check = checks::TARGETS
+        .iter()
+        .find(|(n, _)| *n == target)
+        .map(|(_, f)| *f)
+        .unwrap();
     let seeds = seeds(target);
     let start = Instant::now();
     for s in &seeds {
@@ -68,7 +77,11 @@ fn run(target: &str) {
             pool[slot] = input;
         }
     }
-    println!("fuzz_smoke {target}: {} seeds + {n} mutations in {:?}", seeds.len(), start.elapsed());
+    println!(
+        "fuzz_smoke {target}: {} seeds + {n} mutations in {:?}",
+        seeds.len(),
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -105,7 +118,15 @@ fn plugin_env() {
 fn every_target_has_a_test_and_a_cargo_fuzz_binary() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     for (name, _) in checks::TARGETS {
-        assert!(root.join("fuzz_targets").join(format!("{name}.rs")).exists(), "fuzz/fuzz_targets/{name}.rs missing");
-        assert!(root.join("seeds").join(name).is_dir(), "fuzz/seeds/{name} missing");
+        assert!(
+            root.join("fuzz_targets")
+                .join(format!("{name}.rs"))
+                .exists(),
+            "fuzz/fuzz_targets/{name}.rs missing"
+        );
+        assert!(
+            root.join("seeds").join(name).is_dir(),
+            "fuzz/seeds/{name} missing"
+        );
     }
 }

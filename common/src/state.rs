@@ -27,7 +27,10 @@ pub enum StateError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.to_path_buf(), source }
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -135,7 +138,9 @@ impl StateDir {
             let ent = ent.map_err(io_err(&dir))?;
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(key) = name.strip_suffix(".json") else { continue };
+            let Some(key) = name.strip_suffix(".json") else {
+                continue;
+            };
             if split_attachment_key(key).is_some() {
                 keys.push(key.to_string());
             }
@@ -154,7 +159,10 @@ impl StateDir {
                     reason: "address entry is not UTF-8".into(),
                 })?;
                 if split_attachment_key(&key).is_none() {
-                    return Err(StateError::Invalid { path: p, reason: "bad key".into() });
+                    return Err(StateError::Invalid {
+                        path: p,
+                        reason: "bad key".into(),
+                    });
                 }
                 Ok(Some(key))
             }
@@ -166,7 +174,9 @@ impl StateDir {
     /// Resolves a source address to its record: the address entry, then the record, and only if
     /// the record really lists that address (a stale entry never grants an identity).
     pub fn lookup_ip(&self, ip: &IpAddr) -> Result<Option<PodRecord>, StateError> {
-        let Some(key) = self.owner_of(ip)? else { return Ok(None) };
+        let Some(key) = self.owner_of(ip)? else {
+            return Ok(None);
+        };
         match self.read_record(&key)? {
             Some(rec) if rec.ips.contains(ip) => Ok(Some(rec)),
             _ => Ok(None),
@@ -176,13 +186,24 @@ impl StateDir {
 
 /// Parses and checks a record file's content.
 pub fn parse_record(path: &Path, data: &[u8]) -> Result<PodRecord, StateError> {
-    let invalid = |reason: String| StateError::Invalid { path: path.to_path_buf(), reason };
+    let invalid = |reason: String| StateError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
     let rec: PodRecord = serde_json::from_slice(data).map_err(|e| invalid(e.to_string()))?;
     if rec.version != RECORD_VERSION {
-        return Err(invalid(format!("unsupported record version {}", rec.version)));
+        return Err(invalid(format!(
+            "unsupported record version {}",
+            rec.version
+        )));
     }
-    if !valid_cni_name(&rec.network) || !valid_cni_name(&rec.container_id) || !valid_ifname(&rec.ifname) {
-        return Err(invalid("bad network, container ID or interface name".into()));
+    if !valid_cni_name(&rec.network)
+        || !valid_cni_name(&rec.container_id)
+        || !valid_ifname(&rec.ifname)
+    {
+        return Err(invalid(
+            "bad network, container ID or interface name".into(),
+        ));
     }
     Ok(rec)
 }
@@ -247,8 +268,14 @@ mod tests {
         let s = StateDir::new(&d);
         let r = rec("c1", &["10.0.0.5", "fd00::5"]);
         s.write_record(&r).unwrap();
-        assert_eq!(s.lookup_ip(&"10.0.0.5".parse().unwrap()).unwrap(), Some(r.clone()));
-        assert_eq!(s.lookup_ip(&"fd00::5".parse().unwrap()).unwrap(), Some(r.clone()));
+        assert_eq!(
+            s.lookup_ip(&"10.0.0.5".parse().unwrap()).unwrap(),
+            Some(r.clone())
+        );
+        assert_eq!(
+            s.lookup_ip(&"fd00::5".parse().unwrap()).unwrap(),
+            Some(r.clone())
+        );
         assert_eq!(s.list_keys().unwrap(), vec!["net:c1:eth0".to_string()]);
         assert!(s.remove_record(&r.key()).is_empty());
         assert_eq!(s.lookup_ip(&"10.0.0.5".parse().unwrap()).unwrap(), None);
@@ -268,7 +295,10 @@ mod tests {
         s.write_record(&new).unwrap();
         // Removing the stale record must not take the address from the new pod.
         assert!(s.remove_record(&old.key()).is_empty());
-        assert_eq!(s.lookup_ip(&"10.0.0.7".parse().unwrap()).unwrap(), Some(new));
+        assert_eq!(
+            s.lookup_ip(&"10.0.0.7".parse().unwrap()).unwrap(),
+            Some(new)
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -279,7 +309,11 @@ mod tests {
         let r = rec("c1", &["10.0.0.9"]);
         s.write_record(&r).unwrap();
         // An address entry pointing at a record that does not list the address is ignored.
-        write_atomic(&s.ip_path(&"10.0.0.10".parse().unwrap()), r.key().as_bytes()).unwrap();
+        write_atomic(
+            &s.ip_path(&"10.0.0.10".parse().unwrap()),
+            r.key().as_bytes(),
+        )
+        .unwrap();
         assert_eq!(s.lookup_ip(&"10.0.0.10".parse().unwrap()).unwrap(), None);
         fs::remove_dir_all(&d).unwrap();
     }

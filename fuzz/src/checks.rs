@@ -14,8 +14,11 @@ use metaguard_proxy::headers;
 use metaguard_proxy::policy::{Action, PolicySet, RequestView};
 use std::collections::{BTreeMap, HashMap};
 
+/// One fuzz target's check.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by name (the file names under `fuzz/fuzz_targets/` and `fuzz/seeds/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("canon", check_canon),
     ("request_head", check_request_head),
     ("headers", check_headers),
@@ -24,7 +27,9 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("plugin_env", check_plugin_env),
 ];
 
-const METHODS: &[&str] = &["GET", "HEAD", "PUT", "POST", "CONNECT", "TRACE", "OPTIONS", "get", "DELETE", "FOO"];
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "PUT", "POST", "CONNECT", "TRACE", "OPTIONS", "get", "DELETE", "FOO",
+];
 
 fn pick_method(b: u8) -> Method {
     let m = METHODS[usize::from(b) % METHODS.len()];
@@ -36,20 +41,29 @@ fn pick_method(b: u8) -> Method {
 /// First byte: method; the rest: the request target (lossy UTF-8, as the proxy would only ever see
 /// valid strings from `http::Uri`, but `canonicalize_str` takes any `&str`).
 pub fn check_canon(data: &[u8]) {
-    let Some((&m, rest)) = data.split_first() else { return };
+    let Some((&m, rest)) = data.split_first() else {
+        return;
+    };
     let method = pick_method(m);
     let target = String::from_utf8_lossy(rest);
     let direct = canon::canonicalize_str(&method, &target);
     match &direct {
         Ok(t) => check_accepted(&method, &target, t),
-        Err(r) => assert!(r.status == 400 || r.status == 403, "rejection status {} for {target:?}", r.status),
+        Err(r) => assert!(
+            r.status == 400 || r.status == 403,
+            "rejection status {} for {target:?}",
+            r.status
+        ),
     }
     // The path hyper takes: through http::Uri (which drops a fragment). Whatever it accepts must
     // also be forwarded exactly as matched.
     if let Ok(uri) = target.parse::<Uri>() {
         if let Ok(t) = canon::canonicalize(&method, &uri) {
             let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
-            assert!(uri.scheme().is_none() && uri.authority().is_none(), "accepted non-origin form {target:?}");
+            assert!(
+                uri.scheme().is_none() && uri.authority().is_none(),
+                "accepted non-origin form {target:?}"
+            );
             check_accepted(&method, pq, &t);
         }
     }
@@ -57,7 +71,10 @@ pub fn check_canon(data: &[u8]) {
 
 /// Invariants of an accepted target.
 fn check_accepted(method: &Method, input: &str, t: &CanonicalTarget) {
-    assert!(method != Method::CONNECT && method != Method::TRACE, "{method} accepted");
+    assert!(
+        method != Method::CONNECT && method != Method::TRACE,
+        "{method} accepted"
+    );
     let fwd = t.forward_target();
     // Forwarded byte for byte as received (an empty query `?` is dropped, nothing else changes).
     assert!(
@@ -79,12 +96,23 @@ fn check_accepted(method: &Method, input: &str, t: &CanonicalTarget) {
     }
     let segs: Vec<&str> = t.path[1..].split('/').collect();
     for (i, s) in segs.iter().enumerate() {
-        assert!(*s != "." && *s != "..", "dot segment accepted in {:?}", t.path);
-        assert!(!s.is_empty() || i + 1 == segs.len(), "empty segment accepted in {:?}", t.path);
+        assert!(
+            *s != "." && *s != "..",
+            "dot segment accepted in {:?}",
+            t.path
+        );
+        assert!(
+            !s.is_empty() || i + 1 == segs.len(),
+            "empty segment accepted in {:?}",
+            t.path
+        );
     }
     if let Some(q) = &t.raw_query {
         for &b in q.as_bytes() {
-            assert!(b.is_ascii_graphic() && !matches!(b, b';' | b'#'), "byte {b:#04x} accepted in query {q:?}");
+            assert!(
+                b.is_ascii_graphic() && !matches!(b, b';' | b'#'),
+                "byte {b:#04x} accepted in query {q:?}"
+            );
         }
         // Keys re-derived here: split on '&' only, decode exactly once.
         let keys: Vec<String> = q
@@ -94,7 +122,11 @@ fn check_accepted(method: &Method, input: &str, t: &CanonicalTarget) {
             .collect();
         assert_eq!(keys, t.query_keys, "query keys of {q:?}");
         let recursive = keys.iter().any(|k| k.eq_ignore_ascii_case("recursive"));
-        assert_eq!(t.has_query_key_ci("recursive"), recursive, "recursive detection in {q:?}");
+        assert_eq!(
+            t.has_query_key_ci("recursive"),
+            recursive,
+            "recursive detection in {q:?}"
+        );
         // Duplicate keys are ambiguous (servers disagree on which wins): never accepted.
         let mut seen: Vec<String> = keys.iter().map(|k| k.to_ascii_lowercase()).collect();
         seen.sort();
@@ -105,10 +137,14 @@ fn check_accepted(method: &Method, input: &str, t: &CanonicalTarget) {
         assert!(t.query_keys.is_empty());
     }
     // Idempotent: the forwarded target is itself accepted, identically, by both entry points.
-    let again = canon::canonicalize_str(method, &fwd).unwrap_or_else(|r| panic!("{fwd:?} refused on re-check: {r}"));
+    let again = canon::canonicalize_str(method, &fwd)
+        .unwrap_or_else(|r| panic!("{fwd:?} refused on re-check: {r}"));
     assert_eq!(&again, t, "re-canonicalising {fwd:?}");
-    let uri: Uri = fwd.parse().unwrap_or_else(|e| panic!("forwarded target {fwd:?} is not a URI: {e}"));
-    let via_uri = canon::canonicalize(method, &uri).unwrap_or_else(|r| panic!("{fwd:?} refused via Uri: {r}"));
+    let uri: Uri = fwd
+        .parse()
+        .unwrap_or_else(|e| panic!("forwarded target {fwd:?} is not a URI: {e}"));
+    let via_uri = canon::canonicalize(method, &uri)
+        .unwrap_or_else(|r| panic!("{fwd:?} refused via Uri: {r}"));
     assert_eq!(&via_uri, t, "{fwd:?} via Uri");
 }
 
@@ -122,7 +158,10 @@ fn decode_once(s: &str) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&x| hex(x)), b.get(i + 2).and_then(|&x| hex(x))) {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|&x| hex(x)),
+                b.get(i + 2).and_then(|&x| hex(x)),
+            ) {
                 out.push(h << 4 | l);
                 i += 3;
                 continue;
@@ -142,30 +181,55 @@ fn decode_once(s: &str) -> Vec<u8> {
 pub fn check_request_head(data: &[u8]) {
     let mut hs = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut hs);
-    let Ok(httparse::Status::Complete(_)) = req.parse(data) else { return };
-    let (Some(m), Some(path), Some(v)) = (req.method, req.path, req.version) else { return };
-    let Ok(method) = Method::from_bytes(m.as_bytes()) else { return };
+    let Ok(httparse::Status::Complete(_)) = req.parse(data) else {
+        return;
+    };
+    let (Some(m), Some(path), Some(v)) = (req.method, req.path, req.version) else {
+        return;
+    };
+    let Ok(method) = Method::from_bytes(m.as_bytes()) else {
+        return;
+    };
     let Ok(uri) = path.parse::<Uri>() else { return };
     let mut map = HeaderMap::new();
     for h in req.headers.iter() {
-        let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) else {
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
             return;
         };
         map.append(n, v);
     }
-    let version = if v == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-    let Ok(target) = canon::canonicalize(&method, &uri) else { return };
+    let version = if v == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let Ok(target) = canon::canonicalize(&method, &uri) else {
+        return;
+    };
     if headers::check_request_headers(version, &map).is_err() {
         return;
     }
     assert_headers_clean(&map);
     let set = PolicySet::builtin_default();
-    let view = RequestView { method: &method, target: &target, headers: &map };
+    let view = RequestView {
+        method: &method,
+        target: &target,
+        headers: &map,
+    };
     for name in ["deny-all", "aws", "gcp", "azure", "audit"] {
-        let Some(p) = set.policy(name) else { panic!("preset {name} missing") };
+        let Some(p) = set.policy(name) else {
+            panic!("preset {name} missing")
+        };
         let d = p.decide(&view);
         if matches!(d.action, Action::Allow) {
-            assert!(name != "deny-all", "deny-all allowed {method} {}", target.forward_target());
+            assert!(
+                name != "deny-all",
+                "deny-all allowed {method} {}",
+                target.forward_target()
+            );
             if name != "audit" {
                 assert!(
                     !sensitive(name, &target),
@@ -185,19 +249,31 @@ pub fn sensitive(preset: &str, t: &CanonicalTarget) -> bool {
     let seg = |i: usize| segs.get(i).copied().unwrap_or("");
     match preset {
         // /<version>/user-data, /<version>/meta-data/{iam,identity-credentials}/...
-        "aws" => seg(1) == "user-data" || (seg(1) == "meta-data" && matches!(seg(2), "iam" | "identity-credentials")),
+        "aws" => {
+            seg(1) == "user-data"
+                || (seg(1) == "meta-data" && matches!(seg(2), "iam" | "identity-credentials"))
+        }
         "gcp" => {
-            let kube_env = seg(0) == "computemetadata" && seg(2) == "instance" && seg(3) == "attributes" && seg(4) == "kube-env";
+            let kube_env = seg(0) == "computemetadata"
+                && seg(2) == "instance"
+                && seg(3) == "attributes"
+                && seg(4) == "kube-env";
             let sa_secret = segs
                 .windows(3)
                 .any(|w| w[0] == "service-accounts" && matches!(w[2], "token" | "identity"));
             let recursive = t.has_query_key_ci("recursive")
-                && !(seg(0) == "computemetadata" && seg(1) == "v1" && seg(2) == "instance" && seg(3) == "service-accounts");
+                && !(seg(0) == "computemetadata"
+                    && seg(1) == "v1"
+                    && seg(2) == "instance"
+                    && seg(3) == "service-accounts");
             kube_env || sa_secret || recursive
         }
         "azure" => {
             (seg(0) == "metadata" && seg(1) == "identity")
-                || (seg(0) == "metadata" && seg(1) == "instance" && seg(2) == "compute" && seg(3) == "userdata")
+                || (seg(0) == "metadata"
+                    && seg(1) == "instance"
+                    && seg(2) == "compute"
+                    && seg(3) == "userdata")
         }
         _ => false,
     }
@@ -206,15 +282,24 @@ pub fn sensitive(preset: &str, t: &CanonicalTarget) -> bool {
 fn assert_headers_clean(map: &HeaderMap) {
     for name in map.keys() {
         let n = name.as_str();
-        assert!(n != "transfer-encoding" && n != "upgrade" && n != "http2-settings", "{n} accepted");
+        assert!(
+            n != "transfer-encoding" && n != "upgrade" && n != "http2-settings",
+            "{n} accepted"
+        );
         assert!(
             !matches!(n, "forwarded" | "via" | "x-real-ip") && !n.starts_with("x-forwarded-"),
             "forwarding header {n} accepted"
         );
     }
     let cls: Vec<&HeaderValue> = map.get_all("content-length").iter().collect();
-    assert!(cls.len() <= 1 && cls.iter().all(|v| v.as_bytes() == b"0"), "Content-Length {cls:?} accepted");
-    assert!(map.get_all("host").iter().count() <= 1, "several Host headers accepted");
+    assert!(
+        cls.len() <= 1 && cls.iter().all(|v| v.as_bytes() == b"0"),
+        "Content-Length {cls:?} accepted"
+    );
+    assert!(
+        map.get_all("host").iter().count() <= 1,
+        "several Host headers accepted"
+    );
 }
 
 // --- header rules --------------------------------------------------------------------------------
@@ -222,7 +307,9 @@ fn assert_headers_clean(map: &HeaderMap) {
 /// First byte: HTTP version; the rest: `name: value` lines. Checks `check_request_headers` and
 /// `upstream_headers`.
 pub fn check_headers(data: &[u8]) {
-    let Some((&v, rest)) = data.split_first() else { return };
+    let Some((&v, rest)) = data.split_first() else {
+        return;
+    };
     let version = match v % 4 {
         0 => Version::HTTP_09,
         1 => Version::HTTP_10,
@@ -231,7 +318,9 @@ pub fn check_headers(data: &[u8]) {
     };
     let mut map = HeaderMap::new();
     for line in rest.split(|&b| b == b'\n') {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
         let (n, v) = (&line[..colon], &line[colon + 1..]);
         let v = v.strip_prefix(b" ").unwrap_or(v);
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
@@ -239,14 +328,22 @@ pub fn check_headers(data: &[u8]) {
         }
     }
     if headers::check_request_headers(version, &map).is_ok() {
-        assert!(version == Version::HTTP_10 || version == Version::HTTP_11, "{version:?} accepted");
+        assert!(
+            version == Version::HTTP_10 || version == Version::HTTP_11,
+            "{version:?} accepted"
+        );
         assert_headers_clean(&map);
         for tok in connection_tokens(&map) {
-            assert!(!tok.eq_ignore_ascii_case("upgrade"), "Connection: upgrade accepted");
+            assert!(
+                !tok.eq_ignore_ascii_case("upgrade"),
+                "Connection: upgrade accepted"
+            );
         }
     }
     // Whatever was asked, what goes upstream is clean.
-    let named: Vec<String> = connection_tokens(&map).map(|t| t.to_ascii_lowercase()).collect();
+    let named: Vec<String> = connection_tokens(&map)
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
     let up = headers::upstream_headers(&map, "169.254.169.254");
     let hosts: Vec<&HeaderValue> = up.get_all("host").iter().collect();
     assert_eq!(hosts.len(), 1, "upstream Host headers: {hosts:?}");
@@ -256,24 +353,52 @@ pub fn check_headers(data: &[u8]) {
         assert!(
             !matches!(
                 n,
-                "connection" | "keep-alive" | "proxy-connection" | "proxy-authorization" | "te" | "trailer"
-                    | "transfer-encoding" | "upgrade" | "expect" | "forwarded" | "via" | "x-real-ip"
+                "connection"
+                    | "keep-alive"
+                    | "proxy-connection"
+                    | "proxy-authorization"
+                    | "te"
+                    | "trailer"
+                    | "transfer-encoding"
+                    | "upgrade"
+                    | "expect"
+                    | "forwarded"
+                    | "via"
+                    | "x-real-ip"
             ) && !n.starts_with("x-forwarded-"),
             "{n} sent upstream"
         );
-        assert!(n == "host" || !named.iter().any(|t| t == n), "{n} was named in Connection but sent upstream");
+        assert!(
+            n == "host" || !named.iter().any(|t| t == n),
+            "{n} was named in Connection but sent upstream"
+        );
     }
     // Nothing end-to-end is lost or invented (other than the headers above).
     for (name, value) in &map {
         let n = name.as_str();
         let dropped = matches!(
             n,
-            "host" | "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization"
-                | "te" | "trailer" | "transfer-encoding" | "upgrade" | "expect" | "forwarded" | "via" | "x-real-ip"
+            "host"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "expect"
+                | "forwarded"
+                | "via"
+                | "x-real-ip"
         ) || n.starts_with("x-forwarded-")
             || named.iter().any(|t| t == n);
         if !dropped {
-            assert!(up.get_all(name).iter().any(|v| v == value), "{n} lost on the way upstream");
+            assert!(
+                up.get_all(name).iter().any(|v| v == value),
+                "{n} lost on the way upstream"
+            );
         }
     }
 }
@@ -292,11 +417,17 @@ fn connection_tokens(map: &HeaderMap) -> impl Iterator<Item = &str> {
 /// whatever a file says, the built-in presets keep denying what they deny (a file cannot redefine
 /// them), and selection always yields some policy.
 pub fn check_policy(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match PolicySet::from_toml(text) {
         Err(e) => {
             let lines = text.lines().count() + 1;
-            assert!(e.line <= lines, "error line {} beyond the text ({lines} lines): {e}", e.line);
+            assert!(
+                e.line <= lines,
+                "error line {} beyond the text ({lines} lines): {e}",
+                e.line
+            );
             assert!(!e.message.is_empty(), "empty error message");
         }
         Ok(set) => {
@@ -314,19 +445,36 @@ pub fn check_policy(data: &[u8]) {
                 ("GET", "/latest/user-data"),
                 ("GET", "/computeMetadata/v1/instance/attributes/kube-env"),
                 ("GET", "/computeMetadata/v1/instance/?recursive=true"),
-                ("GET", "/metadata/identity/oauth2/token?api-version=1&resource=x"),
+                (
+                    "GET",
+                    "/metadata/identity/oauth2/token?api-version=1&resource=x",
+                ),
                 ("PUT", "/latest/api/token"),
             ] {
                 let method = Method::from_bytes(m.as_bytes()).unwrap_or(Method::GET);
-                let Ok(target) = canon::canonicalize_str(&method, t) else { panic!("seed target {t} refused") };
-                let view = RequestView { method: &method, target: &target, headers: &map };
+                let Ok(target) = canon::canonicalize_str(&method, t) else {
+                    panic!("seed target {t} refused")
+                };
+                let view = RequestView {
+                    method: &method,
+                    target: &target,
+                    headers: &map,
+                };
                 let _ = chosen.decide(&view);
                 for preset in ["deny-all", "aws", "gcp", "azure"] {
-                    let Some(p) = set.policy(preset) else { panic!("preset {preset} missing from a parsed set") };
+                    let Some(p) = set.policy(preset) else {
+                        panic!("preset {preset} missing from a parsed set")
+                    };
                     let d = p.decide(&view);
                     if matches!(d.action, Action::Allow) {
-                        assert!(preset != "deny-all", "deny-all allows {m} {t} after loading a file");
-                        assert!(!sensitive(preset, &target), "preset {preset} allows {m} {t} after loading a file");
+                        assert!(
+                            preset != "deny-all",
+                            "deny-all allows {m} {t} after loading a file"
+                        );
+                        assert!(
+                            !sensitive(preset, &target),
+                            "preset {preset} allows {m} {t} after loading a file"
+                        );
                     }
                 }
             }
@@ -343,7 +491,9 @@ fn record() -> metaguard_common::record::PodRecord {
         network: "net".into(),
         ifname: "eth0".into(),
         netns: "/run/netns/x".into(),
-        ips: vec!["10.0.0.2".parse().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))],
+        ips: vec!["10.0.0.2"
+            .parse()
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))],
         namespace: Some("default".into()),
         pod_name: Some("p".into()),
         pod_uid: None,
@@ -363,17 +513,34 @@ fn valid_code(c: u32) -> bool {
 
 /// Arbitrary bytes as the plugin's stdin, for every command.
 pub fn check_plugin_config(data: &[u8]) {
-    for cmd in [Command::Add, Command::Del, Command::Check, Command::Gc, Command::Status] {
+    for cmd in [
+        Command::Add,
+        Command::Del,
+        Command::Check,
+        Command::Gc,
+        Command::Status,
+    ] {
         match Config::parse(data, cmd) {
             Ok(cfg) => {
-                assert!(metaguard_common::ids::valid_cni_name(&cfg.name), "network name {:?} accepted", cfg.name);
-                assert!(cfg.state_dir.is_absolute(), "relative stateDir {:?} accepted", cfg.state_dir);
+                assert!(
+                    metaguard_common::ids::valid_cni_name(&cfg.name),
+                    "network name {:?} accepted",
+                    cfg.name
+                );
+                assert!(
+                    cfg.state_dir.is_absolute(),
+                    "relative stateDir {:?} accepted",
+                    cfg.state_dir
+                );
             }
             Err(e) => {
                 assert!(valid_code(e.code), "error code {} for {cmd:?}", e.code);
                 assert!(!e.msg.is_empty());
                 let j = e.to_json("1.0.0");
-                assert!(j.get("code").is_some() && j.get("msg").is_some(), "error JSON {j}");
+                assert!(
+                    j.get("code").is_some() && j.get("msg").is_some(),
+                    "error JSON {j}"
+                );
             }
         }
     }
@@ -384,22 +551,48 @@ pub fn check_plugin_config(data: &[u8]) {
 /// CNI_ARGS, CNI_PATH. Invariants: anything accepted is safe to put in a file name or an nftables
 /// object name; errors are code 4.
 pub fn check_plugin_env(data: &[u8]) {
-    let parts: Vec<String> = data.split(|&b| b == 0).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-    let names = ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS", "CNI_ARGS", "CNI_PATH"];
+    let parts: Vec<String> = data
+        .split(|&b| b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let names = [
+        "CNI_COMMAND",
+        "CNI_CONTAINERID",
+        "CNI_IFNAME",
+        "CNI_NETNS",
+        "CNI_ARGS",
+        "CNI_PATH",
+    ];
     let vars: HashMap<&str, String> = names.iter().copied().zip(parts.iter().cloned()).collect();
     match Env::from_vars(|n| Ok(vars.get(n).cloned())) {
         Ok(env) => {
             if env.command.is_attachment() {
                 let cid = env.container_id();
                 let ifname = env.ifname();
-                assert!(metaguard_common::ids::valid_cni_name(cid), "container id {cid:?} accepted");
-                assert!(metaguard_common::ids::valid_ifname(ifname), "ifname {ifname:?} accepted");
+                assert!(
+                    metaguard_common::ids::valid_cni_name(cid),
+                    "container id {cid:?} accepted"
+                );
+                assert!(
+                    metaguard_common::ids::valid_ifname(ifname),
+                    "ifname {ifname:?} accepted"
+                );
                 assert!(!cid.contains('/') && !ifname.contains('/') && !cid.contains(".."));
                 if let Some(n) = &env.netns {
                     assert!(n.starts_with('/'), "relative netns {n:?} accepted");
                 }
-                for v in [&env.args.pod_namespace, &env.args.pod_name, &env.args.pod_uid].into_iter().flatten() {
-                    assert!(v.bytes().all(|b| b.is_ascii_graphic()), "CNI_ARGS value {v:?} accepted");
+                for v in [
+                    &env.args.pod_namespace,
+                    &env.args.pod_name,
+                    &env.args.pod_uid,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    assert!(
+                        v.bytes().all(|b| b.is_ascii_graphic()),
+                        "CNI_ARGS value {v:?} accepted"
+                    );
                 }
             }
         }
@@ -407,8 +600,14 @@ pub fn check_plugin_env(data: &[u8]) {
     }
     if let Some(a) = parts.get(4) {
         if let Ok(args) = CniArgs::parse(a) {
-            for v in [&args.pod_namespace, &args.pod_name, &args.pod_uid].into_iter().flatten() {
-                assert!(v.len() <= 253 && v.bytes().all(|b| b.is_ascii_graphic()), "CNI_ARGS value {v:?} accepted");
+            for v in [&args.pod_namespace, &args.pod_name, &args.pod_uid]
+                .into_iter()
+                .flatten()
+            {
+                assert!(
+                    v.len() <= 253 && v.bytes().all(|b| b.is_ascii_graphic()),
+                    "CNI_ARGS value {v:?} accepted"
+                );
             }
         }
     }
@@ -418,14 +617,79 @@ pub fn check_plugin_env(data: &[u8]) {
 
 /// Tokens that matter to these parsers, spliced in by [`mutate`].
 pub const DICTIONARY: &[&str] = &[
-    "/", "//", ".", "..", "/../", "/./", "%", "%2f", "%2F", "%2e", "%2E", "%5c", "%5C", "%00", "%25", "%252f", "\\", ";",
-    "?", "&", "=", "#", "*", "@", ":", "+", " ", "\t", "\r\n", "\u{0}", "\u{7f}", "\u{e9}", "recursive", "RECURSIVE",
-    "%72ecursive", "user-data", "security-credentials", "kube-env", "identity", "token", "service-accounts",
-    "/latest/meta-data/", "/computeMetadata/v1/instance/", "/metadata/identity/", "Transfer-Encoding: chunked\n",
-    "Content-Length: 0\n", "Content-Length: +0\n", "Connection: upgrade\n", "Upgrade: h2c\n", "X-Forwarded-For: 1\n",
-    "Host: a\n", "[[policy]]\n", "[[policy.rule]]\n", "glob = \"/**\"\n", "action = \"allow\"\n", "fallback = \"aws\"\n",
-    "name = \"aws\"\n", "default = \"x\"\n", "\"cniVersion\":\"1.0.0\"", "\"prevResult\":{}", "\"name\":\"n\"",
-    "\"hostGuard\":1", "\"stateDir\":\"rel\"", "{", "}", "[", "]", ",", "\"", "ADD", "DEL", "eth0", "c1",
+    "/",
+    "//",
+    ".",
+    "..",
+    "/../",
+    "/./",
+    "%",
+    "%2f",
+    "%2F",
+    "%2e",
+    "%2E",
+    "%5c",
+    "%5C",
+    "%00",
+    "%25",
+    "%252f",
+    "\\",
+    ";",
+    "?",
+    "&",
+    "=",
+    "#",
+    "*",
+    "@",
+    ":",
+    "+",
+    " ",
+    "\t",
+    "\r\n",
+    "\u{0}",
+    "\u{7f}",
+    "\u{e9}",
+    "recursive",
+    "RECURSIVE",
+    "%72ecursive",
+    "user-data",
+    "security-credentials",
+    "kube-env",
+    "identity",
+    "token",
+    "service-accounts",
+    "/latest/meta-data/",
+    "/computeMetadata/v1/instance/",
+    "/metadata/identity/",
+    "Transfer-Encoding: chunked\n",
+    "Content-Length: 0\n",
+    "Content-Length: +0\n",
+    "Connection: upgrade\n",
+    "Upgrade: h2c\n",
+    "X-Forwarded-For: 1\n",
+    "Host: a\n",
+    "[[policy]]\n",
+    "[[policy.rule]]\n",
+    "glob = \"/**\"\n",
+    "action = \"allow\"\n",
+    "fallback = \"aws\"\n",
+    "name = \"aws\"\n",
+    "default = \"x\"\n",
+    "\"cniVersion\":\"1.0.0\"",
+    "\"prevResult\":{}",
+    "\"name\":\"n\"",
+    "\"hostGuard\":1",
+    "\"stateDir\":\"rel\"",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "\"",
+    "ADD",
+    "DEL",
+    "eth0",
+    "c1",
 ];
 
 /// A small deterministic PRNG (xorshift64*): the same seed gives the same run on every machine.

@@ -42,13 +42,53 @@ pub enum Expect<'a> {
 }
 
 /// The temporary file used for `path`.
+///
+/// The pid alone is not unique enough: two installer containers on one node (an old pod
+/// finishing, a new one starting) may both be pid 1.
 pub fn temp_path(path: &Path) -> PathBuf {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    dir.join(format!(".{name}.{}.metaguard-tmp", std::process::id()))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(
+        ".{name}.{}-{nanos:09}-{seq}{TEMP_SUFFIX}",
+        std::process::id()
+    ))
+}
+
+/// Suffix of every temporary file (an extension libcni does not load).
+pub const TEMP_SUFFIX: &str = ".metaguard-tmp";
+
+/// Removes temporary files in `dir` older than `max_age`: what a run killed between writing and
+/// renaming leaves behind. Younger ones may belong to a run in progress and are left alone.
+/// Returns how many were removed; errors are ignored (this is housekeeping).
+pub fn sweep_temps(dir: &Path, max_age: std::time::Duration) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for ent in rd.flatten() {
+        let name = ent.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.') || !name.ends_with(TEMP_SUFFIX) {
+            continue;
+        }
+        let old = ent
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if old && ent.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(ent.path()).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Reads `path`; `Ok(None)` when it does not exist.
@@ -79,8 +119,6 @@ pub fn write_atomic(
     expect: Expect<'_>,
 ) -> Result<Option<String>, WriteError> {
     let tmp = temp_path(path);
-    // A temporary file left by a crashed run with our pid is ours to replace.
-    let _ = fs::remove_file(&tmp);
     let mut warning = None;
     let res = (|| -> Result<(), WriteError> {
         let mut f = OpenOptions::new()
@@ -206,6 +244,26 @@ mod tests {
         assert!(!remove_checked(&p, Expect::Anything).unwrap());
         assert_eq!(fs::read_dir(&d).unwrap().count(), 0);
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn sweeps_only_old_temporaries() {
+        let d = tmpdir("sweep");
+        let t = temp_path(&d.join("a.conflist"));
+        fs::write(&t, b"x").unwrap();
+        fs::write(d.join("keep.conflist"), b"x").unwrap();
+        assert_eq!(sweep_temps(&d, std::time::Duration::from_secs(60)), 0);
+        assert!(t.exists());
+        assert_eq!(sweep_temps(&d, std::time::Duration::ZERO), 1);
+        assert!(!t.exists());
+        assert!(d.join("keep.conflist").exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn temp_names_are_unique() {
+        let p = Path::new("/x/y");
+        assert_ne!(temp_path(p), temp_path(p));
     }
 
     #[test]

@@ -145,6 +145,20 @@ pub fn install_plugin(layout: &Layout, src: &Path) -> Result<bool, InstallError>
     Ok(true)
 }
 
+/// Removes temporary files older than a minute that a killed run left in the directories install
+/// writes to.
+pub fn sweep_temps(layout: &Layout) {
+    for d in [&layout.bin_dir, &layout.conf_dir, &layout.backup_dir] {
+        let n = atomic::sweep_temps(d, std::time::Duration::from_secs(60));
+        if n > 0 {
+            eprintln!(
+                "metaguard-install: removed {n} stale temporary file(s) from {}",
+                d.display()
+            );
+        }
+    }
+}
+
 /// Whether the plugin binary is in place and executable.
 pub fn plugin_present(layout: &Layout) -> bool {
     fs::metadata(layout.plugin_path())

@@ -42,6 +42,7 @@ fn run(cmd: Command) -> Result<ExitCode, install::InstallError> {
             plugin,
             entry,
         } => {
+            install::sweep_temps(&layout);
             if install::install_plugin(&layout, &plugin)? {
                 println!("installed {}", layout.plugin_path().display());
             } else {
@@ -77,6 +78,7 @@ fn run(cmd: Command) -> Result<ExitCode, install::InstallError> {
             layout,
             keep_plugin,
         } => {
+            install::sweep_temps(&layout);
             let notes = install::uninstall(&layout, keep_plugin)?;
             if notes.is_empty() {
                 println!("nothing to uninstall");

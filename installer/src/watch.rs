@@ -103,6 +103,7 @@ pub fn run(opts: &WatchOptions) -> Result<(), InstallError> {
             path: PathBuf::from("signal mask"),
             source,
         })?;
+    install::sweep_temps(&opts.layout);
     let src_len = fs::metadata(&opts.plugin_src).ok().map(|m| m.len());
     let mut log = Log::default();
     let mut chain_log = Log::default();

@@ -278,3 +278,36 @@ fn removes_the_taint_only_once_in_the_chain() {
     // Exactly once.
     assert_eq!(fs::read_to_string(&calls).unwrap().lines().count(), 2);
 }
+
+#[test]
+fn a_half_written_file_is_left_to_its_writer() {
+    let host = Host::new(Some("bridge-portmap"));
+    let mut w = Watcher::start(&host, &[]);
+    let path = host.conf("10-containerd-net.conflist");
+    wait_for("chained", DEADLINE, || {
+        in_chain(&host, "10-containerd-net.conflist")
+    });
+    // The main CNI rewrites its file in place (truncate, write) and stops half-way...
+    let full = fs::read_to_string(fixture_dir("flannel").join("10-flannel.conflist")).unwrap();
+    let (first, rest) = full.split_at(full.len() / 2);
+    fs::write(&path, first).unwrap();
+    wait_for("the half-written file noticed", DEADLINE, || {
+        w.log().contains("not valid JSON")
+    });
+    wait_for("not ready while it is broken", DEADLINE, || {
+        !ready_file(&host).exists()
+    });
+    // ...the installer must not have touched it...
+    assert_eq!(fs::read_to_string(&path).unwrap(), first);
+    // ...and once the writer finishes, its content plus metaguard is what stays.
+    let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, rest.as_bytes()).unwrap();
+    drop(f);
+    wait_for("chained again", DEADLINE, || {
+        in_chain(&host, "10-containerd-net.conflist")
+    });
+    assert_eq!(plugin_types(&path), ["flannel", "portmap", "metaguard"]);
+    wait_for("ready again", DEADLINE, || ready_file(&host).exists());
+    w.stop();
+    assert_eq!(fs::read_to_string(&path).unwrap(), full);
+}

@@ -11,13 +11,13 @@ use crate::decision_log::{self, Entry};
 use crate::headers;
 use crate::outcome::Outcome;
 use crate::policy::{Action, RequestView};
+use crate::records::Identity;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use metaguard_common::record::PodRecord;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -71,8 +71,14 @@ pub async fn handle(
     let start = Instant::now();
     // Bodies are refused by the header check (Content-Length must be 0), so the body is never read.
     let (parts, _body) = req.into_parts();
-    let identity = app.records.lookup(ctx.peer);
-    let record: Option<&PodRecord> = identity.as_ref().ok().and_then(|r| r.as_deref());
+    // One snapshot for the whole request: a reload meanwhile does not mix two policies.
+    let snap = app.policy.current();
+    let caller = app.records.lookup(ctx.peer, &snap);
+    let record: Option<&Identity> = caller
+        .as_ref()
+        .ok()
+        .and_then(|c| c.as_ref())
+        .map(|c| &*c.identity);
 
     let target = match canon::canonicalize(&parts.method, &parts.uri) {
         Ok(t) => t,
@@ -103,8 +109,8 @@ pub async fn handle(
         finish(&app, ctx, record, &parts, Some(&target), &o, start);
         return Ok(text_response(st, &rej.reason));
     }
-    let record = match &identity {
-        Ok(Some(r)) => r.clone(),
+    let caller = match &caller {
+        Ok(Some(c)) => c,
         Ok(None) => {
             let reason = "no pod record for this source address";
             let o = Outcomes {
@@ -135,15 +141,14 @@ pub async fn handle(
         }
     };
 
-    let set = app.policy.current();
-    let policy = set.select(&record);
+    let policy = snap.policy(caller.policy);
     let view = RequestView {
         method: &parts.method,
         target: &target,
         headers: &parts.headers,
     };
     let d = policy.decide(&view);
-    let rec = Some(&*record);
+    let rec = Some(&*caller.identity);
     match d.action {
         Action::Deny { status: code, .. } => {
             let st = status(*code);
@@ -259,7 +264,7 @@ fn add_headers(dst: &mut HeaderMap, hs: &[(http::HeaderName, HeaderValue)]) {
 fn finish(
     app: &App,
     ctx: ConnCtx,
-    record: Option<&PodRecord>,
+    record: Option<&Identity>,
     parts: &Parts,
     target: Option<&CanonicalTarget>,
     o: &Outcomes<'_>,
@@ -281,21 +286,17 @@ fn finish(
 fn log_line(
     app: &App,
     ctx: ConnCtx,
-    record: Option<&PodRecord>,
+    record: Option<&Identity>,
     method: &str,
     path: &str,
     o: &Outcomes<'_>,
     start: Instant,
 ) {
     let ts = decision_log::rfc3339_now();
-    let pod = record.and_then(|r| match (&r.namespace, &r.pod_name) {
-        (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
-        _ => None,
-    });
     app.log.write(&Entry {
         ts: &ts,
-        pod: pod.as_deref(),
-        container_id: record.map(|r| r.container_id.as_str()),
+        pod: record.and_then(|r| r.pod.as_deref()),
+        container_id: record.map(|r| &*r.container_id),
         src: ctx.peer,
         endpoint: app.endpoint_name(ctx.endpoint),
         method,
@@ -313,7 +314,8 @@ fn log_line(
 /// Records a request hyper refused before it reached [`handle`] (unparsable head, head too
 /// large): hyper has already answered it (400/431); this leaves the decision line and the count.
 pub fn record_unparsed(app: &App, ctx: ConnCtx, status: StatusCode, reason: &str) {
-    let record = app.records.lookup(ctx.peer).ok().flatten();
+    let snap = app.policy.current();
+    let caller = app.records.lookup(ctx.peer, &snap).ok().flatten();
     app.metrics.count_request(Outcome::Invalid, "", "");
     let o = Outcomes {
         outcome: Outcome::Invalid,
@@ -323,5 +325,13 @@ pub fn record_unparsed(app: &App, ctx: ConnCtx, status: StatusCode, reason: &str
         upstream_status: None,
         reason: Some(reason),
     };
-    log_line(app, ctx, record.as_deref(), "", "", &o, Instant::now());
+    log_line(
+        app,
+        ctx,
+        caller.as_ref().map(|c| &*c.identity),
+        "",
+        "",
+        &o,
+        Instant::now(),
+    );
 }

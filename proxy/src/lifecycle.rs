@@ -121,17 +121,7 @@ async fn run_async(
         let sweep_every = ms(cfg.records.sweep_interval_ms);
         let mut shutdown = shutdown_rx.clone();
         tokio::spawn(async move {
-            let a = app.clone();
-            if let Ok((n, errors)) = tokio::task::spawn_blocking(move || a.records.preload()).await
-            {
-                log::info!(
-                    "pod records: {n} addresses loaded from {}",
-                    app.records.state_dir().root().display()
-                );
-                for e in errors.iter().take(10) {
-                    log::warn!("pod record skipped: {e}");
-                }
-            }
+            preload(&app).await;
             let mut tick = tokio::time::interval(sweep_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -181,6 +171,25 @@ fn describe(l: &tokio::net::TcpListener) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Loads every pod record under the policy in force (in a blocking thread: it reads files).
+async fn preload(app: &Arc<App>) {
+    let a = app.clone();
+    if let Ok((n, errors)) = tokio::task::spawn_blocking(move || {
+        let snap = a.policy.current();
+        a.records.preload(&snap)
+    })
+    .await
+    {
+        log::info!(
+            "pod records: {n} addresses loaded from {}",
+            app.records.state_dir().root().display()
+        );
+        for e in errors.iter().take(10) {
+            log::warn!("pod record skipped: {e}");
+        }
+    }
+}
+
 /// Handles SIGHUP until SIGTERM or SIGINT arrives.
 async fn wait_for_shutdown(app: &Arc<App>) -> std::io::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
@@ -203,6 +212,10 @@ pub async fn reload(app: &Arc<App>) {
         Ok(Ok(Reloaded::Swapped(names))) => {
             app.metrics.reload(true);
             log::info!("policy reloaded: {}", names.join(", "));
+            // Select every known pod's policy again now, rather than on each pod's next request
+            // (which would read its record file on the request path).
+            let app = app.clone();
+            tokio::spawn(async move { preload(&app).await });
         }
         Ok(Ok(Reloaded::NoFile)) => {
             log::info!("SIGHUP: no policy file configured (built-in default); nothing to reload");

@@ -1,4 +1,5 @@
-//! Who is calling: source address -> pod record, from the plugin's state directory, cached.
+//! Who is calling: source address -> pod identity and the policy its record selects, from the
+//! plugin's state directory, cached.
 //!
 //! The plugin writes `pods/<key>.json` and then `ips/<ip>` before ADD returns, and removes
 //! `ips/<ip>` before the record at DEL. So:
@@ -11,8 +12,14 @@
 //! - nothing is cached for addresses without a record, so the cache only ever holds what the
 //!   plugin wrote (an unknown or spoofed source cannot grow it).
 //!
+//! What is cached is small: the container ID and `namespace/name` for the logs, and the policy the
+//! record selects under one policy generation. Annotations (which can be large in Kubernetes) are
+//! read, used for selection, and dropped. After a policy reload an entry selects again, from the
+//! file, on its next use (or all at once in the background, see [`RecordCache::preload`]).
+//!
 //! The hot path takes a read lock for a hash lookup and an `Arc` clone; no lock is held across I/O.
 
+use crate::policy_store::Snapshot;
 use metaguard_common::record::PodRecord;
 use metaguard_common::state::{StateDir, StateError};
 use std::collections::HashMap;
@@ -35,31 +42,73 @@ pub fn normalize(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What the logs say about a caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub container_id: Box<str>,
+    /// `namespace/name` when the record has both.
+    pub pod: Option<Box<str>>,
+}
+
+impl Identity {
+    pub fn of(rec: &PodRecord) -> Identity {
+        let pod = match (&rec.namespace, &rec.pod_name) {
+            (Some(ns), Some(n)) => Some(format!("{ns}/{n}").into_boxed_str()),
+            _ => None,
+        };
+        Identity {
+            container_id: rec.container_id.as_str().into(),
+            pod,
+        }
+    }
+}
+
+/// A known caller: who, and which policy of the snapshot it was resolved against.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Arc<Identity>,
+    /// Index for [`Snapshot::policy`].
+    pub policy: u32,
+}
+
 /// Identity of the file `ips/<ip>` when the entry was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
     dev: u64,
     ino: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    mtime_ns: i64,
+    ctime_ns: i64,
 }
 
 impl FileStamp {
     fn of(md: &std::fs::Metadata) -> FileStamp {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
         FileStamp {
             dev: md.dev(),
             ino: md.ino(),
-            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
-            ctime_ns: i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
+            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
         }
     }
 }
 
 struct Entry {
-    record: Arc<PodRecord>,
+    identity: Arc<Identity>,
+    policy: u32,
+    /// The policy generation `policy` was selected under.
+    generation: u64,
     stamp: FileStamp,
     /// Milliseconds since the cache's epoch when the entry was last known good.
     checked_ms: AtomicU64,
+}
+
+impl Entry {
+    fn caller(&self) -> Caller {
+        Caller {
+            identity: self.identity.clone(),
+            policy: self.policy,
+        }
+    }
 }
 
 pub struct RecordCache {
@@ -116,17 +165,20 @@ impl RecordCache {
         }
     }
 
-    /// The record owning `ip` (already normalised), or `None` for an unknown caller.
-    pub fn lookup(&self, ip: IpAddr) -> Result<Option<Arc<PodRecord>>, StateError> {
+    /// The caller at `ip` (already normalised) with its policy under `snap`, or `None` for an
+    /// unknown caller.
+    pub fn lookup(&self, ip: IpAddr, snap: &Snapshot) -> Result<Option<Caller>, StateError> {
         let now = self.now_ms();
         let cached = self.read_map().get(&ip).cloned();
         if let Some(entry) = &cached {
             let age = now.saturating_sub(entry.checked_ms.load(Ordering::Relaxed));
-            if u128::from(age) < self.revalidate_after.as_millis() {
-                return Ok(Some(entry.record.clone()));
+            if u128::from(age) < self.revalidate_after.as_millis()
+                && entry.generation == snap.generation
+            {
+                return Ok(Some(entry.caller()));
             }
         }
-        self.refresh(ip, cached, now)
+        self.refresh(ip, cached, now, snap)
     }
 
     /// Checks (or loads) the entry for `ip` against the files.
@@ -135,7 +187,8 @@ impl RecordCache {
         ip: IpAddr,
         cached: Option<Arc<Entry>>,
         now: u64,
-    ) -> Result<Option<Arc<PodRecord>>, StateError> {
+        snap: &Snapshot,
+    ) -> Result<Option<Caller>, StateError> {
         let io_err = |source| StateError::Io {
             path: self.ips_dir.join(ip.to_string()),
             source,
@@ -149,21 +202,23 @@ impl RecordCache {
             return Ok(None);
         };
         if let Some(entry) = &cached {
-            if entry.stamp == stamp {
+            if entry.stamp == stamp && entry.generation == snap.generation {
                 entry.checked_ms.store(now, Ordering::Relaxed);
-                return Ok(Some(entry.record.clone()));
+                return Ok(Some(entry.caller()));
             }
         }
         match self.state.lookup_ip(&ip) {
             Ok(Some(rec)) => {
-                let record = Arc::new(rec);
                 let entry = Arc::new(Entry {
-                    record: record.clone(),
+                    identity: Arc::new(Identity::of(&rec)),
+                    policy: snap.select(&rec),
+                    generation: snap.generation,
                     stamp,
                     checked_ms: AtomicU64::new(now),
                 });
+                let caller = entry.caller();
                 self.write_map().insert(ip, entry);
-                Ok(Some(record))
+                Ok(Some(caller))
             }
             Ok(None) => {
                 self.write_map().remove(&ip);
@@ -177,10 +232,11 @@ impl RecordCache {
         }
     }
 
-    /// Loads every record that has address entries (at start, so the first requests after a
-    /// restart hit the cache). Records listing several addresses share one allocation.
-    /// Returns (addresses loaded, errors).
-    pub fn preload(&self) -> (usize, Vec<String>) {
+    /// Loads every record that has address entries and selects its policy under `snap`: at start
+    /// (so the first requests after a restart hit the cache) and after a reload (so requests do not
+    /// have to re-read files to select again). Entries selected under a newer generation are kept.
+    /// Records listing several addresses share one identity. Returns (addresses loaded, errors).
+    pub fn preload(&self, snap: &Snapshot) -> (usize, Vec<String>) {
         let mut errors = Vec::new();
         let rd = match std::fs::read_dir(&self.ips_dir) {
             Ok(rd) => rd,
@@ -191,7 +247,8 @@ impl RecordCache {
             }
         };
         let now = self.now_ms();
-        let mut by_key: HashMap<String, Arc<PodRecord>> = HashMap::new();
+        // key -> (identity, policy, addresses the record lists)
+        let mut by_key: HashMap<String, (Arc<Identity>, u32, Vec<IpAddr>)> = HashMap::new();
         let mut loaded = Vec::new();
         for ent in rd {
             let Ok(ent) = ent else { continue };
@@ -216,39 +273,46 @@ impl RecordCache {
                     continue;
                 }
             };
-            let record = match by_key.get(&key) {
-                Some(r) => r.clone(),
-                None => match self.state.read_record(&key) {
+            if !by_key.contains_key(&key) {
+                match self.state.read_record(&key) {
                     Ok(Some(r)) => {
-                        let r = Arc::new(r);
-                        by_key.insert(key, r.clone());
-                        r
+                        let v = (Arc::new(Identity::of(&r)), snap.select(&r), r.ips);
+                        by_key.insert(key.clone(), v);
                     }
                     Ok(None) => continue,
                     Err(e) => {
                         errors.push(e.to_string());
                         continue;
                     }
-                },
+                }
+            }
+            let Some((identity, policy, ips)) = by_key.get(&key) else {
+                continue;
             };
             // Same rule as StateDir::lookup_ip: a stale entry never grants an identity.
-            if !record.ips.contains(&ip) {
+            if !ips.contains(&ip) {
                 continue;
             }
-            loaded.push((
-                ip,
-                Arc::new(Entry {
-                    record,
-                    stamp,
-                    checked_ms: AtomicU64::new(now),
-                }),
-            ));
+            let entry = Entry {
+                identity: identity.clone(),
+                policy: *policy,
+                generation: snap.generation,
+                stamp,
+                checked_ms: AtomicU64::new(now),
+            };
+            loaded.push((ip, Arc::new(entry)));
         }
+        drop(by_key);
         let n = loaded.len();
         let mut map = self.write_map();
         for (ip, e) in loaded {
-            // An entry a request loaded meanwhile is at least as fresh.
-            map.entry(ip).or_insert(e);
+            match map.get(&ip) {
+                // A request loaded it meanwhile under the same or a newer policy: keep that.
+                Some(cur) if cur.generation >= e.generation => {}
+                _ => {
+                    map.insert(ip, e);
+                }
+            }
         }
         (n, errors)
     }
@@ -257,13 +321,9 @@ impl RecordCache {
     /// that never call again. Changed files are left for the next lookup to re-read.
     /// Returns the number evicted.
     pub fn sweep(&self) -> usize {
-        let snapshot: Vec<(IpAddr, FileStamp)> = self
-            .read_map()
-            .iter()
-            .map(|(ip, e)| (*ip, e.stamp))
-            .collect();
+        let snapshot: Vec<IpAddr> = self.read_map().keys().copied().collect();
         let mut gone = Vec::new();
-        for (ip, _) in snapshot {
+        for ip in snapshot {
             if let Ok(None) = self.stat_ip(&ip) {
                 gone.push(ip);
             }
@@ -287,6 +347,7 @@ impl RecordCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::PolicySet;
     use metaguard_common::record::RECORD_VERSION;
     use std::collections::BTreeMap;
 
@@ -324,6 +385,20 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Namespace ns-aws gets `aws`, everyone else `deny-all`.
+    fn snap(generation: u64, aws_ns: &str) -> Snapshot {
+        let text = format!(
+            "default = \"deny-all\"\n[[selector]]\nnamespace = \"{aws_ns}\"\npolicy = \"aws\"\n"
+        );
+        Snapshot::new(PolicySet::from_toml(&text).unwrap(), generation)
+    }
+
+    fn policy_of(c: &RecordCache, s: &Snapshot, a: &str) -> Option<String> {
+        c.lookup(ip(a), s)
+            .unwrap()
+            .map(|caller| s.policy(caller.policy).name().to_string())
+    }
+
     #[test]
     fn mapped_addresses_normalise() {
         assert_eq!(normalize(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
@@ -334,16 +409,33 @@ mod tests {
     }
 
     #[test]
+    fn identity_for_logs() {
+        let r = rec("abc", &[], "ns1");
+        assert_eq!(
+            Identity::of(&r),
+            Identity {
+                container_id: "abc".into(),
+                pod: Some("ns1/abc".into())
+            }
+        );
+        let mut r = rec("abc", &[], "ns1");
+        r.pod_name = None;
+        assert_eq!(Identity::of(&r).pod, None);
+    }
+
+    #[test]
     fn miss_reads_files_directly() {
         let d = tmpdir("miss");
         let s = StateDir::new(&d.0);
+        let sn = snap(1, "ns1");
         let c = RecordCache::new(s.clone(), Duration::from_secs(1));
-        assert!(c.lookup(ip("10.0.0.1")).unwrap().is_none());
+        assert!(c.lookup(ip("10.0.0.1"), &sn).unwrap().is_none());
         assert!(c.is_empty(), "unknown callers are not cached");
         s.write_record(&rec("a", &["10.0.0.1"], "ns1")).unwrap();
         // Immediately visible: no scan needed.
-        let r = c.lookup(ip("10.0.0.1")).unwrap().unwrap();
-        assert_eq!(r.container_id, "a");
+        let caller = c.lookup(ip("10.0.0.1"), &sn).unwrap().unwrap();
+        assert_eq!(&*caller.identity.container_id, "a");
+        assert_eq!(sn.policy(caller.policy).name(), "aws");
         assert_eq!(c.len(), 1);
     }
 
@@ -351,15 +443,16 @@ mod tests {
     fn removal_stops_counting_after_revalidation() {
         let d = tmpdir("rm");
         let s = StateDir::new(&d.0);
+        let sn = snap(1, "ns1");
         let c = RecordCache::new(s.clone(), Duration::from_millis(100));
         let r = rec("a", &["10.0.0.2"], "ns1");
         s.write_record(&r).unwrap();
-        assert!(c.lookup(ip("10.0.0.2")).unwrap().is_some());
+        assert!(c.lookup(ip("10.0.0.2"), &sn).unwrap().is_some());
         assert!(s.remove_record(&r.key()).is_empty());
         // Poll with a deadline: within the revalidation interval (plus slack) it must be gone.
         let start = Instant::now();
         loop {
-            if c.lookup(ip("10.0.0.2")).unwrap().is_none() {
+            if c.lookup(ip("10.0.0.2"), &sn).unwrap().is_none() {
                 break;
             }
             assert!(
@@ -375,37 +468,59 @@ mod tests {
     fn fresh_entries_are_served_from_memory() {
         let d = tmpdir("fresh");
         let s = StateDir::new(&d.0);
+        let sn = snap(1, "ns1");
         let c = RecordCache::new(s.clone(), Duration::from_secs(3600));
         let r = rec("a", &["10.0.0.3"], "ns1");
         s.write_record(&r).unwrap();
-        assert!(c.lookup(ip("10.0.0.3")).unwrap().is_some());
+        assert!(c.lookup(ip("10.0.0.3"), &sn).unwrap().is_some());
         s.remove_record(&r.key());
         // Within the revalidation window the cache answers without touching the files; this is
         // the hot path's contract (and why the window is short).
-        assert!(c.lookup(ip("10.0.0.3")).unwrap().is_some());
+        assert!(c.lookup(ip("10.0.0.3"), &sn).unwrap().is_some());
     }
 
     #[test]
     fn rewrite_is_noticed() {
         let d = tmpdir("rewrite");
         let s = StateDir::new(&d.0);
+        let sn = snap(1, "ns1");
         let c = RecordCache::new(s.clone(), Duration::ZERO);
         s.write_record(&rec("old", &["10.0.0.4"], "ns1")).unwrap();
-        assert_eq!(
-            c.lookup(ip("10.0.0.4")).unwrap().unwrap().container_id,
-            "old"
-        );
+        assert_eq!(policy_of(&c, &sn, "10.0.0.4").as_deref(), Some("aws"));
         // The address is reused by a new pod: ips/<ip> is replaced (new inode).
         s.write_record(&rec("new", &["10.0.0.4"], "ns2")).unwrap();
-        let r = c.lookup(ip("10.0.0.4")).unwrap().unwrap();
-        assert_eq!(r.container_id, "new");
-        assert_eq!(r.namespace.as_deref(), Some("ns2"));
+        let caller = c.lookup(ip("10.0.0.4"), &sn).unwrap().unwrap();
+        assert_eq!(&*caller.identity.container_id, "new");
+        assert_eq!(caller.identity.pod.as_deref(), Some("ns2/new"));
+        assert_eq!(sn.policy(caller.policy).name(), "deny-all");
     }
 
     #[test]
-    fn preload_shares_records_and_skips_stale_entries() {
+    fn a_new_policy_generation_selects_again() {
+        let d = tmpdir("regen");
+        let s = StateDir::new(&d.0);
+        let c = RecordCache::new(s.clone(), Duration::from_secs(3600));
+        s.write_record(&rec("a", &["10.0.0.11"], "ns1")).unwrap();
+        let g1 = snap(1, "ns1");
+        assert_eq!(policy_of(&c, &g1, "10.0.0.11").as_deref(), Some("aws"));
+        // Same files, new policy: the cached selection is not reused across generations.
+        let g2 = snap(2, "other");
+        assert_eq!(policy_of(&c, &g2, "10.0.0.11").as_deref(), Some("deny-all"));
+        // And a preload under a newer generation refreshes every entry without requests.
+        let g3 = snap(3, "ns1");
+        assert_eq!(c.preload(&g3).0, 1);
+        let e = c.read_map().get(&ip("10.0.0.11")).cloned().unwrap();
+        assert_eq!((e.generation, g3.policy(e.policy).name()), (3, "aws"));
+        // An older preload never overwrites a newer selection.
+        c.preload(&g2);
+        assert_eq!(c.read_map().get(&ip("10.0.0.11")).unwrap().generation, 3);
+    }
+
+    #[test]
+    fn preload_shares_identities_and_skips_stale_entries() {
         let d = tmpdir("preload");
         let s = StateDir::new(&d.0);
+        let sn = snap(1, "ns1");
         let a = rec("a", &["10.0.0.5", "fd00::5"], "ns1");
         s.write_record(&a).unwrap();
         s.write_record(&rec("b", &["10.0.0.6"], "ns1")).unwrap();
@@ -415,36 +530,37 @@ mod tests {
         // Junk in the directory.
         std::fs::write(s.ips_dir().join(".tmp.junk"), b"x").unwrap();
         let c = RecordCache::new(s.clone(), Duration::from_secs(1));
-        let (n, errors) = c.preload();
+        let (n, errors) = c.preload(&sn);
         assert_eq!(n, 3, "{errors:?}");
         assert!(errors.is_empty(), "{errors:?}");
-        let r1 = c.lookup(ip("10.0.0.5")).unwrap().unwrap();
-        let r2 = c.lookup(ip("fd00::5")).unwrap().unwrap();
-        assert!(Arc::ptr_eq(&r1, &r2));
-        assert!(c.lookup(ip("10.0.0.7")).unwrap().is_none());
+        let r1 = c.lookup(ip("10.0.0.5"), &sn).unwrap().unwrap();
+        let r2 = c.lookup(ip("fd00::5"), &sn).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&r1.identity, &r2.identity));
+        assert!(c.lookup(ip("10.0.0.7"), &sn).unwrap().is_none());
     }
 
     #[test]
     fn preload_of_missing_dir_is_empty() {
         let d = tmpdir("nodir");
         let c = RecordCache::new(StateDir::new(&d.0), Duration::from_secs(1));
-        assert_eq!(c.preload(), (0, vec![]));
+        assert_eq!(c.preload(&snap(1, "x")), (0, vec![]));
     }
 
     #[test]
     fn sweep_evicts_gone_addresses() {
         let d = tmpdir("sweep");
         let s = StateDir::new(&d.0);
+        let sn = snap(1, "ns1");
         let c = RecordCache::new(s.clone(), Duration::from_secs(3600));
         let a = rec("a", &["10.0.0.8"], "ns1");
         s.write_record(&a).unwrap();
         s.write_record(&rec("b", &["10.0.0.9"], "ns1")).unwrap();
-        c.preload();
+        c.preload(&sn);
         assert_eq!(c.len(), 2);
         s.remove_record(&a.key());
         assert_eq!(c.sweep(), 1);
         assert_eq!(c.len(), 1);
-        assert!(c.lookup(ip("10.0.0.9")).unwrap().is_some());
+        assert!(c.lookup(ip("10.0.0.9"), &sn).unwrap().is_some());
     }
 
     #[test]
@@ -455,7 +571,7 @@ mod tests {
         s.write_record(&a).unwrap();
         std::fs::write(s.record_path(&a.key()), b"{not json").unwrap();
         let c = RecordCache::new(s, Duration::from_secs(1));
-        assert!(c.lookup(ip("10.0.0.10")).is_err());
+        assert!(c.lookup(ip("10.0.0.10"), &snap(1, "ns1")).is_err());
         assert!(c.is_empty());
     }
 }

@@ -66,7 +66,13 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub const ALL: [Preset; 5] = [Preset::DenyAll, Preset::Aws, Preset::Gcp, Preset::Azure, Preset::Audit];
+    pub const ALL: [Preset; 5] = [
+        Preset::DenyAll,
+        Preset::Aws,
+        Preset::Gcp,
+        Preset::Azure,
+        Preset::Audit,
+    ];
 
     /// The preset's name in policy files and on the command line.
     pub fn name(self) -> &'static str {
@@ -179,7 +185,10 @@ macro_rules! get {
 /// `<METHOD> <path>` with the AWS Host header.
 macro_rules! get_method {
     ($m:literal, $path:literal) => {
-        req!(concat!($m, " ", $path, " HTTP/1.1"), "Host: 169.254.169.254")
+        req!(
+            concat!($m, " ", $path, " HTTP/1.1"),
+            "Host: 169.254.169.254"
+        )
     };
 }
 
@@ -252,7 +261,10 @@ impl Expect {
     /// Whether the outcome is decided before any policy is consulted (canonicaliser, framing and
     /// header checks, parser limits): such a case must come out the same under every preset.
     pub fn policy_independent(self) -> bool {
-        let refusal = |set: &[u16]| set.iter().all(|s| matches!(s, 400 | 408 | 413 | 414 | 417 | 431 | 505));
+        let refusal = |set: &[u16]| {
+            set.iter()
+                .all(|s| matches!(s, 400 | 408 | 413 | 414 | 417 | 431 | 505))
+        };
         match self {
             Expect::One(s) | Expect::OneOrClosed(s) | Expect::OneOrSilent(s) => refusal(s),
             Expect::Seq(l) | Expect::Prefix(l) => l.iter().all(|s| refusal(s)),
@@ -548,14 +560,70 @@ static PATH: &[Case] = &[
 
 static QUERY: &[Case] = &[
     // GCP: `recursive` outside the service-accounts tree, in every spelling.
-    case!("query-rec-base", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive=true"), DENY, true),
-    case!("query-rec-upper-key", Query, Gcp, gget!("/computeMetadata/v1/instance/?RECURSIVE=true"), BAD_OR_DENY, true),
-    case!("query-rec-mixed", Query, Gcp, gget!("/computeMetadata/v1/instance/?Recursive=True"), BAD_OR_DENY, true),
-    case!("query-rec-one", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive=1"), BAD_OR_DENY, true),
-    case!("query-rec-false", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive=false"), BAD_OR_DENY, true),
-    case!("query-rec-novalue", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive"), BAD_OR_DENY, true),
-    case!("query-rec-empty-value", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive="), BAD_OR_DENY, true),
-    case!("query-rec-enc-r", Query, Gcp, gget!("/computeMetadata/v1/instance/?%72ecursive=true"), BAD_OR_DENY, true),
+    case!(
+        "query-rec-base",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive=true"),
+        DENY,
+        true
+    ),
+    case!(
+        "query-rec-upper-key",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?RECURSIVE=true"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-mixed",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?Recursive=True"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-one",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive=1"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-false",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive=false"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-novalue",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-empty-value",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive="),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-enc-r",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?%72ecursive=true"),
+        BAD_OR_DENY,
+        true
+    ),
     case!(
         "query-rec-enc-all",
         Query,
@@ -564,11 +632,46 @@ static QUERY: &[Case] = &[
         BAD_OR_DENY,
         true
     ),
-    case!("query-rec-enc-upper", Query, Gcp, gget!("/computeMetadata/v1/instance/?%52ECURSIVE=true"), BAD_OR_DENY, true),
-    case!("query-rec-enc-value", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive=%74rue"), BAD_OR_DENY, true),
-    case!("query-rec-enc-eq", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive%3dtrue"), BAD_OR_DENY, true),
-    case!("query-rec-double", Query, Gcp, gget!("/computeMetadata/v1/instance/?%2572ecursive=true"), BAD_OR_DENY, true),
-    case!("query-rec-second", Query, Gcp, gget!("/computeMetadata/v1/instance/?alt=json&recursive=true"), BAD_OR_DENY, true),
+    case!(
+        "query-rec-enc-upper",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?%52ECURSIVE=true"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-enc-value",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive=%74rue"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-enc-eq",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive%3dtrue"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-double",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?%2572ecursive=true"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-second",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?alt=json&recursive=true"),
+        BAD_OR_DENY,
+        true
+    ),
     case!(
         "query-rec-dup",
         Query,
@@ -577,15 +680,64 @@ static QUERY: &[Case] = &[
         BAD_OR_DENY,
         true
     ),
-    case!("query-rec-semicolon", Query, Gcp, gget!("/computeMetadata/v1/instance/?alt=json;recursive=true"), BAD, true),
-    case!("query-rec-semicolon-first", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive=true;x=1"), BAD, true),
-    case!("query-rec-plus", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive+=true"), BAD_OR_DENY, true),
-    case!("query-rec-space", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive%20=true"), BAD_OR_DENY, true),
-    case!("query-rec-leading-amp", Query, Gcp, gget!("/computeMetadata/v1/instance/?&recursive=true"), BAD_OR_DENY, true),
-    case!("query-rec-nul", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive%00=true"), BAD_OR_DENY, true),
+    case!(
+        "query-rec-semicolon",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?alt=json;recursive=true"),
+        BAD,
+        true
+    ),
+    case!(
+        "query-rec-semicolon-first",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive=true;x=1"),
+        BAD,
+        true
+    ),
+    case!(
+        "query-rec-plus",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive+=true"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-space",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive%20=true"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-leading-amp",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?&recursive=true"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-nul",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive%00=true"),
+        BAD_OR_DENY,
+        true
+    ),
     // The http crate drops a fragment before the proxy sees the target: what is checked is what
     // is forwarded, so 403 is as safe as 400 here.
-    case!("query-rec-fragment", Query, Gcp, gget!("/computeMetadata/v1/instance/?recursive=true#x"), BAD_OR_DENY, true),
+    case!(
+        "query-rec-fragment",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/?recursive=true#x"),
+        BAD_OR_DENY,
+        true
+    ),
     case!(
         "query-rec-attributes",
         Query,
@@ -594,8 +746,22 @@ static QUERY: &[Case] = &[
         BAD_OR_DENY,
         true
     ),
-    case!("query-rec-project", Query, Gcp, gget!("/computeMetadata/v1/project/?recursive=true"), BAD_OR_DENY, true),
-    case!("query-rec-root", Query, Gcp, gget!("/computeMetadata/v1/?recursive=true"), BAD_OR_DENY, true),
+    case!(
+        "query-rec-project",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/project/?recursive=true"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-rec-root",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/?recursive=true"),
+        BAD_OR_DENY,
+        true
+    ),
     case!(
         "query-rec-sa-prefix-trick",
         Query,
@@ -629,7 +795,14 @@ static QUERY: &[Case] = &[
         true
     ),
     // `recursive` inside the service-accounts tree is what gcloud uses: allowed.
-    case!("query-rec-sa-allowed", Query, Gcp, gget!("/computeMetadata/v1/instance/service-accounts/?recursive=true"), OK, false),
+    case!(
+        "query-rec-sa-allowed",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/service-accounts/?recursive=true"),
+        OK,
+        false
+    ),
     case!(
         "query-rec-sa-default-allowed",
         Query,
@@ -656,16 +829,72 @@ static QUERY: &[Case] = &[
         One(&[200, 400, 403]),
         false
     ),
-    case!("query-gcp-alt", Query, Gcp, gget!("/computeMetadata/v1/instance/zone?alt=text"), OK, false),
-    case!("query-gcp-unknown-key", Query, Gcp, gget!("/computeMetadata/v1/instance/zone?foo=bar"), BAD_OR_DENY, false),
+    case!(
+        "query-gcp-alt",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/zone?alt=text"),
+        OK,
+        false
+    ),
+    case!(
+        "query-gcp-unknown-key",
+        Query,
+        Gcp,
+        gget!("/computeMetadata/v1/instance/zone?foo=bar"),
+        BAD_OR_DENY,
+        false
+    ),
     // AWS has no query keys.
-    case!("query-aws-on-allowed", Query, Aws, get!("/latest/meta-data/instance-id?x=1"), BAD_OR_DENY, false),
-    case!("query-aws-on-userdata", Query, Aws, get!("/latest/user-data?x"), BAD_OR_DENY, true),
-    case!("query-aws-semicolon", Query, Aws, get!("/latest/meta-data/instance-id?a=1;b=2"), BAD, false),
-    case!("query-aws-path-in-query", Query, Aws, get!("/latest/meta-data/instance-id?/../../user-data"), BAD_OR_DENY, false),
+    case!(
+        "query-aws-on-allowed",
+        Query,
+        Aws,
+        get!("/latest/meta-data/instance-id?x=1"),
+        BAD_OR_DENY,
+        false
+    ),
+    case!(
+        "query-aws-on-userdata",
+        Query,
+        Aws,
+        get!("/latest/user-data?x"),
+        BAD_OR_DENY,
+        true
+    ),
+    case!(
+        "query-aws-semicolon",
+        Query,
+        Aws,
+        get!("/latest/meta-data/instance-id?a=1;b=2"),
+        BAD,
+        false
+    ),
+    case!(
+        "query-aws-path-in-query",
+        Query,
+        Aws,
+        get!("/latest/meta-data/instance-id?/../../user-data"),
+        BAD_OR_DENY,
+        false
+    ),
     // Azure: api-version is required, `Metadata: true` too.
-    case!("query-azure-no-api-version", Query, Azure, aget!("/metadata/instance"), BAD_OR_DENY, false),
-    case!("query-azure-format", Query, Azure, aget!("/metadata/instance/compute?api-version=2021-02-01&format=json"), OK, false),
+    case!(
+        "query-azure-no-api-version",
+        Query,
+        Azure,
+        aget!("/metadata/instance"),
+        BAD_OR_DENY,
+        false
+    ),
+    case!(
+        "query-azure-format",
+        Query,
+        Azure,
+        aget!("/metadata/instance/compute?api-version=2021-02-01&format=json"),
+        OK,
+        false
+    ),
     case!(
         "query-azure-semicolon",
         Query,
@@ -736,50 +965,403 @@ static TARGET: &[Case] = &[
 // --- methods -------------------------------------------------------------------------------------
 
 static METHOD: &[Case] = &[
-    case!("method-connect-origin", Method, Aws, get_method!("CONNECT", "/latest/meta-data/instance-id"), BAD, false),
-    case!("method-trace", Method, Aws, get_method!("TRACE", "/latest/meta-data/instance-id"), BAD, false),
-    case!("method-trace-audit", Method, Audit, get_method!("TRACE", "/latest/meta-data/instance-id"), BAD, false),
-    case!("method-connect-audit", Method, Audit, get_method!("CONNECT", "/latest/meta-data/instance-id"), BAD, false),
-    case!("method-trace-lower", Method, Aws, get_method!("trace", "/latest/meta-data/instance-id"), NO_METHOD, false),
-    case!("method-track", Method, Aws, get_method!("TRACK", "/latest/meta-data/instance-id"), NO_METHOD, false),
-    case!("method-get-lower", Method, Aws, get_method!("get", "/latest/meta-data/instance-id"), NO_METHOD, false),
-    case!("method-get-lower-denied", Method, Aws, get_method!("get", "/latest/user-data"), NO_METHOD, true),
-    case!("method-get-mixed-denied", Method, Aws, get_method!("Get", "/latest/meta-data/iam/security-credentials/"), NO_METHOD, true),
-    case!("method-unknown", Method, Aws, get_method!("FOO", "/latest/meta-data/instance-id"), NO_METHOD, false),
-    case!("method-unknown-denied", Method, Aws, get_method!("FOO", "/latest/user-data"), NO_METHOD, true),
-    built!("method-unknown-long", Method, Aws, long_method, OneOrClosed(&[400, 403, 405]), false),
-    case!("method-post", Method, Aws, req!("POST /latest/meta-data/instance-id HTTP/1.1", "Host: 169.254.169.254", "Content-Length: 0"), NO_METHOD, false),
-    case!("method-delete-token", Method, Aws, req!("DELETE /latest/api/token HTTP/1.1", "Host: 169.254.169.254"), NO_METHOD, false),
-    case!("method-options", Method, Aws, get_method!("OPTIONS", "/latest/meta-data/instance-id"), NO_METHOD, false),
-    case!("method-patch-token", Method, Aws, req!("PATCH /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 21600", "Content-Length: 0"), NO_METHOD, false),
-    case!("method-head-denied", Method, Aws, get_method!("HEAD", "/latest/user-data"), NO_METHOD, true),
-    case!("method-head-creds", Method, Aws, get_method!("HEAD", "/latest/meta-data/iam/security-credentials/"), NO_METHOD, true),
-    case!("method-space-double", Method, Aws, req!("GET  /latest/user-data HTTP/1.1", "Host: 169.254.169.254"), BAD_OR_CLOSED, true),
-    case!("method-tab", Method, Aws, req!("GET\t/latest/user-data HTTP/1.1", "Host: 169.254.169.254"), BAD_OR_CLOSED, true),
-    case!("method-gcp-post", Method, Gcp, req!("POST /computeMetadata/v1/instance/zone HTTP/1.1", "Host: metadata.google.internal", "Metadata-Flavor: Google", "Content-Length: 0"), NO_METHOD, false),
-    case!("method-azure-post-token", Method, Azure, req!("POST /metadata/identity/oauth2/token?api-version=2018-02-01&resource=x HTTP/1.1", "Host: 169.254.169.254", "Metadata: true", "Content-Length: 0"), NO_METHOD, true),
+    case!(
+        "method-connect-origin",
+        Method,
+        Aws,
+        get_method!("CONNECT", "/latest/meta-data/instance-id"),
+        BAD,
+        false
+    ),
+    case!(
+        "method-trace",
+        Method,
+        Aws,
+        get_method!("TRACE", "/latest/meta-data/instance-id"),
+        BAD,
+        false
+    ),
+    case!(
+        "method-trace-audit",
+        Method,
+        Audit,
+        get_method!("TRACE", "/latest/meta-data/instance-id"),
+        BAD,
+        false
+    ),
+    case!(
+        "method-connect-audit",
+        Method,
+        Audit,
+        get_method!("CONNECT", "/latest/meta-data/instance-id"),
+        BAD,
+        false
+    ),
+    case!(
+        "method-trace-lower",
+        Method,
+        Aws,
+        get_method!("trace", "/latest/meta-data/instance-id"),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-track",
+        Method,
+        Aws,
+        get_method!("TRACK", "/latest/meta-data/instance-id"),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-get-lower",
+        Method,
+        Aws,
+        get_method!("get", "/latest/meta-data/instance-id"),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-get-lower-denied",
+        Method,
+        Aws,
+        get_method!("get", "/latest/user-data"),
+        NO_METHOD,
+        true
+    ),
+    case!(
+        "method-get-mixed-denied",
+        Method,
+        Aws,
+        get_method!("Get", "/latest/meta-data/iam/security-credentials/"),
+        NO_METHOD,
+        true
+    ),
+    case!(
+        "method-unknown",
+        Method,
+        Aws,
+        get_method!("FOO", "/latest/meta-data/instance-id"),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-unknown-denied",
+        Method,
+        Aws,
+        get_method!("FOO", "/latest/user-data"),
+        NO_METHOD,
+        true
+    ),
+    built!(
+        "method-unknown-long",
+        Method,
+        Aws,
+        long_method,
+        OneOrClosed(&[400, 403, 405]),
+        false
+    ),
+    case!(
+        "method-post",
+        Method,
+        Aws,
+        req!(
+            "POST /latest/meta-data/instance-id HTTP/1.1",
+            "Host: 169.254.169.254",
+            "Content-Length: 0"
+        ),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-delete-token",
+        Method,
+        Aws,
+        req!("DELETE /latest/api/token HTTP/1.1", "Host: 169.254.169.254"),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-options",
+        Method,
+        Aws,
+        get_method!("OPTIONS", "/latest/meta-data/instance-id"),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-patch-token",
+        Method,
+        Aws,
+        req!(
+            "PATCH /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 21600",
+            "Content-Length: 0"
+        ),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-head-denied",
+        Method,
+        Aws,
+        get_method!("HEAD", "/latest/user-data"),
+        NO_METHOD,
+        true
+    ),
+    case!(
+        "method-head-creds",
+        Method,
+        Aws,
+        get_method!("HEAD", "/latest/meta-data/iam/security-credentials/"),
+        NO_METHOD,
+        true
+    ),
+    case!(
+        "method-space-double",
+        Method,
+        Aws,
+        req!("GET  /latest/user-data HTTP/1.1", "Host: 169.254.169.254"),
+        BAD_OR_CLOSED,
+        true
+    ),
+    case!(
+        "method-tab",
+        Method,
+        Aws,
+        req!("GET\t/latest/user-data HTTP/1.1", "Host: 169.254.169.254"),
+        BAD_OR_CLOSED,
+        true
+    ),
+    case!(
+        "method-gcp-post",
+        Method,
+        Gcp,
+        req!(
+            "POST /computeMetadata/v1/instance/zone HTTP/1.1",
+            "Host: metadata.google.internal",
+            "Metadata-Flavor: Google",
+            "Content-Length: 0"
+        ),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-azure-post-token",
+        Method,
+        Azure,
+        req!(
+            "POST /metadata/identity/oauth2/token?api-version=2018-02-01&resource=x HTTP/1.1",
+            "Host: 169.254.169.254",
+            "Metadata: true",
+            "Content-Length: 0"
+        ),
+        NO_METHOD,
+        true
+    ),
     // IMDSv2 token PUT and its variants.
-    case!("method-put-token", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 21600", "Content-Length: 0"), OK, false),
-    case!("method-put-token-no-cl", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60"), OK, false),
-    case!("method-put-token-ttl-lower", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "x-aws-ec2-metadata-token-ttl-seconds: 1"), OK, false),
-    case!("method-put-token-no-ttl", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "Content-Length: 0"), BAD_OR_DENY, false),
-    case!("method-put-token-ttl-0", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 0"), BAD_OR_DENY, false),
-    case!("method-put-token-ttl-big", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 21601"), BAD_OR_DENY, false),
-    case!("method-put-token-ttl-neg", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: -1"), BAD_OR_DENY, false),
-    case!("method-put-token-ttl-nan", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: abc"), BAD_OR_DENY, false),
-    case!("method-put-token-ttl-dup", Method, Aws, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60", "X-aws-ec2-metadata-token-ttl-seconds: 99999"), One(&[200, 400, 403]), false),
-    case!("method-put-token-lower", Method, Aws, req!("put /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60"), NO_METHOD, false),
-    case!("method-put-token-case-path", Method, Aws, req!("PUT /latest/API/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60"), DENY, false),
-    case!("method-put-token-dots", Method, Aws, req!("PUT /latest/api/../api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60"), BAD, false),
-    case!("method-get-token", Method, Aws, get!("/latest/api/token", "X-aws-ec2-metadata-token-ttl-seconds: 60"), NO_METHOD, false),
-    case!("method-put-userdata", Method, Aws, req!("PUT /latest/user-data HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60", "Content-Length: 0"), NO_METHOD, true),
-    case!("method-put-creds", Method, Aws, req!("PUT /latest/meta-data/iam/security-credentials/ HTTP/1.1", "Host: 169.254.169.254", "Content-Length: 0"), NO_METHOD, true),
-    case!("method-put-token-denyall", Method, DenyAll, req!("PUT /latest/api/token HTTP/1.1", "Host: 169.254.169.254", "X-aws-ec2-metadata-token-ttl-seconds: 60"), DENY, true),
+    case!(
+        "method-put-token",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 21600",
+            "Content-Length: 0"
+        ),
+        OK,
+        false
+    ),
+    case!(
+        "method-put-token-no-cl",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60"
+        ),
+        OK,
+        false
+    ),
+    case!(
+        "method-put-token-ttl-lower",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "x-aws-ec2-metadata-token-ttl-seconds: 1"
+        ),
+        OK,
+        false
+    ),
+    case!(
+        "method-put-token-no-ttl",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "Content-Length: 0"
+        ),
+        BAD_OR_DENY,
+        false
+    ),
+    case!(
+        "method-put-token-ttl-0",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 0"
+        ),
+        BAD_OR_DENY,
+        false
+    ),
+    case!(
+        "method-put-token-ttl-big",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 21601"
+        ),
+        BAD_OR_DENY,
+        false
+    ),
+    case!(
+        "method-put-token-ttl-neg",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: -1"
+        ),
+        BAD_OR_DENY,
+        false
+    ),
+    case!(
+        "method-put-token-ttl-nan",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: abc"
+        ),
+        BAD_OR_DENY,
+        false
+    ),
+    case!(
+        "method-put-token-ttl-dup",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60",
+            "X-aws-ec2-metadata-token-ttl-seconds: 99999"
+        ),
+        One(&[200, 400, 403]),
+        false
+    ),
+    case!(
+        "method-put-token-lower",
+        Method,
+        Aws,
+        req!(
+            "put /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60"
+        ),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-put-token-case-path",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/API/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60"
+        ),
+        DENY,
+        false
+    ),
+    case!(
+        "method-put-token-dots",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/api/../api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60"
+        ),
+        BAD,
+        false
+    ),
+    case!(
+        "method-get-token",
+        Method,
+        Aws,
+        get!(
+            "/latest/api/token",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60"
+        ),
+        NO_METHOD,
+        false
+    ),
+    case!(
+        "method-put-userdata",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/user-data HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60",
+            "Content-Length: 0"
+        ),
+        NO_METHOD,
+        true
+    ),
+    case!(
+        "method-put-creds",
+        Method,
+        Aws,
+        req!(
+            "PUT /latest/meta-data/iam/security-credentials/ HTTP/1.1",
+            "Host: 169.254.169.254",
+            "Content-Length: 0"
+        ),
+        NO_METHOD,
+        true
+    ),
+    case!(
+        "method-put-token-denyall",
+        Method,
+        DenyAll,
+        req!(
+            "PUT /latest/api/token HTTP/1.1",
+            "Host: 169.254.169.254",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60"
+        ),
+        DENY,
+        true
+    ),
 ];
 
 fn long_method() -> Vec<u8> {
     let mut v = vec![b'A'; 4096];
-    v.extend_from_slice(b" /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
+    v.extend_from_slice(
+        b" /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+    );
     v
 }
 
@@ -933,7 +1515,17 @@ fn h2_prior_knowledge_get() -> Vec<u8> {
     block.push(host.len() as u8);
     block.extend_from_slice(host);
     let len = block.len();
-    v.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 0x01, 0x05, 0, 0, 0, 1]);
+    v.extend_from_slice(&[
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        0x01,
+        0x05,
+        0,
+        0,
+        0,
+        1,
+    ]);
     v.extend_from_slice(&block);
     v
 }
@@ -941,16 +1533,86 @@ fn h2_prior_knowledge_get() -> Vec<u8> {
 // --- oversized and numerous headers --------------------------------------------------------------
 
 static SIZE: &[Case] = &[
-    built!("size-header-64k", Size, Aws, || big_header(64 * 1024), OneOrClosed(&[400, 431]), false),
-    built!("size-header-1m", Size, Aws, || big_header(1024 * 1024), OneOrClosed(&[400, 431]), false),
-    built!("size-headers-500", Size, Aws, || many_headers(500, "/latest/meta-data/instance-id"), OneOrClosed(&[400, 431]), false),
-    built!("size-headers-500-denied", Size, Aws, || many_headers(500, "/latest/user-data"), OneOrClosed(&[400, 403, 431]), true),
-    built!("size-headers-20", Size, Aws, || many_headers(20, "/latest/meta-data/instance-id"), OK, false),
-    built!("size-uri-70k", Size, Aws, || long_uri(70 * 1024), OneOrClosed(&[400, 403, 414, 431]), false),
-    built!("size-uri-4k-denied", Size, Aws, || long_uri_denied(4 * 1024), OneOrClosed(&[400, 403, 414, 431]), true),
-    built!("size-query-many-keys", Size, Gcp, many_query_keys, OneOrClosed(&[400, 403, 414, 431]), true),
-    built!("size-body-1m", Size, Aws, big_body, OneOrClosed(&[200, 400, 413]), false),
-    built!("size-cookie-32k", Size, Aws, || big_named_header("Cookie", 32 * 1024), OneOrClosed(&[200, 400, 431]), false),
+    built!(
+        "size-header-64k",
+        Size,
+        Aws,
+        || big_header(64 * 1024),
+        OneOrClosed(&[400, 431]),
+        false
+    ),
+    built!(
+        "size-header-1m",
+        Size,
+        Aws,
+        || big_header(1024 * 1024),
+        OneOrClosed(&[400, 431]),
+        false
+    ),
+    built!(
+        "size-headers-500",
+        Size,
+        Aws,
+        || many_headers(500, "/latest/meta-data/instance-id"),
+        OneOrClosed(&[400, 431]),
+        false
+    ),
+    built!(
+        "size-headers-500-denied",
+        Size,
+        Aws,
+        || many_headers(500, "/latest/user-data"),
+        OneOrClosed(&[400, 403, 431]),
+        true
+    ),
+    built!(
+        "size-headers-20",
+        Size,
+        Aws,
+        || many_headers(20, "/latest/meta-data/instance-id"),
+        OK,
+        false
+    ),
+    built!(
+        "size-uri-70k",
+        Size,
+        Aws,
+        || long_uri(70 * 1024),
+        OneOrClosed(&[400, 403, 414, 431]),
+        false
+    ),
+    built!(
+        "size-uri-4k-denied",
+        Size,
+        Aws,
+        || long_uri_denied(4 * 1024),
+        OneOrClosed(&[400, 403, 414, 431]),
+        true
+    ),
+    built!(
+        "size-query-many-keys",
+        Size,
+        Gcp,
+        many_query_keys,
+        OneOrClosed(&[400, 403, 414, 431]),
+        true
+    ),
+    built!(
+        "size-body-1m",
+        Size,
+        Aws,
+        big_body,
+        OneOrClosed(&[200, 400, 413]),
+        false
+    ),
+    built!(
+        "size-cookie-32k",
+        Size,
+        Aws,
+        || big_named_header("Cookie", 32 * 1024),
+        OneOrClosed(&[200, 400, 431]),
+        false
+    ),
 ];
 
 fn big_header(n: usize) -> Vec<u8> {
@@ -1016,16 +1678,58 @@ fn big_body() -> Vec<u8> {
 
 static SLOW: &[Case] = &[
     // Slow but finished well within the header timeout: served normally.
-    slow!("slow-headers-ok", Aws, || split_with_pauses(get!("/latest/meta-data/instance-id"), 5, 150), OK, false),
-    slow!("slow-headers-denied", Aws, || split_with_pauses(get!("/latest/user-data"), 5, 150), DENY, true),
-    slow!("slow-request-line-dots", Aws, || split_with_pauses(get!("/latest/meta-data/../user-data"), 8, 100), BAD, true),
+    slow!(
+        "slow-headers-ok",
+        Aws,
+        || split_with_pauses(get!("/latest/meta-data/instance-id"), 5, 150),
+        OK,
+        false
+    ),
+    slow!(
+        "slow-headers-denied",
+        Aws,
+        || split_with_pauses(get!("/latest/user-data"), 5, 150),
+        DENY,
+        true
+    ),
+    slow!(
+        "slow-request-line-dots",
+        Aws,
+        || split_with_pauses(get!("/latest/meta-data/../user-data"), 8, 100),
+        BAD,
+        true
+    ),
     // Headers that never finish: cut off after the header timeout (408 or a plain close).
-    slow!("slow-headers-never-end", Aws, never_ending_headers, OneOrClosed(&[408, 400]), false),
-    slow!("slow-headers-never-end-denied", Aws, never_ending_headers_denied, OneOrClosed(&[408, 400]), true),
+    slow!(
+        "slow-headers-never-end",
+        Aws,
+        never_ending_headers,
+        OneOrClosed(&[408, 400]),
+        false
+    ),
+    slow!(
+        "slow-headers-never-end-denied",
+        Aws,
+        never_ending_headers_denied,
+        OneOrClosed(&[408, 400]),
+        true
+    ),
     // A promised body that never comes: refused, timed out or closed; never forwarded.
-    slow!("slow-body-token", Aws, slow_body_token, OneOrClosed(&[200, 400, 408, 413]), false),
+    slow!(
+        "slow-body-token",
+        Aws,
+        slow_body_token,
+        OneOrClosed(&[200, 400, 408, 413]),
+        false
+    ),
     // Pipelined with a pause between: the second still judged on its own.
-    slow!("slow-pipe-allowed-then-denied", Aws, pipelined_with_pause, Seq(&[&[200], &[403]]), true),
+    slow!(
+        "slow-pipe-allowed-then-denied",
+        Aws,
+        pipelined_with_pause,
+        Seq(&[&[200], &[403]]),
+        true
+    ),
 ];
 
 fn split_with_pauses(bytes: &[u8], parts: usize, pause_ms: u64) -> Vec<Step> {
@@ -1088,7 +1792,11 @@ mod tests {
             assert!(ids.insert(c.id), "duplicate id {}", c.id);
         }
         for cat in Category::ALL {
-            assert!(cases.iter().any(|c| c.category == cat), "no case in {}", cat.name());
+            assert!(
+                cases.iter().any(|c| c.category == cat),
+                "no case in {}",
+                cat.name()
+            );
         }
     }
 
@@ -1097,7 +1805,8 @@ mod tests {
         let v = h2_prior_knowledge_get();
         assert!(v.starts_with(b"PRI * HTTP/2.0"));
         let frame = &v[24 + 9..];
-        let len = (usize::from(frame[0]) << 16) | (usize::from(frame[1]) << 8) | usize::from(frame[2]);
+        let len =
+            (usize::from(frame[0]) << 16) | (usize::from(frame[1]) << 8) | usize::from(frame[2]);
         assert_eq!(frame.len(), 9 + len);
     }
 }

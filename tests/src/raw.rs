@@ -126,7 +126,11 @@ pub struct ReadOpts {
 
 impl Default for ReadOpts {
     fn default() -> Self {
-        ReadOpts { deadline: Duration::from_secs(3), max_responses: 8, head_request: false }
+        ReadOpts {
+            deadline: Duration::from_secs(3),
+            max_responses: 8,
+            head_request: false,
+        }
     }
 }
 
@@ -140,11 +144,23 @@ pub fn exchange(stream: TcpStream, steps: &[Step], opts: ReadOpts) -> Exchange {
 /// Like [`exchange`], but once `expected` final responses have arrived, waits only `grace` more
 /// for anything else (an extra response would mean the server read a second request where the
 /// client sent one). Keeps kept-alive connections from costing the whole deadline.
-pub fn exchange_expecting(stream: TcpStream, steps: &[Step], opts: ReadOpts, expected: usize, grace: Duration) -> Exchange {
+pub fn exchange_expecting(
+    stream: TcpStream,
+    steps: &[Step],
+    opts: ReadOpts,
+    expected: usize,
+    grace: Duration,
+) -> Exchange {
     exchange_inner(stream, steps, opts, expected, grace)
 }
 
-fn exchange_inner(mut stream: TcpStream, steps: &[Step], opts: ReadOpts, expected: usize, grace: Duration) -> Exchange {
+fn exchange_inner(
+    mut stream: TcpStream,
+    steps: &[Step],
+    opts: ReadOpts,
+    expected: usize,
+    grace: Duration,
+) -> Exchange {
     let start = Instant::now();
     let _ = stream.set_nodelay(true);
     let mut write_failed = false;
@@ -220,7 +236,13 @@ fn exchange_inner(mut stream: TcpStream, steps: &[Step], opts: ReadOpts, expecte
             Err(_) => break End::Reset,
         }
     };
-    Exchange { responses, interim, end, trailing: buf, elapsed: start.elapsed() }
+    Exchange {
+        responses,
+        interim,
+        end,
+        trailing: buf,
+        elapsed: start.elapsed(),
+    }
 }
 
 /// Connects from `netns` to `addr` and runs one [`exchange`]. A refused or failed connect is
@@ -271,7 +293,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Response, usize)>, ()> {
         return Err(());
     }
     let Some(end) = find(buf, b"\r\n\r\n") else {
-        return if buf.len() > 256 * 1024 { Err(()) } else { Ok(None) };
+        return if buf.len() > 256 * 1024 {
+            Err(())
+        } else {
+            Ok(None)
+        };
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -280,9 +306,20 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Response, usize)>, ()> {
     let _version = parts.next();
     let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or(())?;
     let headers = lines
-        .filter_map(|l| l.split_once(':').map(|(n, v)| (n.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
-    Ok(Some((Response { status, head, headers, body: Vec::new() }, end + 4)))
+    Ok(Some((
+        Response {
+            status,
+            head,
+            headers,
+            body: Vec::new(),
+        },
+        end + 4,
+    )))
 }
 
 fn parse_response(buf: &[u8], head_request: bool) -> Parse {
@@ -292,7 +329,8 @@ fn parse_response(buf: &[u8], head_request: bool) -> Parse {
         Err(()) => return Parse::Garbage,
     };
     let rest = &buf[head_len..];
-    if head_request || (100..200).contains(&resp.status) || resp.status == 204 || resp.status == 304 {
+    if head_request || (100..200).contains(&resp.status) || resp.status == 204 || resp.status == 304
+    {
         return Parse::Complete(resp, head_len);
     }
     let chunked = resp
@@ -308,7 +346,9 @@ fn parse_response(buf: &[u8], head_request: bool) -> Parse {
         };
     }
     if let Some(cl) = resp.header("content-length") {
-        let Ok(n) = cl.parse::<usize>() else { return Parse::Garbage };
+        let Ok(n) = cl.parse::<usize>() else {
+            return Parse::Garbage;
+        };
         if rest.len() < n {
             return Parse::Partial;
         }
@@ -368,9 +408,13 @@ mod tests {
     #[test]
     fn parses_pipelined_responses() {
         let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 403 Forbidden\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
-        let Parse::Complete(r1, n1) = parse_response(buf, false) else { panic!() };
+        let Parse::Complete(r1, n1) = parse_response(buf, false) else {
+            panic!()
+        };
         assert_eq!((r1.status, r1.body.as_slice()), (200, &b"ok"[..]));
-        let Parse::Complete(r2, n2) = parse_response(&buf[n1..], false) else { panic!() };
+        let Parse::Complete(r2, n2) = parse_response(&buf[n1..], false) else {
+            panic!()
+        };
         assert_eq!((r2.status, r2.body.as_slice()), (403, &b"abc"[..]));
         assert_eq!(n1 + n2, buf.len());
     }
@@ -379,8 +423,19 @@ mod tests {
     fn garbage_and_partial() {
         assert!(matches!(parse_response(b"SSH-2.0", false), Parse::Garbage));
         assert!(matches!(parse_response(b"HTT", false), Parse::Partial));
-        assert!(matches!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", false), Parse::Partial));
-        assert!(matches!(parse_response(b"HTTP/1.1 200 OK\r\n\r\nab", false), Parse::Partial));
-        assert_eq!(close_delimited(b"HTTP/1.1 200 OK\r\n\r\nab", false).unwrap().body, b"ab");
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", false),
+            Parse::Partial
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\n\r\nab", false),
+            Parse::Partial
+        ));
+        assert_eq!(
+            close_delimited(b"HTTP/1.1 200 OK\r\n\r\nab", false)
+                .unwrap()
+                .body,
+            b"ab"
+        );
     }
 }

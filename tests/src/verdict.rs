@@ -19,11 +19,16 @@ pub fn judge(expect: Expect, ex: &Exchange) -> Result<(), String> {
     let closed = matches!(ex.end, End::Closed | End::Reset);
     let ok = match expect {
         Expect::One(set) => st.len() == 1 && set.contains(&st[0]),
-        Expect::OneOrClosed(set) => (st.len() == 1 && set.contains(&st[0])) || (st.is_empty() && closed),
-        Expect::OneOrSilent(set) => {
-            (st.len() == 1 && set.contains(&st[0])) || (st.is_empty() && (closed || ex.end == End::Timeout))
+        Expect::OneOrClosed(set) => {
+            (st.len() == 1 && set.contains(&st[0])) || (st.is_empty() && closed)
         }
-        Expect::Seq(list) => st.len() == list.len() && st.iter().zip(list).all(|(s, want)| want.contains(s)),
+        Expect::OneOrSilent(set) => {
+            (st.len() == 1 && set.contains(&st[0]))
+                || (st.is_empty() && (closed || ex.end == End::Timeout))
+        }
+        Expect::Seq(list) => {
+            st.len() == list.len() && st.iter().zip(list).all(|(s, want)| want.contains(s))
+        }
         Expect::Prefix(list) => {
             !st.is_empty()
                 && st.len() <= list.len()
@@ -34,7 +39,11 @@ pub fn judge(expect: Expect, ex: &Exchange) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("expected {}, got {}", describe(expect), ex.summary()))
+        Err(format!(
+            "expected {}, got {}",
+            describe(expect),
+            ex.summary()
+        ))
     }
 }
 
@@ -82,7 +91,10 @@ fn decode_once(b: &[u8]) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&x| hex(x)), b.get(i + 2).and_then(|&x| hex(x))) {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|&x| hex(x)),
+                b.get(i + 2).and_then(|&x| hex(x)),
+            ) {
                 out.push(h << 4 | l);
                 i += 3;
                 continue;
@@ -128,12 +140,18 @@ fn strip_to_path(target: &str) -> &str {
 /// Query keys as the most lenient server would read them: split on `&` and `;`, fully decoded,
 /// `+` as space, trimmed, lower-cased.
 pub fn lenient_query_keys(target: &str) -> Vec<String> {
-    let Some((_, q)) = target.split_once('?') else { return Vec::new() };
+    let Some((_, q)) = target.split_once('?') else {
+        return Vec::new();
+    };
     let q = q.split('#').next().unwrap_or("");
     q.split(['&', ';'])
         .filter(|p| !p.is_empty())
         .map(|p| p.split('=').next().unwrap_or(""))
-        .map(|k| decode_fully(&k.replace('+', " ")).trim().to_ascii_lowercase())
+        .map(|k| {
+            decode_fully(&k.replace('+', " "))
+                .trim()
+                .to_ascii_lowercase()
+        })
         .collect()
 }
 
@@ -147,17 +165,30 @@ pub fn denied_resource(target: &str) -> Option<&'static str> {
     if has("user-data") || has("userdata") {
         return Some("user-data");
     }
-    if has("security-credentials") || has("identity-credentials") || (s(1) == "meta-data" && s(2) == "iam") {
+    if has("security-credentials")
+        || has("identity-credentials")
+        || (s(1) == "meta-data" && s(2) == "iam")
+    {
         return Some("AWS credentials");
     }
     if has("kube-env") {
         return Some("GCP kube-env");
     }
-    if segs.windows(3).any(|w| w[0] == "service-accounts" && matches!(w[2].as_str(), "token" | "identity")) {
+    if segs
+        .windows(3)
+        .any(|w| w[0] == "service-accounts" && matches!(w[2].as_str(), "token" | "identity"))
+    {
         return Some("GCP service-account token or identity");
     }
-    let in_sa_tree = s(0) == "computemetadata" && s(1) == "v1" && s(2) == "instance" && s(3) == "service-accounts";
-    if !in_sa_tree && lenient_query_keys(target).iter().any(|k| k.contains("recursive")) {
+    let in_sa_tree = s(0) == "computemetadata"
+        && s(1) == "v1"
+        && s(2) == "instance"
+        && s(3) == "service-accounts";
+    if !in_sa_tree
+        && lenient_query_keys(target)
+            .iter()
+            .any(|k| k.contains("recursive"))
+    {
         return Some("GCP recursive listing outside service-accounts");
     }
     if s(0) == "metadata" && s(1) == "identity" {
@@ -171,7 +202,10 @@ pub fn ambiguous_target(target: &str) -> Option<&'static str> {
     if !target.starts_with('/') {
         return Some("not origin-form");
     }
-    if target.bytes().any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80) {
+    if target
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80)
+    {
         return Some("control, space or non-ASCII byte");
     }
     if target.contains(';') || target.contains('\\') || target.contains('#') {
@@ -200,18 +234,32 @@ pub fn ambiguous_target(target: &str) -> Option<&'static str> {
 /// Forwarding headers the proxy must never send (it refuses requests that carry them and never
 /// adds them itself).
 pub fn forwarding_header(rec: &Recorded) -> Option<String> {
-    rec.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).find(|n| {
-        matches!(n.as_str(), "x-forwarded-for" | "forwarded" | "via" | "x-real-ip") || n.starts_with("x-forwarded-")
-    })
+    rec.headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .find(|n| {
+            matches!(
+                n.as_str(),
+                "x-forwarded-for" | "forwarded" | "via" | "x-real-ip"
+            ) || n.starts_with("x-forwarded-")
+        })
 }
 
 /// Every way one recorded request breaks the invariant, given whether the policy in force allows
 /// denied resources (audit) or nothing at all (deny-all).
 pub fn violations(rec: &Recorded, allows_everything: bool, allows_nothing: bool) -> Vec<Violation> {
     let mut v = Vec::new();
-    let mut add = |why: String| v.push(Violation { target: rec.target.clone(), why });
+    let mut add = |why: String| {
+        v.push(Violation {
+            target: rec.target.clone(),
+            why,
+        })
+    };
     if rec.malformed {
-        add(format!("the metadata service received bytes that are not a request: {:?}", rec.raw));
+        add(format!(
+            "the metadata service received bytes that are not a request: {:?}",
+            rec.raw
+        ));
     }
     if allows_nothing {
         add("a request reached the metadata service under deny-all".into());
@@ -276,7 +324,17 @@ mod tests {
         assert_eq!(ambiguous_target("/latest/meta-data/instance-id"), None);
         assert_eq!(ambiguous_target("/latest/meta-data/"), None);
         assert_eq!(ambiguous_target("/x?a=%2F"), None);
-        for t in ["/a/../b", "/a//b", "/a%2Fb", "/a;b", "http://x/", "/a\\b", "/a%00", "/./a", "/a/."] {
+        for t in [
+            "/a/../b",
+            "/a//b",
+            "/a%2Fb",
+            "/a;b",
+            "http://x/",
+            "/a\\b",
+            "/a%00",
+            "/./a",
+            "/a/.",
+        ] {
             assert!(ambiguous_target(t).is_some(), "{t}");
         }
     }
@@ -285,7 +343,12 @@ mod tests {
         Exchange {
             responses: statuses
                 .iter()
-                .map(|&s| Response { status: s, head: String::new(), headers: Vec::new(), body: Vec::new() })
+                .map(|&s| Response {
+                    status: s,
+                    head: String::new(),
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                })
                 .collect(),
             interim: Vec::new(),
             end,
@@ -302,8 +365,16 @@ mod tests {
         assert!(judge(Expect::OneOrClosed(&[400]), &ex(&[], End::Reset)).is_ok());
         assert!(judge(Expect::OneOrClosed(&[400]), &ex(&[], End::Timeout)).is_err());
         assert!(judge(Expect::OneOrSilent(&[400]), &ex(&[], End::Timeout)).is_ok());
-        assert!(judge(Expect::Seq(&[&[200], &[403]]), &ex(&[200, 403], End::Timeout)).is_ok());
-        assert!(judge(Expect::Seq(&[&[200], &[403]]), &ex(&[200, 200], End::Timeout)).is_err());
+        assert!(judge(
+            Expect::Seq(&[&[200], &[403]]),
+            &ex(&[200, 403], End::Timeout)
+        )
+        .is_ok());
+        assert!(judge(
+            Expect::Seq(&[&[200], &[403]]),
+            &ex(&[200, 200], End::Timeout)
+        )
+        .is_err());
         assert!(judge(Expect::Prefix(&[&[200], &[403]]), &ex(&[200], End::Closed)).is_ok());
         assert!(judge(Expect::Prefix(&[&[200], &[403]]), &ex(&[200], End::Timeout)).is_err());
         assert!(judge(Expect::One(&[200]), &ex(&[200], End::Garbage)).is_err());

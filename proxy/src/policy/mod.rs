@@ -266,52 +266,46 @@ impl PolicySet {
         }
     }
 
-    /// The policy for a pod (see [`PolicySet::selection`] for how and why).
+    /// The policy for a pod (see [`PolicySet::selection`] for how and why). Does not allocate.
     pub fn select(&self, rec: &PodRecord) -> &Policy {
-        self.selection(rec).policy
+        &self.policies[self.choose(rec).0]
     }
 
     /// Choose a pod's policy: the first matching `[[selector]]`; else the annotation
     /// `annotation_key` if it names a policy in `annotation_policies` (any other name gives
-    /// `deny-all` with a note); else `default`.
+    /// `deny-all`, with a note worth logging); else `default`.
     pub fn selection(&self, rec: &PodRecord) -> Selection<'_> {
+        let (i, by) = self.choose(rec);
+        let note = (by == SelectedBy::AnnotationRejected).then(|| {
+            let asked = rec
+                .annotations
+                .get(&self.annotation.key)
+                .map_or("", String::as_str);
+            format!(
+                "annotation {}={asked:?} names a policy not listed in annotation_policies; using {}",
+                self.annotation.key, DEFAULT_POLICY
+            )
+        });
+        Selection {
+            policy: &self.policies[i],
+            by,
+            note,
+        }
+    }
+
+    fn choose(&self, rec: &PodRecord) -> (usize, SelectedBy) {
         if let Some((i, s)) = self
             .selectors
             .iter()
             .enumerate()
             .find(|(_, s)| s.matches(rec))
         {
-            return Selection {
-                policy: &self.policies[s.policy],
-                by: SelectedBy::Selector(i),
-                note: None,
-            };
+            return (s.policy, SelectedBy::Selector(i));
         }
         match self.annotation.choose(rec) {
-            AnnotationChoice::Allowed(i) => Selection {
-                policy: &self.policies[i],
-                by: SelectedBy::Annotation,
-                note: None,
-            },
-            AnnotationChoice::Rejected => {
-                let asked = rec
-                    .annotations
-                    .get(&self.annotation.key)
-                    .map_or("", String::as_str);
-                Selection {
-                    policy: &self.policies[self.deny_all],
-                    by: SelectedBy::AnnotationRejected,
-                    note: Some(format!(
-                        "annotation {}={asked:?} names a policy not listed in annotation_policies; using {}",
-                        self.annotation.key, DEFAULT_POLICY
-                    )),
-                }
-            }
-            AnnotationChoice::Absent => Selection {
-                policy: &self.policies[self.default],
-                by: SelectedBy::Default,
-                note: None,
-            },
+            AnnotationChoice::Allowed(i) => (i, SelectedBy::Annotation),
+            AnnotationChoice::Rejected => (self.deny_all, SelectedBy::AnnotationRejected),
+            AnnotationChoice::Absent => (self.default, SelectedBy::Default),
         }
     }
 

@@ -32,7 +32,8 @@ use std::time::Instant;
 const USAGE: &str =
     "usage: cni-bench add|del|cycle --conflist F --netns PATH --cid ID [--ifname eth0] \
 [--host-port N] [--cache DIR] [--out FILE --label L] [--cni-path DIRS] [--skip TYPE]...\n       \
-cni-bench stats --in FILE [--base LABEL] [--load LABEL]";
+cni-bench stats --in FILE [--base LABEL] [--load LABEL]\n       \
+cni-bench floor [--runs N] [--bin PATH]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
             Opts::parse(&args[1..]).and_then(|o| run_chain(&args[0], &o))
         }
         Some("stats") => stats(&args[1..]),
+        Some("floor") => floor(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
     match res {
@@ -397,6 +399,42 @@ fn chain_del(
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// The harness's own floor: the same spawn/stdin/stdout/wait4 path around a process that does
+/// nothing (`/bin/true` by default), so readers know how much of a figure is not the plugin's.
+fn floor(args: &[String]) -> Result<(), String> {
+    let mut runs: usize = 30;
+    let mut bin = PathBuf::from("/bin/true");
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--runs" => runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--bin" => bin = val()?.into(),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    let stderr_file = std::env::temp_dir().join(format!("cni_bench.{}.floor", std::process::id()));
+    let env = [("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")];
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        t.push(exec_plugin(&bin, &env, b"{}", &stderr_file)?.ms);
+    }
+    let _ = fs::remove_file(&stderr_file);
+    t.sort_by(f64::total_cmp);
+    println!(
+        "harness floor ({} spawned {} times): median {:.2} ms, p90 {:.2} ms",
+        bin.display(),
+        t.len(),
+        percentile(&t, 0.5),
+        percentile(&t, 0.9)
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@
 //! `{"ok":false,"error":"refused|timeout|reset|empty|unreachable|io","detail":".."}`.
 //! Exit status, like curl's: 0 answer below 400, 22 answer 400 or above, 7 connection refused or
 //! unreachable, 28 timeout, 56 connection reset, 52 empty reply, 2 usage, 1 anything else.
+//! With `--json` the status is 0 whatever the outcome (the line says it), because `ctr task exec`
+//! may exit before copying the output of a process that exited non-zero.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -273,16 +275,17 @@ fn main() -> ExitCode {
                 let _ = out.write_all(&a.body);
             }
             let _ = out.flush();
-            ExitCode::from(if a.status >= 400 { 22 } else { 0 })
+            ExitCode::from(if a.status >= 400 && !o.json { 22 } else { 0 })
         }
         Err(f) => {
             let (name, detail, code) = f.name_detail_code();
             if o.json {
                 let v = serde_json::json!({"ok": false, "error": name, "detail": detail});
                 let _ = writeln!(out, "{v}");
-            } else {
-                eprintln!("mgcurl: {name}: {detail}");
+                let _ = out.flush();
+                return ExitCode::SUCCESS;
             }
+            eprintln!("mgcurl: {name}: {detail}");
             ExitCode::from(code)
         }
     }

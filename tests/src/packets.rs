@@ -1,0 +1,307 @@
+//! Hand-built packets and frames for the network-level bypass tests: what a container with
+//! CAP_NET_RAW can put on the wire without going through the kernel's TCP stack (raw IP sockets)
+//! or without going through netfilter at all (AF_PACKET).
+//!
+//! Sockets are opened on a thread that entered the pod's namespace (see [`crate::raw::in_netns`]).
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// Internet checksum (RFC 1071) over `data`, starting from `initial`.
+fn checksum(initial: u32, data: &[u8]) -> u16 {
+    let mut sum = initial;
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from(chunk[0]) << 8
+        };
+        sum += u32::from(word);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn pseudo_sum_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
+    let s = src.octets();
+    let d = dst.octets();
+    u32::from(u16::from_be_bytes([s[0], s[1]]))
+        + u32::from(u16::from_be_bytes([s[2], s[3]]))
+        + u32::from(u16::from_be_bytes([d[0], d[1]]))
+        + u32::from(u16::from_be_bytes([d[2], d[3]]))
+        + u32::from(proto)
+        + len as u32
+}
+
+/// A TCP SYN segment (no options) with a correct checksum for the given pseudo-header sum.
+fn tcp_syn(sport: u16, dport: u16, pseudo: u32) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    t[12] = 5 << 4; // data offset
+    t[13] = 0x02; // SYN
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let c = checksum(pseudo, &t);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+/// An IPv4 packet carrying `payload` as protocol `proto`, with a correct header checksum.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + payload.len();
+    let mut h = vec![0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    h[4..6].copy_from_slice(&0x4d47u16.to_be_bytes());
+    h[8] = 64;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let c = checksum(0, &h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// IPv4 + TCP SYN from `src:sport` to `dst:dport`.
+pub fn ipv4_tcp_syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let tcp = tcp_syn(sport, dport, pseudo_sum_v4(src, dst, 6, 20));
+    ipv4(src, dst, 6, &tcp)
+}
+
+/// IPv4 ICMP echo request.
+pub fn ipv4_icmp_echo(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    ipv4(src, dst, 1, &icmp_echo())
+}
+
+/// An ICMP echo request body (type 8), checksummed.
+pub fn icmp_echo() -> Vec<u8> {
+    let mut m = vec![8u8, 0, 0, 0, 0x4d, 0x47, 0, 1];
+    m.extend_from_slice(b"metaguard-probe");
+    let c = checksum(0, &m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+/// An IPv6 packet with a TCP SYN.
+pub fn ipv6_tcp_syn(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut pseudo: u32 = 0;
+    for a in [src.octets(), dst.octets()] {
+        for w in a.chunks(2) {
+            pseudo += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+    }
+    pseudo += 20 + 6;
+    let tcp = tcp_syn(sport, dport, pseudo);
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(tcp.len() as u16).to_be_bytes());
+    h[6] = 6;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(&dst.octets());
+    h.extend_from_slice(&tcp);
+    h
+}
+
+/// An Ethernet frame.
+pub fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An ARP reply claiming `sender_ip` is at `sender_mac` (what a neighbour-spoofing pod sends).
+pub fn arp_reply(
+    sender_mac: [u8; 6],
+    sender_ip: Ipv4Addr,
+    target_mac: [u8; 6],
+    target_ip: Ipv4Addr,
+) -> Vec<u8> {
+    let mut a = vec![0, 1, 0x08, 0x00, 6, 4, 0, 2];
+    a.extend_from_slice(&sender_mac);
+    a.extend_from_slice(&sender_ip.octets());
+    a.extend_from_slice(&target_mac);
+    a.extend_from_slice(&target_ip.octets());
+    ethernet(target_mac, sender_mac, 0x0806, &a)
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let v: Vec<u8> = s
+        .trim()
+        .split(':')
+        .filter_map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
+    v.try_into().ok()
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Sends a complete IPv4 packet (header included) through an `IPPROTO_RAW` socket in `netns`.
+pub fn send_raw_ipv4(netns: &Path, packet: Vec<u8>) -> io::Result<()> {
+    crate::raw::in_netns(netns, move || -> io::Result<()> {
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) })?;
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let dst = [packet[16], packet[17], packet[18], packet[19]];
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: buffer and address are valid for the call.
+        check(unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) as libc::c_int
+        })?;
+        Ok(())
+    })?
+}
+
+/// Sends an IPv4 payload of protocol `proto` through a raw socket of that protocol (the kernel
+/// builds the IP header): for ICMP, SCTP, GRE and the like.
+pub fn send_raw_proto_v4(
+    netns: &Path,
+    proto: i32,
+    dst: Ipv4Addr,
+    payload: Vec<u8>,
+) -> io::Result<()> {
+    crate::raw::in_netns(netns, move || -> io::Result<()> {
+        let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, proto) })?;
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        check(unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                payload.as_ptr().cast(),
+                payload.len(),
+                0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) as libc::c_int
+        })?;
+        Ok(())
+    })?
+}
+
+/// Sends an IPv6 payload of protocol `proto` through a raw IPv6 socket (kernel builds the header).
+pub fn send_raw_proto_v6(
+    netns: &Path,
+    proto: i32,
+    dst: Ipv6Addr,
+    payload: Vec<u8>,
+) -> io::Result<()> {
+    crate::raw::in_netns(netns, move || -> io::Result<()> {
+        let fd = check(unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, proto) })?;
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: zeroed sockaddr_in6 is valid; fields set below.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_addr = libc::in6_addr {
+            s6_addr: dst.octets(),
+        };
+        check(unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                payload.as_ptr().cast(),
+                payload.len(),
+                0,
+                (&sa as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            ) as libc::c_int
+        })?;
+        Ok(())
+    })?
+}
+
+/// Sends a whole Ethernet frame out of interface `ifname` of `netns` through an AF_PACKET socket:
+/// no routing, no netfilter in the sender's namespace.
+pub fn send_frame(netns: &Path, ifname: &str, frame: Vec<u8>) -> io::Result<()> {
+    let ifname = std::ffi::CString::new(ifname).map_err(io::Error::other)?;
+    crate::raw::in_netns(netns, move || -> io::Result<()> {
+        // SAFETY: if_nametoindex reads a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let fd = check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) })?;
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+        check(unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            ) as libc::c_int
+        })?;
+        Ok(())
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_verify() {
+        let p = ipv4_tcp_syn(
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(169, 254, 169, 254),
+            40000,
+            80,
+        );
+        assert_eq!(checksum(0, &p[..20]), 0, "IP header checksum");
+        let pseudo = pseudo_sum_v4(
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(169, 254, 169, 254),
+            6,
+            20,
+        );
+        assert_eq!(checksum(pseudo, &p[20..]), 0, "TCP checksum");
+        assert_eq!(checksum(0, &icmp_echo()), 0);
+        assert_eq!(
+            parse_mac("0a:1b:2c:3d:4e:5f"),
+            Some([0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f])
+        );
+    }
+}
