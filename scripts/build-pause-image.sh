@@ -5,6 +5,8 @@
 #   scripts/build-pause-image.sh OUT.tar [IMAGE_NAME]     (IMAGE_NAME default metaguard.local/pause:cri)
 #   ctr -n k8s.io images import OUT.tar                   (then point the CRI's sandbox_image at IMAGE_NAME)
 #
+# Used by tests/src/cri.rs (docs/cri.md).
+#
 # The image is one uncompressed layer holding busybox-static as /bin/busybox, with
 # `busybox sleep inf` as the entrypoint: the sandbox's process only has to hold the pod's
 # namespaces until the runtime kills it (containerd's StopPodSandbox sends SIGKILL). Every file is

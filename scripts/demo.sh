@@ -87,10 +87,15 @@ IPS=$(jq -r '.ips | join(", ")' "$STATE_DIR/pods/$CNI_NETWORK:$CID:eth0.json")
 ok "running; metaguard wrote its pod record: container $CID, addresses $IPS"
 
 EXEC_N=0
-# Runs mgcurl in the container; prints its one JSON line.
+# Runs mgcurl in the container; prints its one JSON line. The line comes back through a file in
+# the container's root filesystem: `ctr task exec` (1.6) sometimes loses a short-lived process's
+# stdout.
 pod_get() {
   EXEC_N=$((EXEC_N + 1))
-  "$LAB" ctr task exec --exec-id "demo$EXEC_N" "$POD" mgcurl --json -m 5 "$@" 2>/dev/null || true
+  local file=/tmp/demo-$EXEC_N.json
+  "$LAB" ctr task exec --exec-id "demo$EXEC_N" "$POD" mgcurl --json -m 5 -o "$file" "$@" >/dev/null 2>&1 || true
+  cat "$ROOTFS$file" 2>/dev/null || true
+  rm -f "$ROOTFS$file"
 }
 record_count() { # PATH-SUBSTRING
   jq -r --arg p "$1" 'select(.target | contains($p)) | .target' "$FAKE_RECORD" | wc -l

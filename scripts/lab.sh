@@ -100,12 +100,14 @@ containerd_pid() { live_pid "$LAB/containerd.pid" containerd; }
 proxy_pid() { live_pid "$LAB/proxy.pid" metaguard-proxy; }
 fake_pid() { live_pid "$LAB/fake.pid" fake-metadata; }
 
-# Polls CMD until it succeeds or SECONDS pass.
-wait_until() { # SECONDS DESCRIPTION CMD...
-  local secs=$1 what=$2
-  shift 2
+# Polls CMD until it succeeds or SECONDS pass; gives up at once when process PID has exited (a
+# daemon that died on start).
+wait_alive_until() { # SECONDS DESCRIPTION PID CMD...
+  local secs=$1 what=$2 pid=$3
+  shift 3
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
+    [ -d "/proc/$pid" ] || { log "$what: the process exited"; return 1; }
     [ "$SECONDS" -lt "$deadline" ] || { log "timed out after ${secs}s waiting for $what"; return 1; }
     sleep 0.1
   done
@@ -320,9 +322,10 @@ start_containerd() {
     mount --bind "$LAB/netns" /run/netns
     exec containerd --config "$LAB/containerd/config.toml"
   ' </dev/null >"$LAB/containerd.log" 2>&1 &
-  echo $! >"$LAB/containerd.pid"
-  wait_until 20 "containerd to start" containerd_pid || { tail -20 "$LAB/containerd.log" >&2; return 1; }
-  wait_until 20 "containerd to answer" lab_ctr version || { tail -20 "$LAB/containerd.log" >&2; return 1; }
+  local pid=$!
+  echo "$pid" >"$LAB/containerd.pid"
+  wait_alive_until 20 "containerd to start" "$pid" containerd_pid || { tail -20 "$LAB/containerd.log" >&2; return 1; }
+  wait_alive_until 20 "containerd to answer" "$pid" lab_ctr version || { tail -20 "$LAB/containerd.log" >&2; return 1; }
 }
 
 start_fake() {
@@ -332,11 +335,12 @@ start_fake() {
     --listen "$MD4:80" --listen "$MD4:$OTHER_PORT" \
     --listen "[$MD6]:80" --listen "[$MD6]:$OTHER_PORT" \
     --listen "$ALI:80" --record "$RECORD" </dev/null >"$LAB/fake.log" 2>&1 &
-  echo $! >"$LAB/fake.pid"
+  local pid=$!
+  echo "$pid" >"$LAB/fake.pid"
   # Reached from the node, through the link and the routes.
-  wait_until 10 "fake-metadata on $MD4" ip netns exec "$NODE_NS" curl -sf -m 1 -o /dev/null "http://$MD4/bench" ||
+  wait_alive_until 10 "fake-metadata on $MD4" "$pid" ip netns exec "$NODE_NS" curl -sf -m 1 -o /dev/null "http://$MD4/bench" ||
     { cat "$LAB/fake.log" >&2; return 1; }
-  wait_until 10 "fake-metadata on [$MD6]" ip netns exec "$NODE_NS" curl -sf -m 1 -o /dev/null "http://[$MD6]/bench" ||
+  wait_alive_until 10 "fake-metadata on [$MD6]" "$pid" ip netns exec "$NODE_NS" curl -sf -m 1 -o /dev/null "http://[$MD6]/bench" ||
     { cat "$LAB/fake.log" >&2; return 1; }
   # The probes are not part of any experiment.
   : >"$RECORD"
@@ -356,8 +360,9 @@ proxy_start() {
     --listen 0.0.0.0 --listen :: \
     --upstream "imds-v4=$MD4:80" --upstream "imds-v6=[$MD6]:80" --upstream "alibaba=$ALI:80" \
     --decision-log "$DECISIONS" </dev/null >>"$LAB/proxy.log" 2>&1 &
-  echo $! >"$LAB/proxy.pid"
-  wait_until 15 "metaguard-proxy /healthz" ip netns exec "$NODE_NS" curl -sf -m 1 -o /dev/null "http://$ADMIN/healthz" ||
+  local pid=$!
+  echo "$pid" >"$LAB/proxy.pid"
+  wait_alive_until 15 "metaguard-proxy /healthz" "$pid" ip netns exec "$NODE_NS" curl -sf -m 1 -o /dev/null "http://$ADMIN/healthz" ||
     { tail -20 "$LAB/proxy.log" >&2; return 1; }
 }
 

@@ -45,7 +45,10 @@ fn text(b: &[u8]) -> String {
 fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -71,17 +74,50 @@ impl Lab {
         c
     }
 
+    /// Tears down labs of earlier runs of this test whose process is gone (killed runs cannot
+    /// clean up after themselves; their names carry their pid).
+    fn reap_orphans() {
+        let Ok(dir) = std::fs::read_dir("/run/metaguard-lab") else {
+            return;
+        };
+        for e in dir.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("mge2e")
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                eprintln!("tearing down the orphaned lab {name}");
+                let _ = Self::command(&name).arg("down").output();
+            }
+        }
+    }
+
     fn up() -> Lab {
+        Self::reap_orphans();
         let name = format!("mge2e{}", std::process::id());
         for b in ["metaguard", "metaguard-proxy", "fake-metadata", "mgcurl"] {
             bins::bin(b);
         }
         let started = Instant::now();
-        let out = Self::command(&name).arg("up").output().expect("running scripts/lab.sh up");
+        let out = Self::command(&name)
+            .arg("up")
+            .output()
+            .expect("running scripts/lab.sh up");
         // lab.sh tears down a failed `up` itself.
-        assert!(out.status.success(), "lab.sh up failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lab.sh up failed:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         eprintln!("lab {name} up in {:?}", started.elapsed());
-        let mut lab = Lab { name, env: HashMap::new() };
+        let mut lab = Lab {
+            name,
+            env: HashMap::new(),
+        };
         let env = lab.sh(&["env"]);
         lab.env = env
             .lines()
@@ -92,18 +128,28 @@ impl Lab {
     }
 
     fn get(&self, key: &str) -> &str {
-        self.env.get(key).unwrap_or_else(|| panic!("lab env has no {key}"))
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("lab env has no {key}"))
     }
 
     /// Runs lab.sh with `args`; the output, whatever the exit status.
     fn run(&self, args: &[&str]) -> Output {
-        Self::command(&self.name).args(args).output().expect("running scripts/lab.sh")
+        Self::command(&self.name)
+            .args(args)
+            .output()
+            .expect("running scripts/lab.sh")
     }
 
     /// Runs lab.sh with `args`; stdout, asserting success.
     fn sh(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "lab.sh {args:?} failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lab.sh {args:?} failed:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
 
@@ -126,7 +172,9 @@ impl Lab {
     }
 
     fn record_of(&self, name: &str) -> Option<PodRecord> {
-        self.state().read_record(&self.key(name)).expect("reading a pod record")
+        self.state()
+            .read_record(&self.key(name))
+            .expect("reading a pod record")
     }
 
     fn fake(&self) -> RecordFile {
@@ -136,7 +184,9 @@ impl Lab {
     /// The proxy's decision lines, parsed.
     fn decisions(&self) -> Vec<Value> {
         let data = std::fs::read_to_string(self.get("DECISION_LOG")).unwrap_or_default();
-        data.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        data.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Names of the nftables tables in the node namespace.
@@ -215,7 +265,11 @@ impl<'a> Container<'a> {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawning lab.sh run");
-        Container { lab, name: name.to_string(), fg: Some(child) }
+        Container {
+            lab,
+            name: name.to_string(),
+            fg: Some(child),
+        }
     }
 
     /// Foreground run, waiting until it runs and is guarded.
@@ -228,15 +282,24 @@ impl<'a> Container<'a> {
     /// Detached run (`ctr run -d --cni`): ctr 1.6 never calls DEL for it.
     fn start_detached(lab: &'a Lab, name: &str) -> Container<'a> {
         lab.sh(&["run", "-d", name, "sleep", "3600"]);
-        let c = Container { lab, name: name.to_string(), fg: None };
+        let c = Container {
+            lab,
+            name: name.to_string(),
+            fg: None,
+        };
         c.wait_running();
         c
     }
 
     fn wait_running(&self) {
-        wait_until(&format!("container {} running with a pod record", self.name), Duration::from_secs(60), || {
-            self.lab.record_of(&self.name).is_some() && self.lab.running_tasks().contains(&self.name)
-        });
+        wait_until(
+            &format!("container {} running with a pod record", self.name),
+            Duration::from_secs(60),
+            || {
+                self.lab.record_of(&self.name).is_some()
+                    && self.lab.running_tasks().contains(&self.name)
+            },
+        );
     }
 
     fn exec(&self, args: &[&str]) -> Output {
@@ -246,14 +309,28 @@ impl<'a> Container<'a> {
         self.lab.ctr(&a)
     }
 
-    /// mgcurl in the container.
+    /// mgcurl in the container. The answer comes back through a file in the shared root
+    /// filesystem: `ctr task exec` sometimes loses a short-lived process's stdout under load.
     fn curl(&self, args: &[&str]) -> Answer {
-        let mut a = vec!["mgcurl", "--json", "-m", "5"];
+        let file = format!(
+            "/tmp/mgcurl-{}-{}.json",
+            self.name,
+            EXEC_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut a = vec!["mgcurl", "--json", "-m", "5", "-o", &file];
         a.extend_from_slice(args);
         let out = self.exec(&a);
-        let line = text(&out.stdout);
-        let v: Value = serde_json::from_str(line.trim())
-            .unwrap_or_else(|e| panic!("mgcurl {args:?} in {}: {e}: {line:?} {}", self.name, text(&out.stderr)));
+        let host_path = format!("{}{file}", self.lab.get("ROOTFS"));
+        let line = std::fs::read_to_string(&host_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&host_path);
+        let v: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+            panic!(
+                "mgcurl {args:?} in {}: {e}: {line:?} (exit {:?}, stderr {})",
+                self.name,
+                out.status.code(),
+                text(&out.stderr)
+            )
+        });
         if v["ok"] == Value::Bool(true) {
             Answer::Http {
                 status: v["status"].as_u64().unwrap_or(0) as u16,
@@ -264,14 +341,50 @@ impl<'a> Container<'a> {
         }
     }
 
+    /// The task's pid, from `ctr task ls`.
+    fn pid(&self) -> u32 {
+        let out = self.lab.ctr(&["task", "ls"]);
+        text(&out.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(self.name.as_str()))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no task {} in ctr task ls", self.name))
+    }
+
+    /// nftables tables in the container's network namespace (listed from the host: busybox has
+    /// no nft).
+    fn netns_tables(&self) -> Vec<String> {
+        let out = Command::new("nsenter")
+            .args(["-t", &self.pid().to_string(), "-n", "nft", "list", "tables"])
+            .output()
+            .expect("nsenter nft");
+        assert!(
+            out.status.success(),
+            "nft in {}'s netns: {}",
+            self.name,
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect()
+    }
+
     /// The global addresses of eth0, as the container sees them.
     fn ips(&self) -> BTreeSet<IpAddr> {
         let out = self.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]);
-        assert!(out.status.success(), "ip addr in {}: {}", self.name, text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ip addr in {}: {}",
+            self.name,
+            text(&out.stderr)
+        );
         text(&out.stdout)
             .lines()
             .filter_map(|l| {
-                let mut it = l.split_whitespace().skip_while(|w| *w != "inet" && *w != "inet6");
+                let mut it = l
+                    .split_whitespace()
+                    .skip_while(|w| *w != "inet" && *w != "inet6");
                 it.next()?;
                 it.next()?.split('/').next()?.parse::<IpAddr>().ok()
             })
@@ -291,7 +404,9 @@ impl<'a> Container<'a> {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
                     _ => {
                         let _ = child.kill();
                         let _ = child.wait();
@@ -324,15 +439,30 @@ fn containerd_end_to_end() {
     assert_eq!(rec.network, lab.get("CNI_NETWORK"));
     assert_eq!(rec.ifname, "eth0");
     assert!(rec.host_guard, "alpha has no host guard: {rec:?}");
-    assert_eq!(rec.ips.iter().copied().collect::<BTreeSet<_>>(), a.ips(), "record IPs vs the container's");
-    assert!(lab.node_tables().contains(&lab.guard_table("alpha")), "no host guard table for alpha");
+    assert_eq!(
+        rec.ips.iter().copied().collect::<BTreeSet<_>>(),
+        a.ips(),
+        "record IPs vs the container's"
+    );
+    assert!(
+        lab.node_tables().contains(&lab.guard_table("alpha")),
+        "no host guard table for alpha"
+    );
+    let pod_tables = a.netns_tables();
+    assert!(
+        pod_tables.iter().any(|t| t.contains("metaguard")),
+        "no metaguard rules in alpha's netns: {pod_tables:?}"
+    );
 
     step("allowed path answered, forwarded as asked, without forwarding headers");
     let r = a.curl(&[&format!("http://{MD4}/latest/meta-data/instance-id")]);
     assert_eq!(r.status(), Some(200), "{r:?}");
     assert_eq!(r.body(), INSTANCE_ID);
     let seen = fake
-        .wait_for(|q| q.target == "/latest/meta-data/instance-id", Duration::from_secs(2))
+        .wait_for(
+            |q| q.target == "/latest/meta-data/instance-id",
+            Duration::from_secs(2),
+        )
         .expect("the allowed request reached the fake service");
     for h in ["X-Forwarded-For", "Forwarded", "Via"] {
         assert!(!seen.has_header(h), "{h} added upstream: {seen:?}");
@@ -347,7 +477,13 @@ fn containerd_end_to_end() {
     );
 
     step("IMDSv2: token PUT, then the token on a GET");
-    let tok = a.curl(&["-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60", &format!("http://{MD4}/latest/api/token")]);
+    let tok = a.curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "X-aws-ec2-metadata-token-ttl-seconds: 60",
+        &format!("http://{MD4}/latest/api/token"),
+    ]);
     assert_eq!(tok.status(), Some(200), "{tok:?}");
     let with_token = a.curl(&[
         "-H",
@@ -357,17 +493,31 @@ fn containerd_end_to_end() {
     assert_eq!(with_token.status(), Some(200), "{with_token:?}");
 
     step("denied paths: 403 with a reason, never at the fake service");
-    for path in [CREDS, "/latest/meta-data/iam/security-credentials", "/latest/user-data"] {
+    for path in [
+        CREDS,
+        "/latest/meta-data/iam/security-credentials",
+        "/latest/user-data",
+    ] {
         let r = a.curl(&[&format!("http://{MD4}{path}")]);
         assert_eq!(r.status(), Some(403), "{path}: {r:?}");
-        assert!(!r.body().trim().is_empty(), "{path}: the denial gives no reason");
+        assert!(
+            !r.body().trim().is_empty(),
+            "{path}: the denial gives no reason"
+        );
         assert!(!r.body().contains(SECRET_MARKER), "{path}: secret leaked");
     }
-    assert_eq!(fake.count_matching(|q| q.target.contains("security-credentials") || q.target.contains("user-data")), 0);
+    assert_eq!(
+        fake.count_matching(
+            |q| q.target.contains("security-credentials") || q.target.contains("user-data")
+        ),
+        0
+    );
 
     step("another port on the metadata address: refused (fake-metadata does listen there)");
     let other = lab.get("OTHER_PORT").to_string();
-    let r = a.curl(&[&format!("http://{MD4}:{other}/latest/meta-data/instance-id")]);
+    let r = a.curl(&[&format!(
+        "http://{MD4}:{other}/latest/meta-data/instance-id"
+    )]);
     assert!(r.refused(), "{r:?}");
 
     step("IPv6 endpoint: the same decisions");
@@ -377,22 +527,38 @@ fn containerd_end_to_end() {
     assert_eq!(r.status(), Some(403), "{r:?}");
     let r = a.curl(&[&format!("http://{MD6}:{other}/")]);
     assert!(r.refused(), "{r:?}");
-    assert_eq!(fake.count_matching(|q| q.target.contains("security-credentials")), 0);
-    assert_eq!(fake.count_matching(|q| q.local.ends_with(&format!(":{other}"))), 0, "something reached port {other}");
+    assert_eq!(
+        fake.count_matching(|q| q.target.contains("security-credentials")),
+        0
+    );
+    assert_eq!(
+        fake.count_matching(|q| q.local.ends_with(&format!(":{other}"))),
+        0,
+        "something reached port {other}"
+    );
     let d = lab.decisions();
     assert!(
-        d.iter().any(|l| l["container_id"] == cid.as_str() && l["endpoint"] == "imds-v6" && l["decision"] == "deny"),
+        d.iter().any(|l| l["container_id"] == cid.as_str()
+            && l["endpoint"] == "imds-v6"
+            && l["decision"] == "deny"),
         "no IPv6 deny decision for alpha"
     );
 
     step("proxy stopped: connection refused, nothing at the fake service; started again: answered");
     lab.sh(&["proxy", "stop"]);
     let before = fake.requests().len();
-    for url in [format!("http://{MD4}/latest/meta-data/instance-id"), format!("http://{MD6}/latest/meta-data/instance-id")] {
+    for url in [
+        format!("http://{MD4}/latest/meta-data/instance-id"),
+        format!("http://{MD6}/latest/meta-data/instance-id"),
+    ] {
         let r = a.curl(&[&url]);
         assert!(r.refused(), "{url} with the proxy down: {r:?}");
     }
-    assert_eq!(fake.requests().len(), before, "the fake service was reached while the proxy was down");
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "the fake service was reached while the proxy was down"
+    );
     lab.sh(&["proxy", "start"]);
     let r = a.curl(&[&format!("http://{MD4}/latest/meta-data/instance-id")]);
     assert_eq!(r.status(), Some(200), "{r:?}");
@@ -401,11 +567,20 @@ fn containerd_end_to_end() {
     let alpha_key = lab.key("alpha");
     let alpha_ips = rec.ips.clone();
     a.remove();
-    assert!(lab.record_of("alpha").is_none(), "alpha's record outlived DEL");
+    assert!(
+        lab.record_of("alpha").is_none(),
+        "alpha's record outlived DEL"
+    );
     for ip in &alpha_ips {
-        assert!(!lab.state().ip_path(ip).exists(), "address entry {ip} outlived DEL");
+        assert!(
+            !lab.state().ip_path(ip).exists(),
+            "address entry {ip} outlived DEL"
+        );
     }
-    assert!(!lab.node_tables().contains(&lab.guard_table("alpha")), "alpha's host guard outlived DEL");
+    assert!(
+        !lab.node_tables().contains(&lab.guard_table("alpha")),
+        "alpha's host guard outlived DEL"
+    );
     assert!(!lab.state().list_keys().unwrap().contains(&alpha_key));
 
     step("a stale container (removed without DEL) is cleaned by GC; a live one is kept");
@@ -415,28 +590,64 @@ fn containerd_end_to_end() {
     // kill + task rm + container rm: ctr 1.6 calls no DEL, the netns goes away with the task.
     lab.sh(&["rm", "stale"]);
     drop(stale);
-    assert!(lab.record_of("stale").is_some(), "the stale record should still be there before GC");
+    assert!(
+        lab.record_of("stale").is_some(),
+        "the stale record should still be there before GC"
+    );
     let gc = lab.run(&["gc"]);
-    assert!(gc.status.success(), "GC failed: {}\n{}", text(&gc.stdout), text(&gc.stderr));
+    assert!(
+        gc.status.success(),
+        "GC failed: {}\n{}",
+        text(&gc.stdout),
+        text(&gc.stderr)
+    );
     assert!(lab.record_of("stale").is_none(), "GC left the stale record");
-    assert!(!lab.node_tables().contains(&lab.guard_table("stale")), "GC left the stale host guard");
-    assert!(lab.record_of("live").is_some(), "GC removed a live container's record");
-    assert!(lab.node_tables().contains(&lab.guard_table("live")), "GC removed a live host guard");
+    assert!(
+        !lab.node_tables().contains(&lab.guard_table("stale")),
+        "GC left the stale host guard"
+    );
+    assert!(
+        lab.record_of("live").is_some(),
+        "GC removed a live container's record"
+    );
+    assert!(
+        lab.node_tables().contains(&lab.guard_table("live")),
+        "GC removed a live host guard"
+    );
     let r = live.curl(&[&format!("http://{MD4}/latest/meta-data/instance-id")]);
     assert_eq!(r.status(), Some(200), "live container after GC: {r:?}");
     let r = live.curl(&[&format!("http://{MD4}{CREDS}")]);
     assert_eq!(r.status(), Some(403), "live container after GC: {r:?}");
+    // Removed the same way, "live" is stale now too: the next GC takes it.
     lab.sh(&["rm", "live"]);
     drop(live);
+    lab.sh(&["gc"]);
+    assert!(lab.record_of("live").is_none(), "second GC left the record");
+    assert!(
+        !lab.node_tables().contains(&lab.guard_table("live")),
+        "second GC left the host guard"
+    );
+    assert!(
+        lab.state().list_keys().unwrap().is_empty(),
+        "records left after GC"
+    );
 
-    step(&format!("{PARALLEL} containers started at once: all guarded, records right, each identified"));
+    step(&format!(
+        "{PARALLEL} containers started at once: all guarded, records right, each identified"
+    ));
     let started = Instant::now();
     let names: Vec<String> = (0..PARALLEL).map(|i| format!("p{i:02}")).collect();
     let pods: Vec<Container> = names.iter().map(|n| Container::spawn(&lab, n)).collect();
-    wait_until("all parallel containers running with records", Duration::from_secs(180), || {
-        let running = lab.running_tasks();
-        names.iter().all(|n| running.contains(n) && lab.record_of(n).is_some())
-    });
+    wait_until(
+        "all parallel containers running with records",
+        Duration::from_secs(180),
+        || {
+            let running = lab.running_tasks();
+            names
+                .iter()
+                .all(|n| running.contains(n) && lab.record_of(n).is_some())
+        },
+    );
     eprintln!("{PARALLEL} containers up in {:?}", started.elapsed());
     let tables = lab.node_tables();
     let mut all_ips = BTreeSet::new();
@@ -445,14 +656,32 @@ fn containerd_end_to_end() {
         assert_eq!(rec.container_id, lab.cni_id(&p.name));
         assert!(rec.host_guard, "{}: no host guard", p.name);
         let ips = p.ips();
-        assert_eq!(rec.ips.iter().copied().collect::<BTreeSet<_>>(), ips, "{}: record IPs", p.name);
-        assert_eq!(ips.len(), 2, "{}: one IPv4 and one IPv6 address expected: {ips:?}", p.name);
+        assert_eq!(
+            rec.ips.iter().copied().collect::<BTreeSet<_>>(),
+            ips,
+            "{}: record IPs",
+            p.name
+        );
+        assert_eq!(
+            ips.len(),
+            2,
+            "{}: one IPv4 and one IPv6 address expected: {ips:?}",
+            p.name
+        );
         for ip in &ips {
             assert!(all_ips.insert(*ip), "{ip} given twice");
             let owner = lab.state().lookup_ip(ip).unwrap().map(|r| r.key());
-            assert_eq!(owner, Some(lab.key(&p.name)), "{ip}: owner in the state directory");
+            assert_eq!(
+                owner,
+                Some(lab.key(&p.name)),
+                "{ip}: owner in the state directory"
+            );
         }
-        assert!(tables.contains(&lab.guard_table(&p.name)), "{}: no host guard table", p.name);
+        assert!(
+            tables.contains(&lab.guard_table(&p.name)),
+            "{}: no host guard table",
+            p.name
+        );
     }
     // Every pod, concurrently: allowed over IPv4, denied credentials over IPv6.
     std::thread::scope(|s| {
@@ -470,15 +699,30 @@ fn containerd_end_to_end() {
     for p in &pods {
         let cid = lab.cni_id(&p.name);
         let rec = lab.record_of(&p.name).expect("record");
-        let mine: Vec<&Value> = d.iter().filter(|l| l["container_id"] == cid.as_str()).collect();
-        assert!(mine.iter().any(|l| l["decision"] == "allow"), "{cid}: no allow line");
-        assert!(mine.iter().any(|l| l["decision"] == "deny"), "{cid}: no deny line");
+        let mine: Vec<&Value> = d
+            .iter()
+            .filter(|l| l["container_id"] == cid.as_str())
+            .collect();
+        assert!(
+            mine.iter().any(|l| l["decision"] == "allow"),
+            "{cid}: no allow line"
+        );
+        assert!(
+            mine.iter().any(|l| l["decision"] == "deny"),
+            "{cid}: no deny line"
+        );
         for l in &mine {
             let src: IpAddr = l["src"].as_str().and_then(|s| s.parse().ok()).expect("src");
-            assert!(rec.ips.contains(&src), "{cid}: decision from {src}, not one of its addresses");
+            assert!(
+                rec.ips.contains(&src),
+                "{cid}: decision from {src}, not one of its addresses"
+            );
         }
     }
-    assert_eq!(fake.count_matching(|q| q.target.contains("security-credentials")), 0);
+    assert_eq!(
+        fake.count_matching(|q| q.target.contains("security-credentials")),
+        0
+    );
 
     step("removing them all: every record, address entry and guard goes");
     let keys: Vec<String> = names.iter().map(|n| lab.key(n)).collect();
@@ -494,12 +738,24 @@ fn containerd_end_to_end() {
     let ips_left: Vec<String> = std::fs::read_dir(lab.state().ips_dir())
         .map(|d| {
             d.filter_map(Result::ok)
-                .map(|e| format!("{} -> {}", e.file_name().to_string_lossy(), std::fs::read_to_string(e.path()).unwrap_or_default()))
+                .map(|e| {
+                    format!(
+                        "{} -> {}",
+                        e.file_name().to_string_lossy(),
+                        std::fs::read_to_string(e.path()).unwrap_or_default()
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
-    assert!(ips_left.is_empty(), "address entries left behind: {ips_left:?}");
+    assert!(
+        ips_left.is_empty(),
+        "address entries left behind: {ips_left:?}"
+    );
     let tables = lab.node_tables();
-    assert!(!tables.iter().any(|t| t.contains("metaguard")), "guards left: {tables:?}");
+    assert!(
+        !tables.iter().any(|t| t.contains("metaguard")),
+        "guards left: {tables:?}"
+    );
     eprintln!("scenarios took {:?}", t0.elapsed());
 }

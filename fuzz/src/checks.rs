@@ -577,7 +577,9 @@ pub fn check_plugin_env(data: &[u8]) {
                     metaguard_common::ids::valid_ifname(ifname),
                     "ifname {ifname:?} accepted"
                 );
-                assert!(!cid.contains('/') && !ifname.contains('/') && !cid.contains(".."));
+                // `a..b` is a valid container ID (CNI allows dots); what must never pass is
+                // anything that leaves a directory or hides a file: a '/' or a leading '.'.
+                assert!(!cid.contains('/') && !ifname.contains('/') && !cid.starts_with('.'));
                 if let Some(n) = &env.netns {
                     assert!(n.starts_with('/'), "relative netns {n:?} accepted");
                 }

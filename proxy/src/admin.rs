@@ -60,7 +60,7 @@ impl Admin {
         }
         let targets: Vec<(String, SocketAddr)> = self
             .app
-            .upstream
+            .upstream(0)
             .targets()
             .iter()
             .map(|t| (t.name.clone(), t.addr))

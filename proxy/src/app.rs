@@ -9,7 +9,9 @@ use crate::upstream::Upstream;
 pub struct App {
     pub policy: PolicyStore,
     pub records: RecordCache,
-    pub upstream: Upstream,
+    /// One upstream client (and connection pool) per worker thread, so an upstream exchange
+    /// never leaves the thread that serves the pod's connection. Never empty.
+    pub upstreams: Vec<Upstream>,
     pub log: DecisionLog,
     pub metrics: Metrics,
     /// Endpoint names, indexed like the configuration's endpoints (and `Upstream::targets`).
@@ -19,6 +21,14 @@ pub struct App {
 impl App {
     pub fn endpoint_name(&self, i: usize) -> &str {
         self.endpoints.get(i).map(String::as_str).unwrap_or("?")
+    }
+
+    /// The upstream client of worker `worker` (the first one for anything else, e.g. the admin).
+    pub fn upstream(&self, worker: usize) -> &Upstream {
+        match self.upstreams.get(worker) {
+            Some(u) => u,
+            None => &self.upstreams[0],
+        }
     }
 
     pub fn render_metrics(&self) -> String {

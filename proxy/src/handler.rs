@@ -32,6 +32,8 @@ pub struct ConnCtx {
     /// Normalised (IPv4-mapped IPv6 -> IPv4).
     pub peer: IpAddr,
     pub endpoint: usize,
+    /// The worker thread serving the connection (selects its upstream pool).
+    pub worker: usize,
 }
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
@@ -197,16 +199,15 @@ pub async fn handle(
             } else {
                 Outcome::Allow
             };
-            let host = app
-                .upstream
+            let upstream = app.upstream(ctx.worker);
+            let host = upstream
                 .target(ctx.endpoint)
                 .map(|t| t.host.as_str())
                 .unwrap_or("");
             let up_headers = headers::upstream_headers(&parts.headers, host);
             let pq = target.forward_target();
             let up_start = Instant::now();
-            let result = app
-                .upstream
+            let result = upstream
                 .send(ctx.endpoint, parts.method.clone(), &pq, up_headers)
                 .await;
             match result {
@@ -292,9 +293,8 @@ fn log_line(
     o: &Outcomes<'_>,
     start: Instant,
 ) {
-    let ts = decision_log::rfc3339_now();
     app.log.write(&Entry {
-        ts: &ts,
+        ts: decision_log::Timestamp::now(),
         pod: record.and_then(|r| r.pod.as_deref()),
         container_id: record.map(|r| &*r.container_id),
         src: ctx.peer,
@@ -334,4 +334,34 @@ pub fn record_unparsed(app: &App, ctx: ConnCtx, status: StatusCode, reason: &str
         &o,
         Instant::now(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_answers_are_one_line_of_text() {
+        let r = text_response(StatusCode::FORBIDDEN, "no\nrule\r\nallows\u{0} this");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+        let body = r.into_body();
+        let b = futures_body(body);
+        assert_eq!(b, "no rule  allows  this\n");
+    }
+
+    #[test]
+    fn bad_policy_statuses_fall_back_to_403() {
+        assert_eq!(status(429), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(status(1000), StatusCode::FORBIDDEN);
+    }
+
+    fn futures_body(b: Body) -> String {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt.block_on(b.collect()).unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
 }

@@ -39,6 +39,11 @@ pub enum RunError {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Errors are start-up errors.
+///
+/// Threads: the main thread runs a single-threaded runtime with the accept loops, the admin
+/// listener, signals and background work, and serves connections as worker 0; each further worker
+/// (`worker_threads` in all) is a thread with its own single-threaded runtime. See
+/// [`serve::Dispatcher`] for why.
 pub fn run(cfg: Config) -> Result<(), RunError> {
     let policy = policy_store::load(cfg.policy.as_deref())?;
     let names: Vec<String> = policy.policy_names().map(str::to_owned).collect();
@@ -51,33 +56,99 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         names.join(", ")
     );
     let log = DecisionLog::start(cfg.decision_log.clone())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.worker_threads())
-        .thread_name("metaguard-proxy")
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
-    let res = rt.block_on(run_async(cfg, policy, log));
-    // Blocking tasks (a preload on a slow disk) must not hold the exit.
-    rt.shutdown_timeout(Duration::from_secs(1));
-    res
-}
-
-async fn run_async(
-    cfg: Config,
-    policy: crate::policy::PolicySet,
-    log: DecisionLog,
-) -> Result<(), RunError> {
-    let upstream = Upstream::new(&cfg.upstream, &cfg.endpoints)?;
+    let workers = cfg.worker_threads();
+    let upstreams = (0..workers)
+        .map(|_| Upstream::new(&cfg.upstream, &cfg.endpoints))
+        .collect::<Result<Vec<_>, _>>()?;
     let app = Arc::new(App {
         policy: PolicyStore::new(policy, cfg.policy.clone()),
         records: RecordCache::new(StateDir::new(&cfg.state_dir), ms(cfg.records.revalidate_ms)),
-        upstream,
+        upstreams,
         log,
         metrics: Metrics::new(cfg.endpoints.iter().map(|e| e.name.clone()).collect()),
         endpoints: cfg.endpoints.iter().map(|e| e.name.clone()).collect(),
     });
+    let (dispatcher, mut queues) = serve::Dispatcher::new(workers);
+    let builder = Arc::new(serve::http1_builder(&cfg.limits));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
 
+    let mut threads = Vec::new();
+    let extra: Vec<serve::WorkerQueue> = queues.drain(1..).collect();
+    let mut spawn_error = None;
+    for q in extra {
+        let rt = match single_threaded() {
+            Ok(rt) => rt,
+            Err(e) => {
+                spawn_error = Some(e);
+                break;
+            }
+        };
+        let (app, builder, shutdown, mut stop) = (
+            app.clone(),
+            builder.clone(),
+            shutdown_rx.clone(),
+            stop_rx.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("worker-{}", q.index))
+            .spawn(move || {
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = serve::run_worker(q, app, builder, shutdown) => {}
+                        _ = serve::stopped(&mut stop) => {}
+                    }
+                });
+                // Connections still open after the grace period are cut here.
+                rt.shutdown_timeout(Duration::from_millis(100));
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                spawn_error = Some(e);
+                break;
+            }
+        }
+    }
+    let res = match (spawn_error, single_threaded()) {
+        (Some(e), _) | (None, Err(e)) => Err(RunError::Runtime(e)),
+        (None, Ok(rt)) => {
+            let res = rt.block_on(run_async(
+                cfg,
+                app,
+                queues,
+                dispatcher,
+                builder,
+                shutdown_tx,
+                shutdown_rx,
+            ));
+            // Blocking tasks (a preload on a slow disk) must not hold the exit.
+            rt.shutdown_timeout(Duration::from_secs(1));
+            res
+        }
+    };
+    let _ = stop_tx.send(true);
+    for t in threads {
+        let _ = t.join();
+    }
+    res
+}
+
+fn single_threaded() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+async fn run_async(
+    cfg: Config,
+    app: Arc<App>,
+    queues: Vec<serve::WorkerQueue>,
+    dispatcher: Arc<serve::Dispatcher>,
+    builder: Arc<hyper::server::conn::http1::Builder>,
+    shutdown_tx: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+) -> Result<(), RunError> {
     // Bind everything before serving anything: a port conflict is a start-up error, not a
     // half-working daemon.
     let mut listeners = Vec::new();
@@ -86,12 +157,20 @@ async fn run_async(
     }
     let admin_listener = listen::bind(cfg.admin)?;
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let limits = ConnLimits::new(
         cfg.limits.max_connections,
         cfg.limits.max_connections_per_source,
     );
-    let builder = Arc::new(serve::http1_builder(&cfg.limits));
+    // Worker 0 is this thread.
+    let mut workers = Vec::new();
+    for q in queues {
+        workers.push(tokio::spawn(serve::run_worker(
+            q,
+            app.clone(),
+            builder.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     let mut loops = Vec::new();
     for (l, endpoint) in listeners {
         log::info!(
@@ -104,7 +183,7 @@ async fn run_async(
             endpoint,
             app.clone(),
             limits.clone(),
-            builder.clone(),
+            dispatcher.clone(),
             shutdown_rx.clone(),
         )));
     }
@@ -149,6 +228,8 @@ async fn run_async(
     for l in loops {
         let _ = l.await;
     }
+    // The accept loops are gone: no worker gets anything new.
+    drop(dispatcher);
     let grace = ms(cfg.shutdown.grace_ms);
     if limits.wait_idle(grace).await {
         log::info!("all connections finished");
@@ -162,6 +243,7 @@ async fn run_async(
     if !app.log.flush(Duration::from_secs(2)) {
         log::warn!("decision log not fully flushed");
     }
+    drop(workers);
     Ok(())
 }
 

@@ -3,17 +3,18 @@
 use crate::app::App;
 use crate::config::LimitsConfig;
 use crate::handler::{self, ConnCtx};
-use crate::limits::{refusal_response, ConnLimits, REFUSAL_LINGER};
+use crate::limits::{refusal_response, ConnLimits, ConnPermit, REFUSAL_LINGER};
 use crate::metrics::ConnRefusal;
 use crate::records::normalize;
 use http::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// hyper's default number of headers; asking for another count makes hyper allocate the header
 /// array per request, so the builder is only told when the configuration differs.
@@ -35,6 +36,103 @@ pub fn http1_builder(l: &LimitsConfig) -> http1::Builder {
     b
 }
 
+/// Resolves once shutdown has been requested (including before the call), or the sender is gone.
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await (it is not Send).
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// One accepted pod connection on its way to a worker.
+pub struct Accepted {
+    stream: std::net::TcpStream,
+    ctx: ConnCtx,
+    permit: ConnPermit,
+}
+
+/// Hands accepted connections to the workers, each a thread with its own single-threaded
+/// runtime and its own upstream pool. A connection lives on one thread from accept to close, and
+/// so does every upstream exchange it makes: no request ever crosses threads, so nothing wakes
+/// another thread per request (the multi-threaded scheduler's futex traffic was the largest cost
+/// after the kernel's own TCP work). New connections go to the worker with the fewest open.
+pub struct Dispatcher {
+    workers: Vec<(mpsc::UnboundedSender<Accepted>, Arc<AtomicUsize>)>,
+}
+
+impl Dispatcher {
+    /// A dispatcher for `n` workers and the receiving end of each worker's queue.
+    pub fn new(n: usize) -> (Arc<Dispatcher>, Vec<WorkerQueue>) {
+        let mut workers = Vec::new();
+        let mut queues = Vec::new();
+        for index in 0..n.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let open = Arc::new(AtomicUsize::new(0));
+            workers.push((tx, open.clone()));
+            queues.push(WorkerQueue { index, rx, open });
+        }
+        (Arc::new(Dispatcher { workers }), queues)
+    }
+
+    fn dispatch(&self, mut a: Accepted) {
+        let mut best = 0;
+        let mut best_open = usize::MAX;
+        for (i, (_, open)) in self.workers.iter().enumerate() {
+            let n = open.load(Ordering::Relaxed);
+            if n < best_open {
+                (best, best_open) = (i, n);
+            }
+        }
+        // `Dispatcher::new` makes at least one worker; without one the connection is closed.
+        let Some((tx, open)) = self.workers.get(best) else {
+            return;
+        };
+        open.fetch_add(1, Ordering::Relaxed);
+        a.ctx.worker = best;
+        if tx.send(a).is_err() {
+            // The worker is gone (only during shutdown): the connection was closed with it.
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One worker's end: run it with [`run_worker`] on the worker's own runtime.
+pub struct WorkerQueue {
+    pub index: usize,
+    rx: mpsc::UnboundedReceiver<Accepted>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Serves the connections handed to this worker until the queue closes. Connections already
+/// running keep going (and drain on `shutdown`) for as long as the worker's runtime runs.
+pub async fn run_worker(
+    mut q: WorkerQueue,
+    app: Arc<App>,
+    builder: Arc<http1::Builder>,
+    shutdown: watch::Receiver<bool>,
+) {
+    while let Some(a) = q.rx.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(a.stream) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("worker {}: cannot register a connection: {e}", q.index);
+                q.open.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let app = app.clone();
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        let open = q.open.clone();
+        let (ctx, permit) = (a.ctx, a.permit);
+        tokio::spawn(async move {
+            app.metrics.connection_opened();
+            serve_connection(stream, ctx, app.clone(), &builder, shutdown).await;
+            app.metrics.connection_closed();
+            open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
 /// Accepts until `shutdown` turns true (or its sender goes away), then drops the listener so new
 /// connections are refused by the kernel.
 pub async fn accept_loop(
@@ -42,13 +140,13 @@ pub async fn accept_loop(
     endpoint: usize,
     app: Arc<App>,
     limits: Arc<ConnLimits>,
-    builder: Arc<http1::Builder>,
+    dispatcher: Arc<Dispatcher>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
+            _ = stopped(&mut shutdown) => break,
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
@@ -79,15 +177,22 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let ctx = ConnCtx { peer, endpoint };
-        let app = app.clone();
-        let builder = builder.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            app.metrics.connection_opened();
-            serve_connection(stream, ctx, app.clone(), &builder, shutdown).await;
-            app.metrics.connection_closed();
-            drop(permit);
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accepted connection from {peer}: {e}");
+                continue;
+            }
+        };
+        let ctx = ConnCtx {
+            peer,
+            endpoint,
+            worker: 0,
+        };
+        dispatcher.dispatch(Accepted {
+            stream,
+            ctx,
+            permit,
         });
     }
 }
@@ -120,7 +225,8 @@ async fn serve_connection(
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = shutdown.changed() => {
+        // wait_for also sees a shutdown that happened before this connection started.
+        _ = stopped(&mut shutdown) => {
             // Finish the request in flight (if any), then close; idle connections close now.
             conn.as_mut().graceful_shutdown();
             conn.await

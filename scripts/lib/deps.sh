@@ -3,7 +3,7 @@
 # calls apt-get when something is missing.
 set -euo pipefail
 pkgs=(iptables nftables iproute2 containerd runc containernetworking-plugins busybox-static
-      nginx wrk socat procps psmisc util-linux python3 python3-venv curl jq)
+      nginx wrk socat protobuf-compiler procps psmisc util-linux python3 python3-venv curl jq)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

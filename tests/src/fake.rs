@@ -36,9 +36,15 @@ pub enum FakeError {
     #[error("fake-metadata: {addr} did not accept within {waited:?}")]
     NotReady { addr: SocketAddr, waited: Duration },
     #[error("network namespace {name}: {source}")]
-    Netns { name: String, source: std::io::Error },
+    Netns {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("temporary directory {path}: {source}")]
-    TempDir { path: PathBuf, source: std::io::Error },
+    TempDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One request as fake-metadata recorded it.
@@ -131,7 +137,11 @@ impl RecordFile {
             .filter(|l| !l.is_empty())
             .map(|l| {
                 serde_json::from_slice(l).unwrap_or_else(|e| {
-                    panic!("{}: bad record line {:?}: {e}", self.path.display(), String::from_utf8_lossy(l))
+                    panic!(
+                        "{}: bad record line {:?}: {e}",
+                        self.path.display(),
+                        String::from_utf8_lossy(l)
+                    )
                 })
             })
             .collect()
@@ -147,7 +157,11 @@ impl RecordFile {
     }
 
     /// Polls until a recorded request matches, or the timeout passes.
-    pub fn wait_for(&self, pred: impl Fn(&Recorded) -> bool, timeout: Duration) -> Option<Recorded> {
+    pub fn wait_for(
+        &self,
+        pred: impl Fn(&Recorded) -> bool,
+        timeout: Duration,
+    ) -> Option<Recorded> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(r) = self.requests().into_iter().find(|r| pred(r)) {
@@ -200,35 +214,48 @@ fn temp_dir() -> Result<PathBuf, FakeError> {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::create_dir(&path).map_err(|source| FakeError::TempDir { path: path.clone(), source })?;
+    std::fs::create_dir(&path).map_err(|source| FakeError::TempDir {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
-/// Waits for the `ready` line fake-metadata prints once every listener is bound.
-fn wait_ready_line(stdout: ChildStdout, timeout: Duration) -> bool {
+/// Waits for the `ready` line fake-metadata prints once every listener is bound; returns the
+/// addresses from its `listening ADDR` lines (ports chosen by the kernel for port 0).
+fn wait_ready_line(stdout: ChildStdout, timeout: Duration) -> Option<Vec<SocketAddr>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        let mut bound = Vec::new();
         for line in BufReader::new(stdout).lines() {
             match line {
                 Ok(l) if l == "ready" => {
-                    let _ = tx.send(());
+                    let _ = tx.send(std::mem::take(&mut bound));
                 }
-                Ok(_) => {}
+                Ok(l) => {
+                    if let Some(a) = l.strip_prefix("listening ").and_then(|a| a.parse().ok()) {
+                        bound.push(a);
+                    }
+                }
                 Err(_) => break,
             }
         }
     });
-    rx.recv_timeout(timeout).is_ok()
+    rx.recv_timeout(timeout).ok()
 }
 
 /// Connects to every address from inside `netns` (a thread that enters it), polling until each
 /// accepts or the deadline passes.
 fn probe(netns: Option<&str>, addrs: &[SocketAddr], deadline: Instant) -> Result<(), FakeError> {
     let ns_file = match netns {
-        Some(n) => Some(File::open(format!("/run/netns/{n}")).map_err(|source| FakeError::Netns {
-            name: n.to_string(),
-            source,
-        })?),
+        Some(n) => {
+            Some(
+                File::open(format!("/run/netns/{n}")).map_err(|source| FakeError::Netns {
+                    name: n.to_string(),
+                    source,
+                })?,
+            )
+        }
         None => None,
     };
     let addrs = addrs.to_vec();
@@ -237,9 +264,11 @@ fn probe(netns: Option<&str>, addrs: &[SocketAddr], deadline: Instant) -> Result
     let handle = std::thread::spawn(move || -> Result<(), FakeError> {
         if let Some(f) = ns_file {
             // This thread only: the caller's namespace is untouched.
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| FakeError::Netns {
-                name,
-                source: std::io::Error::from(e),
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                FakeError::Netns {
+                    name,
+                    source: std::io::Error::from(e),
+                }
             })?;
         }
         for addr in addrs {
@@ -248,14 +277,19 @@ fn probe(netns: Option<&str>, addrs: &[SocketAddr], deadline: Instant) -> Result
                     break;
                 }
                 if Instant::now() >= deadline {
-                    return Err(FakeError::NotReady { addr, waited: start.elapsed() });
+                    return Err(FakeError::NotReady {
+                        addr,
+                        waited: start.elapsed(),
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
         Ok(())
     });
-    handle.join().unwrap_or_else(|_| panic!("probe thread panicked"))
+    handle
+        .join()
+        .unwrap_or_else(|_| panic!("probe thread panicked"))
 }
 
 impl FakeMetadata {
@@ -270,7 +304,10 @@ impl FakeMetadata {
 
     /// Starts fake-metadata in the caller's network namespace.
     pub fn start(listen: &[SocketAddr]) -> Result<FakeMetadata, FakeError> {
-        Self::start_with(FakeOptions { listen: listen.to_vec(), ..FakeOptions::default() })
+        Self::start_with(FakeOptions {
+            listen: listen.to_vec(),
+            ..FakeOptions::default()
+        })
     }
 
     pub fn start_with(opts: FakeOptions) -> Result<FakeMetadata, FakeError> {
@@ -297,8 +334,13 @@ impl FakeMetadata {
         }
         // stderr goes to a file: a pipe nobody reads could fill up and stall the server.
         let stderr_path = dir.join("stderr.log");
-        let stderr = File::create(&stderr_path).map_err(|source| FakeError::TempDir { path: stderr_path, source })?;
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+        let stderr = File::create(&stderr_path).map_err(|source| FakeError::TempDir {
+            path: stderr_path,
+            source,
+        })?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
         let mut child = cmd.spawn().map_err(|source| FakeError::Spawn {
             bin: bin.display().to_string(),
             source,
@@ -312,16 +354,21 @@ impl FakeMetadata {
             listen: opts.listen.clone(),
         };
         let deadline = Instant::now() + READY_TIMEOUT;
-        if !stdout.is_some_and(|out| wait_ready_line(out, READY_TIMEOUT)) {
-            return Err(fake.exit_error());
+        match stdout.and_then(|out| wait_ready_line(out, READY_TIMEOUT)) {
+            Some(bound) if bound.len() == opts.listen.len() => fake.listen = bound,
+            _ => return Err(fake.exit_error()),
         }
-        probe(opts.netns.as_deref(), &opts.listen, deadline)?;
+        probe(opts.netns.as_deref(), &fake.listen, deadline)?;
         Ok(fake)
     }
 
     fn exit_error(&mut self) -> FakeError {
         let _ = self.child.kill();
-        let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        let status = self
+            .child
+            .wait()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
         let stderr = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
         FakeError::Exited { status, stderr }
     }
@@ -330,6 +377,7 @@ impl FakeMetadata {
         self.child.id()
     }
 
+    /// The addresses it listens on, as bound (a port 0 given to `--listen` is the real port here).
     pub fn listen(&self) -> &[SocketAddr] {
         &self.listen
     }
@@ -350,7 +398,11 @@ impl FakeMetadata {
         self.record.count_matching(pred)
     }
 
-    pub fn wait_for(&self, pred: impl Fn(&Recorded) -> bool, timeout: Duration) -> Option<Recorded> {
+    pub fn wait_for(
+        &self,
+        pred: impl Fn(&Recorded) -> bool,
+        timeout: Duration,
+    ) -> Option<Recorded> {
         self.record.wait_for(pred, timeout)
     }
 }
@@ -360,5 +412,65 @@ impl Drop for FakeMetadata {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn get(addr: SocketAddr, raw: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    // Loopback in the test's own namespace: no root needed. Needs the built fake-metadata (cargo
+    // builds the package's binaries before its tests).
+    #[test]
+    fn records_before_answering_and_keeps_the_raw_target() {
+        let fake =
+            FakeMetadata::start(&["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()])
+                .unwrap();
+        let v4 = fake.listen()[0];
+        assert_ne!(v4.port(), 0);
+        let answer = get(
+            v4,
+            "GET /latest/meta-data//instance-id/./?x=%2F HTTP/1.1\r\nHost: h\r\nX-Odd-Case: 1\r\nConnection: close\r\n\r\n",
+        );
+        assert!(answer.contains(INSTANCE_ID), "{answer}");
+        // The line is there as soon as the answer is.
+        let reqs = fake.requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].target, "/latest/meta-data//instance-id/./?x=%2F");
+        assert_eq!(reqs[0].path(), "/latest/meta-data//instance-id/./");
+        assert_eq!(
+            reqs[0].headers[1],
+            ("X-Odd-Case".to_string(), "1".to_string())
+        );
+        assert_eq!(reqs[0].peer_ip(), Some("127.0.0.1".parse().unwrap()));
+
+        let garbage = get(fake.listen()[1], "\x01\x02 not http\r\n\r\n");
+        assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+        assert_eq!(fake.count_matching(|r| r.malformed), 1);
+        assert!(fake
+            .record()
+            .wait_for(|r| r.listener.starts_with("[::1]"), Duration::from_secs(1))
+            .is_some());
+        fake.record().clear();
+        assert!(fake.requests().is_empty());
+    }
+
+    #[test]
+    fn secrets_carry_the_marker() {
+        let fake = FakeMetadata::start(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+        let creds = get(
+            fake.listen()[0],
+            &format!("GET /latest/meta-data/iam/security-credentials/{AWS_ROLE} HTTP/1.0\r\n\r\n"),
+        );
+        assert!(creds.contains(SECRET_MARKER), "{creds}");
     }
 }

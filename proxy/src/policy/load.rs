@@ -49,7 +49,15 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 fn parse(src: &Src<'_>) -> Result<FileDoc, PolicyError> {
     toml::from_str::<FileDoc>(src.text).map_err(|e| {
-        let msg = e.message().trim_end().to_owned();
+        // Some toml errors carry an empty message() (e.g. a control character in a comment);
+        // fall back to the full text so the operator always learns what is wrong.
+        let mut msg = e.message().trim_end().to_owned();
+        if msg.is_empty() {
+            msg = e.to_string().trim_end().to_owned();
+        }
+        if msg.is_empty() {
+            msg = "the file is not valid TOML".to_owned();
+        }
         match e.span() {
             Some(span) => src.err(span, msg),
             None => PolicyError {
@@ -459,6 +467,17 @@ fn compile_rule(
         Some(l) => compile_methods(src, l)?,
     };
 
+    // `ignore_case`: the pattern is compared with the lower-cased path, so it is lower-cased too.
+    // Meant for deny rules: a case variant of a secret path is denied even if an upstream were to
+    // treat paths case-insensitively (fail closed).
+    let ignore_case = rd.ignore_case.unwrap_or(false);
+    let fold = |s: &str| -> String {
+        if ignore_case {
+            s.to_ascii_lowercase()
+        } else {
+            s.to_owned()
+        }
+    };
     let path = {
         let given: Vec<&str> = [
             ("path", &rd.path),
@@ -481,7 +500,7 @@ fn compile_rule(
         if let Some(p) = &rd.path {
             match crate::canon::canonicalize_str(&Method::GET, p.get_ref()) {
                 Ok(t) if t.raw_query.is_none() && !p.get_ref().contains('?') => {
-                    PathMatch::Exact(p.get_ref().clone())
+                    PathMatch::Exact(fold(p.get_ref()))
                 }
                 Ok(_) => {
                     return Err(src.err(
@@ -505,10 +524,10 @@ fn compile_rule(
                     "prefix must start with / and use only characters a canonical path can hold",
                 ));
             }
-            PathMatch::Prefix(s.clone())
+            PathMatch::Prefix(fold(s))
         } else if let Some(g) = &rd.glob {
             PathMatch::Glob(
-                PathGlob::new(g.get_ref())
+                PathGlob::new(&fold(g.get_ref()))
                     .map_err(|e| src.err(g.span(), format!("bad glob: {e}")))?,
             )
         } else {
@@ -663,6 +682,7 @@ fn compile_rule(
         lacks_query,
         headers,
         lacks_headers,
+        ignore_case,
         action,
         audit: rd.audit.unwrap_or(policy_audit),
     })

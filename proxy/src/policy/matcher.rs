@@ -57,6 +57,8 @@ pub struct Rule {
     pub headers: Vec<(HeaderName, HeaderCond)>,
     /// If non-empty, at least one of these must fail.
     pub lacks_headers: Vec<(HeaderName, HeaderCond)>,
+    /// Match the path ignoring ASCII case (patterns are stored lower-cased).
+    pub ignore_case: bool,
     pub action: Action,
     pub audit: bool,
 }
@@ -84,11 +86,19 @@ impl Rule {
         if !method_ok {
             return false;
         }
-        let path_ok = match &self.path {
-            PathMatch::Any => true,
-            PathMatch::Exact(p) => t.path == *p,
-            PathMatch::Prefix(p) => t.path.starts_with(p.as_str()),
-            PathMatch::Glob(g) => g.matches(&t.path),
+        let path_ok = match (&self.path, self.ignore_case) {
+            (PathMatch::Any, _) => true,
+            (PathMatch::Exact(p), false) => t.path == *p,
+            (PathMatch::Exact(p), true) => t.path.eq_ignore_ascii_case(p),
+            (PathMatch::Prefix(p), false) => t.path.starts_with(p.as_str()),
+            (PathMatch::Prefix(p), true) => t
+                .path
+                .as_bytes()
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
+            (PathMatch::Glob(g), false) => g.matches(&t.path),
+            // Only case-insensitive glob rules pay for the lower-cased copy.
+            (PathMatch::Glob(g), true) => g.matches(&t.path.to_ascii_lowercase()),
         };
         if !path_ok {
             return false;

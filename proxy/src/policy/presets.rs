@@ -32,24 +32,28 @@ description = "EC2 IMDS: identity, placement and network metadata; no credential
 [[policy.rule]]
 id = "iam"
 glob = "/*/meta-data/iam/**"
+ignore_case = true
 action = "deny"
 reason = "IAM role credentials are not available to pods"
 
 [[policy.rule]]
 id = "identity-credentials"
 glob = "/*/meta-data/identity-credentials/**"
+ignore_case = true
 action = "deny"
 reason = "instance identity credentials are not available to pods"
 
 [[policy.rule]]
 id = "user-data"
 glob = "/*/user-data/**"
+ignore_case = true
 action = "deny"
 reason = "user-data is not available to pods (it often holds secrets)"
 
 [[policy.rule]]
 id = "tags"
 glob = "/*/meta-data/tags/**"
+ignore_case = true
 action = "deny"
 reason = "instance tags are not available to pods"
 
@@ -124,18 +128,21 @@ response_headers = { "Metadata-Flavor" = "Google" }
 [[policy.rule]]
 id = "kube-env"
 glob = "/computeMetadata/*/instance/attributes/kube-env/**"
+ignore_case = true
 action = "deny"
 reason = "kube-env holds the node's credentials"
 
 [[policy.rule]]
 id = "service-account-token"
 glob = "/**/service-accounts/*/token/**"
+ignore_case = true
 action = "deny"
 reason = "service-account access tokens (the node's credentials) are not available to pods"
 
 [[policy.rule]]
 id = "service-account-identity"
 glob = "/**/service-accounts/*/identity/**"
+ignore_case = true
 action = "deny"
 reason = "service-account identity tokens (the node's identity) are not available to pods"
 
@@ -194,12 +201,14 @@ description = "Azure IMDS: instance metadata with Metadata: true and api-version
 [[policy.rule]]
 id = "managed-identity"
 glob = "/metadata/identity/**"
+ignore_case = true
 action = "deny"
 reason = "managed identity tokens are not available to pods"
 
 [[policy.rule]]
 id = "user-data"
 glob = "/metadata/instance/compute/userData/**"
+ignore_case = true
 action = "deny"
 reason = "userData is not available to pods (it often holds secrets)"
 

@@ -52,6 +52,7 @@ pub struct RuleDoc {
     pub path: Option<Spanned<String>>,
     pub prefix: Option<Spanned<String>>,
     pub glob: Option<Spanned<String>>,
+    pub ignore_case: Option<bool>,
     pub query: Option<SpannedList>,
     pub require_query: Option<SpannedList>,
     pub has_query: Option<SpannedList>,

@@ -363,13 +363,9 @@ fn aws_preset_denied() {
             ("GET", "/latest/meta-data/tags", NONE, d, "tags"),
             // everything not allow-listed
             ("GET", "/latest/meta-data", NONE, d, DEFAULT_DENY_ID),
-            (
-                "GET",
-                "/latest/meta-data/IAM/security-credentials/",
-                NONE,
-                d,
-                DEFAULT_DENY_ID,
-            ),
+            // a case variant of a secret path is denied by the secret's own rule (ignore_case)
+            ("GET", "/latest/meta-data/IAM/security-credentials/", NONE, d, "iam"),
+            ("GET", "/latest/User-Data", NONE, d, "user-data"),
             (
                 "GET",
                 "/latest/meta-data/instance-id/",

@@ -31,7 +31,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: fake-metadata --listen ADDR:PORT [--listen ADDR:PORT]... [--record FILE] [--bench]";
+const USAGE: &str =
+    "usage: fake-metadata --listen ADDR:PORT [--listen ADDR:PORT]... [--record FILE] [--bench]";
 
 struct Args {
     listen: Vec<SocketAddr>,
@@ -63,7 +64,11 @@ fn parse_args() -> Result<Args, String> {
     if listen.is_empty() {
         return Err(format!("at least one --listen is required\n{USAGE}"));
     }
-    Ok(Args { listen, record, bench })
+    Ok(Args {
+        listen,
+        record,
+        bench,
+    })
 }
 
 fn main() -> ExitCode {
@@ -81,7 +86,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fake-metadata: tokio runtime: {e}");

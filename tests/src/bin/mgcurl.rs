@@ -2,7 +2,7 @@
 //! hides the body of an error answer, which is where the proxy explains a denial).
 //!
 //! Usage: mgcurl [-X METHOD] [-H 'Name: value']... [-d BODY] [-m SECONDS] [-i] [--json]
-//!               [--target RAW-TARGET] http://IP[:PORT]/PATH
+//!               [--target RAW-TARGET] [-o FILE] http://IP[:PORT]/PATH
 //!
 //! Only literal addresses (IPv4 or [IPv6]): nothing is ever resolved. The request is sent with
 //! `Connection: close` and read to the end.
@@ -12,8 +12,11 @@
 //! `{"ok":false,"error":"refused|timeout|reset|empty|unreachable|io","detail":".."}`.
 //! Exit status, like curl's: 0 answer below 400, 22 answer 400 or above, 7 connection refused or
 //! unreachable, 28 timeout, 56 connection reset, 52 empty reply, 2 usage, 1 anything else.
-//! With `--json` the status is 0 whatever the outcome (the line says it), because `ctr task exec`
-//! may exit before copying the output of a process that exited non-zero.
+//! With `--json` the status is 0 whatever the outcome (the line says it).
+//!
+//! `-o FILE` writes the output to FILE (through a temporary name and a rename) instead of stdout:
+//! `ctr task exec` (containerd 1.6) now and then loses the stdout of a short-lived process under
+//! load, so the lab's tests read a file from the container's root filesystem instead.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -28,10 +31,11 @@ struct Opts {
     include: bool,
     json: bool,
     target: Option<String>,
+    out: Option<String>,
     url: String,
 }
 
-const USAGE: &str = "usage: mgcurl [-X METHOD] [-H 'Name: value']... [-d BODY] [-m SECONDS] [-i] [--json] [--target RAW] http://IP[:PORT]/PATH";
+const USAGE: &str = "usage: mgcurl [-X METHOD] [-H 'Name: value']... [-d BODY] [-m SECONDS] [-i] [--json] [--target RAW] [-o FILE] http://IP[:PORT]/PATH";
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
@@ -42,6 +46,7 @@ fn parse_opts() -> Result<Opts, String> {
         include: false,
         json: false,
         target: None,
+        out: None,
         url: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +67,7 @@ fn parse_opts() -> Result<Opts, String> {
             "-i" => o.include = true,
             "--json" => o.json = true,
             "--target" => o.target = Some(val("--target")?),
+            "-o" => o.out = Some(val("-o")?),
             "-h" | "--help" => return Err(USAGE.into()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
             s if o.url.is_empty() => o.url = s.to_string(),
@@ -87,7 +93,9 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
         None => (rest, "/"),
     };
     let (host, port) = if let Some(r) = authority.strip_prefix('[') {
-        let (h, after) = r.split_once(']').ok_or_else(|| format!("{url}: bad IPv6 literal"))?;
+        let (h, after) = r
+            .split_once(']')
+            .ok_or_else(|| format!("{url}: bad IPv6 literal"))?;
         (h, after.strip_prefix(':'))
     } else {
         match authority.rsplit_once(':') {
@@ -102,7 +110,11 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
         Some(p) => p.parse().map_err(|_| format!("{p}: bad port"))?,
         None => 80,
     };
-    Ok((SocketAddr::new(ip, port), authority.to_string(), path.to_string()))
+    Ok((
+        SocketAddr::new(ip, port),
+        authority.to_string(),
+        path.to_string(),
+    ))
 }
 
 enum Failure {
@@ -120,10 +132,14 @@ impl Failure {
         match e.kind() {
             io::ErrorKind::ConnectionRefused => Failure::Refused(d),
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Timeout(d),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
-                Failure::Reset(d)
-            }
-            _ if matches!(e.raw_os_error(), Some(libc_codes::ENETUNREACH | libc_codes::EHOSTUNREACH)) => {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => Failure::Reset(d),
+            _ if matches!(
+                e.raw_os_error(),
+                Some(libc_codes::ENETUNREACH | libc_codes::EHOSTUNREACH)
+            ) =>
+            {
                 Failure::Unreachable(d)
             }
             _ => Failure::Io(d),
@@ -135,7 +151,11 @@ impl Failure {
             Failure::Unreachable(d) => ("unreachable", d.clone(), 7),
             Failure::Timeout(d) => ("timeout", d.clone(), 28),
             Failure::Reset(d) => ("reset", d.clone(), 56),
-            Failure::Empty => ("empty", "the server closed the connection without answering".into(), 52),
+            Failure::Empty => (
+                "empty",
+                "the server closed the connection without answering".into(),
+                52,
+            ),
             Failure::Io(d) => ("io", d.clone(), 1),
         }
     }
@@ -157,9 +177,12 @@ struct Answer {
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(nl) = b.iter().position(|&c| c == b'\n') else { return out };
+        let Some(nl) = b.iter().position(|&c| c == b'\n') else {
+            return out;
+        };
         let line = String::from_utf8_lossy(&b[..nl]);
-        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
         b = &b[nl + 1..];
         if size == 0 || size > b.len() {
             return out;
@@ -183,9 +206,9 @@ fn parse_answer(raw: &[u8]) -> Option<Answer> {
         .map(|(n, v)| (n.to_string(), v.trim().to_string()))
         .collect();
     let mut body = raw[end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
     if chunked {
         body = dechunk(&body);
     } else if let Some(len) = headers
@@ -195,16 +218,28 @@ fn parse_answer(raw: &[u8]) -> Option<Answer> {
     {
         body.truncate(len);
     }
-    Some(Answer { status, reason, headers, body })
+    Some(Answer {
+        status,
+        reason,
+        headers,
+        body,
+    })
 }
 
 fn fetch(o: &Opts) -> Result<Answer, Failure> {
     let (addr, host, path) = parse_url(&o.url).map_err(Failure::Io)?;
     let deadline = Instant::now() + o.timeout;
-    let remaining = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let remaining = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
     let mut s = TcpStream::connect_timeout(&addr, o.timeout).map_err(|e| Failure::from_io(&e))?;
     let target = o.target.clone().unwrap_or(path);
-    let mut req = format!("{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: mgcurl\r\nConnection: close\r\n", o.method, target, host);
+    let mut req = format!(
+        "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: mgcurl\r\nConnection: close\r\n",
+        o.method, target, host
+    );
     for h in &o.headers {
         req.push_str(h);
         req.push_str("\r\n");
@@ -216,19 +251,24 @@ fn fetch(o: &Opts) -> Result<Answer, Failure> {
     if let Some(b) = &o.body {
         req.push_str(b);
     }
-    s.set_write_timeout(Some(remaining())).map_err(|e| Failure::from_io(&e))?;
-    s.write_all(req.as_bytes()).map_err(|e| Failure::from_io(&e))?;
+    s.set_write_timeout(Some(remaining()))
+        .map_err(|e| Failure::from_io(&e))?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| Failure::from_io(&e))?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 16384];
     loop {
-        s.set_read_timeout(Some(remaining())).map_err(|e| Failure::from_io(&e))?;
+        s.set_read_timeout(Some(remaining()))
+            .map_err(|e| Failure::from_io(&e))?;
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // A reset after a complete answer still counts as the answer.
-                if let Some(a) = parse_answer(&raw).filter(|_| e.kind() == io::ErrorKind::ConnectionReset) {
+                if let Some(a) =
+                    parse_answer(&raw).filter(|_| e.kind() == io::ErrorKind::ConnectionReset)
+                {
                     return Ok(a);
                 }
                 return Err(Failure::from_io(&e));
@@ -244,16 +284,10 @@ fn fetch(o: &Opts) -> Result<Answer, Failure> {
     parse_answer(&raw).ok_or_else(|| Failure::Io("not an HTTP answer".into()))
 }
 
-fn main() -> ExitCode {
-    let o = match parse_opts() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("mgcurl: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut out = io::stdout().lock();
-    match fetch(&o) {
+/// Renders what is printed (or written to `-o FILE`) and the exit status.
+fn render(o: &Opts, result: Result<Answer, Failure>) -> (Vec<u8>, u8) {
+    let mut out = Vec::new();
+    match result {
         Ok(a) => {
             if o.json {
                 let v = serde_json::json!({
@@ -263,30 +297,57 @@ fn main() -> ExitCode {
                     "headers": a.headers,
                     "body": String::from_utf8_lossy(&a.body),
                 });
-                let _ = writeln!(out, "{v}");
-            } else {
-                if o.include {
-                    let _ = write!(out, "HTTP/1.1 {} {}\r\n", a.status, a.reason);
-                    for (n, v) in &a.headers {
-                        let _ = write!(out, "{n}: {v}\r\n");
-                    }
-                    let _ = write!(out, "\r\n");
-                }
-                let _ = out.write_all(&a.body);
+                out.extend_from_slice(format!("{v}\n").as_bytes());
+                return (out, 0);
             }
-            let _ = out.flush();
-            ExitCode::from(if a.status >= 400 && !o.json { 22 } else { 0 })
+            if o.include {
+                out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", a.status, a.reason).as_bytes());
+                for (n, v) in &a.headers {
+                    out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(&a.body);
+            (out, if a.status >= 400 { 22 } else { 0 })
         }
         Err(f) => {
             let (name, detail, code) = f.name_detail_code();
             if o.json {
                 let v = serde_json::json!({"ok": false, "error": name, "detail": detail});
-                let _ = writeln!(out, "{v}");
-                let _ = out.flush();
-                return ExitCode::SUCCESS;
+                out.extend_from_slice(format!("{v}\n").as_bytes());
+                return (out, 0);
             }
             eprintln!("mgcurl: {name}: {detail}");
-            ExitCode::from(code)
+            (out, code)
         }
     }
+}
+
+fn write_file(path: &str, data: &[u8]) -> io::Result<()> {
+    let tmp = format!("{path}.tmp{}", std::process::id());
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn main() -> ExitCode {
+    let o = match parse_opts() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("mgcurl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (data, code) = render(&o, fetch(&o));
+    let written = match &o.out {
+        Some(path) => write_file(path, &data),
+        None => {
+            let mut stdout = io::stdout().lock();
+            stdout.write_all(&data).and_then(|_| stdout.flush())
+        }
+    };
+    if let Err(e) = written {
+        eprintln!("mgcurl: writing the output: {e}");
+        return ExitCode::from(1);
+    }
+    ExitCode::from(code)
 }

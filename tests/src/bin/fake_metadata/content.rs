@@ -14,9 +14,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 // Shared with the test harness, which asserts on them.
-pub use metaguard_tests::fake::{AWS_ROLE, BENCH_BODY, INSTANCE_ID};
 #[cfg(test)]
 use metaguard_tests::fake::SECRET_MARKER;
+pub use metaguard_tests::fake::{AWS_ROLE, BENCH_BODY, INSTANCE_ID};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -100,7 +100,10 @@ struct Req<'a> {
 
 impl Req<'_> {
     fn q(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     fn method(&self) -> &str {
         &self.head.method
@@ -149,7 +152,10 @@ fn split_target(target: &[u8]) -> (String, String) {
     let t = String::from_utf8_lossy(target);
     let mut t: &str = &t;
     // Absolute form: drop scheme and authority.
-    if let Some(rest) = t.strip_prefix("http://").or_else(|| t.strip_prefix("https://")) {
+    if let Some(rest) = t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("https://"))
+    {
         t = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
     }
     let t = t.split('#').next().unwrap_or_default();
@@ -164,7 +170,10 @@ fn parse_query(q: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k).to_ascii_lowercase(), percent_decode(&v.replace('+', " ")))
+            (
+                percent_decode(k).to_ascii_lowercase(),
+                percent_decode(&v.replace('+', " ")),
+            )
         })
         .collect()
 }
@@ -200,13 +209,23 @@ pub fn route(head: &Head, st: &State, bench: bool) -> Reply {
 }
 
 fn fault(name: &str, req: &Req) -> Reply {
-    let num = |k: &str, max: u64| req.q(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0).min(max);
+    let num = |k: &str, max: u64| {
+        req.q(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(max)
+    };
     match name.trim_end_matches('/') {
         "hang" => Reply::text(200, "").action(Action::Hang),
         "reset" => Reply::text(200, "").action(Action::Reset),
         "500" => Reply::text(500, "fake-metadata: injected failure\n"),
-        "slow" => Reply::text(200, "slow\n").action(Action::Delay(Duration::from_millis(num("ms", 60_000)))),
-        "big" => Reply::new(200, "application/octet-stream", vec![b'x'; num("bytes", 64 << 20) as usize]),
+        "slow" => Reply::text(200, "slow\n")
+            .action(Action::Delay(Duration::from_millis(num("ms", 60_000)))),
+        "big" => Reply::new(
+            200,
+            "application/octet-stream",
+            vec![b'x'; num("bytes", 64 << 20) as usize],
+        ),
         _ => not_found(),
     }
 }
@@ -218,14 +237,31 @@ fn not_found() -> Reply {
 // ---------------------------------------------------------------- AWS (and Alibaba, same paths)
 
 const AWS_VERSIONS: &[&str] = &[
-    "1.0", "2007-01-19", "2007-03-01", "2008-02-01", "2008-09-01", "2009-04-04", "2011-01-01",
-    "2012-01-12", "2014-02-25", "2016-09-02", "2018-09-24", "2021-03-23", "latest",
+    "1.0",
+    "2007-01-19",
+    "2007-03-01",
+    "2008-02-01",
+    "2008-09-01",
+    "2009-04-04",
+    "2011-01-01",
+    "2012-01-12",
+    "2014-02-25",
+    "2016-09-02",
+    "2018-09-24",
+    "2021-03-23",
+    "latest",
 ];
 
 fn is_aws_version(v: &str) -> bool {
     AWS_VERSIONS.contains(&v)
         || (v.len() == 10
-            && v.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() }))
+            && v.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            }))
 }
 
 fn aws_creds() -> Value {
@@ -375,7 +411,13 @@ fn gcp_tree() -> Value {
 
 fn gcp_listing(obj: &serde_json::Map<String, Value>) -> String {
     obj.iter()
-        .map(|(k, v)| if v.is_object() { format!("{k}/\n") } else { format!("{k}\n") })
+        .map(|(k, v)| {
+            if v.is_object() {
+                format!("{k}/\n")
+            } else {
+                format!("{k}\n")
+            }
+        })
         .collect()
 }
 
@@ -406,7 +448,9 @@ fn gcp_inner(req: &Req) -> Reply {
             None => return not_found(),
         }
     }
-    let recursive = req.q("recursive").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let recursive = req
+        .q("recursive")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let in_sa = segs.first() == Some(&"instance") && segs.get(1) == Some(&"service-accounts");
     match (segs.last(), node) {
         (Some(&"token"), _) if in_sa => Reply::json(
@@ -447,17 +491,33 @@ fn azure_instance() -> Value {
 
 fn azure(req: &Req) -> Reply {
     if req.head.has_header("X-Forwarded-For") {
-        return Reply::json(400, &json!({"error": "Bad request. X-Forwarded-For header is not allowed"}));
+        return Reply::json(
+            400,
+            &json!({"error": "Bad request. X-Forwarded-For header is not allowed"}),
+        );
     }
     let p = req.path.trim_end_matches('/');
     if p == "/metadata/versions" {
-        return Reply::json(200, &json!({"apiVersions": ["2021-02-01", "2021-12-13", "2023-07-01"]}));
+        return Reply::json(
+            200,
+            &json!({"apiVersions": ["2021-02-01", "2021-12-13", "2023-07-01"]}),
+        );
     }
-    if !req.head.header("Metadata").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Reply::json(400, &json!({"error": "Bad request. Required metadata header not specified"}));
+    if !req
+        .head
+        .header("Metadata")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return Reply::json(
+            400,
+            &json!({"error": "Bad request. Required metadata header not specified"}),
+        );
     }
     if req.q("api-version").is_none() {
-        return Reply::json(400, &json!({"error": "Bad request. api-version was not specified in the request"}));
+        return Reply::json(
+            400,
+            &json!({"error": "Bad request. api-version was not specified in the request"}),
+        );
     }
     if p == "/metadata/identity/oauth2/token" {
         return Reply::json(
@@ -466,7 +526,10 @@ fn azure(req: &Req) -> Reply {
         );
     }
     if p == "/metadata/attested/document" {
-        return Reply::json(200, &json!({"encoding": "pkcs7", "signature": "FAKEATTESTED=="}));
+        return Reply::json(
+            200,
+            &json!({"encoding": "pkcs7", "signature": "FAKEATTESTED=="}),
+        );
     }
     let Some(rest) = p.strip_prefix("/metadata/instance") else {
         return Reply::json(404, &json!({"error": "Not found"}));
@@ -500,8 +563,13 @@ fn openstack(req: &Req) -> Reply {
             200,
             &json!({"uuid": "d8e02d56-2648-49a3-bf97-6be8f1204f38", "name": "metaguard-lab", "availability_zone": "nova"}),
         ),
-        "/openstack/latest/network_data.json" => Reply::json(200, &json!({"links": [], "networks": []})),
-        "/openstack/latest/user_data" => Reply::text(200, "#cloud-config\npassword: FAKE-SECRET-openstack-user-data\n"),
+        "/openstack/latest/network_data.json" => {
+            Reply::json(200, &json!({"links": [], "networks": []}))
+        }
+        "/openstack/latest/user_data" => Reply::text(
+            200,
+            "#cloud-config\npassword: FAKE-SECRET-openstack-user-data\n",
+        ),
         _ => not_found(),
     }
 }
@@ -515,7 +583,10 @@ mod tests {
             method: method.into(),
             target: target.as_bytes().to_vec(),
             version: "HTTP/1.1".into(),
-            headers: headers.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
         }
     }
 
@@ -529,16 +600,31 @@ mod tests {
 
     #[test]
     fn aws_paths() {
-        assert_eq!(body(&get("/latest/meta-data/instance-id", &[])), INSTANCE_ID);
-        assert_eq!(body(&get("/2009-04-04/meta-data/instance-id", &[])), INSTANCE_ID);
-        assert_eq!(body(&get("/latest/meta-data/iam/security-credentials", &[])), AWS_ROLE);
-        let creds = get(&format!("/latest/meta-data/iam/security-credentials/{AWS_ROLE}"), &[]);
+        assert_eq!(
+            body(&get("/latest/meta-data/instance-id", &[])),
+            INSTANCE_ID
+        );
+        assert_eq!(
+            body(&get("/2009-04-04/meta-data/instance-id", &[])),
+            INSTANCE_ID
+        );
+        assert_eq!(
+            body(&get("/latest/meta-data/iam/security-credentials", &[])),
+            AWS_ROLE
+        );
+        let creds = get(
+            &format!("/latest/meta-data/iam/security-credentials/{AWS_ROLE}"),
+            &[],
+        );
         assert!(body(&creds).contains(SECRET_MARKER));
         assert!(body(&get("/latest/user-data", &[])).contains(SECRET_MARKER));
         assert_eq!(get("/latest/meta-data/nope", &[]).status, 404);
         assert_eq!(get("/nope", &[]).status, 404);
         // Lenient like a permissive server: dot segments and encoded slashes resolve.
-        let sneaky = get("/latest/meta-data/placement/..%2Fiam/security-credentials/", &[]);
+        let sneaky = get(
+            "/latest/meta-data/placement/..%2Fiam/security-credentials/",
+            &[],
+        );
         assert_eq!(body(&sneaky), AWS_ROLE);
     }
 
@@ -547,21 +633,38 @@ mod tests {
         let st = State::default();
         let put = |h: &[(&str, &str)]| route(&head("PUT", "/latest/api/token", h), &st, false);
         assert_eq!(put(&[]).status, 400);
-        assert_eq!(put(&[("X-aws-ec2-metadata-token-ttl-seconds", "0")]).status, 400);
-        assert_eq!(put(&[("X-aws-ec2-metadata-token-ttl-seconds", "21601")]).status, 400);
-        let xff = [("X-aws-ec2-metadata-token-ttl-seconds", "60"), ("X-Forwarded-For", "1.2.3.4")];
+        assert_eq!(
+            put(&[("X-aws-ec2-metadata-token-ttl-seconds", "0")]).status,
+            400
+        );
+        assert_eq!(
+            put(&[("X-aws-ec2-metadata-token-ttl-seconds", "21601")]).status,
+            400
+        );
+        let xff = [
+            ("X-aws-ec2-metadata-token-ttl-seconds", "60"),
+            ("X-Forwarded-For", "1.2.3.4"),
+        ];
         assert_eq!(put(&xff).status, 403);
         let ok = put(&[("X-aws-ec2-metadata-token-ttl-seconds", "60")]);
         assert_eq!(ok.status, 200);
         let tok = body(&ok);
         let r = route(
-            &head("GET", "/latest/meta-data/instance-id", &[("X-aws-ec2-metadata-token", &tok)]),
+            &head(
+                "GET",
+                "/latest/meta-data/instance-id",
+                &[("X-aws-ec2-metadata-token", &tok)],
+            ),
             &st,
             false,
         );
         assert_eq!(r.status, 200);
         let bad = route(
-            &head("GET", "/latest/meta-data/instance-id", &[("X-aws-ec2-metadata-token", "nope")]),
+            &head(
+                "GET",
+                "/latest/meta-data/instance-id",
+                &[("X-aws-ec2-metadata-token", "nope")],
+            ),
             &st,
             false,
         );
@@ -574,10 +677,20 @@ mod tests {
         assert_eq!(get("/computeMetadata/v1/instance/id", &[]).status, 403);
         let r = get("/computeMetadata/v1/instance/id", &flavor);
         assert_eq!(r.status, 200);
-        assert!(r.headers.iter().any(|(n, v)| *n == "Metadata-Flavor" && v == "Google"));
-        assert!(body(&get("/computeMetadata/v1/instance/attributes/kube-env", &flavor)).contains(SECRET_MARKER));
-        assert!(body(&get("/computeMetadata/v1/instance/service-accounts/default/token", &flavor))
-            .contains(SECRET_MARKER));
+        assert!(r
+            .headers
+            .iter()
+            .any(|(n, v)| *n == "Metadata-Flavor" && v == "Google"));
+        assert!(body(&get(
+            "/computeMetadata/v1/instance/attributes/kube-env",
+            &flavor
+        ))
+        .contains(SECRET_MARKER));
+        assert!(body(&get(
+            "/computeMetadata/v1/instance/service-accounts/default/token",
+            &flavor
+        ))
+        .contains(SECRET_MARKER));
         let rec = get("/computeMetadata/v1/instance/?recursive=TRUE", &flavor);
         assert!(body(&rec).contains("kube-env"));
         assert!(body(&get("/computeMetadata/v1/instance/", &flavor)).contains("attributes/"));
@@ -586,11 +699,20 @@ mod tests {
     #[test]
     fn azure_needs_header_and_version() {
         let md = [("Metadata", "true")];
-        assert_eq!(get("/metadata/instance?api-version=2021-02-01", &[]).status, 400);
+        assert_eq!(
+            get("/metadata/instance?api-version=2021-02-01", &[]).status,
+            400
+        );
         assert_eq!(get("/metadata/instance", &md).status, 400);
-        let r = get("/metadata/instance/compute/vmId?api-version=2021-02-01&format=text", &md);
+        let r = get(
+            "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text",
+            &md,
+        );
         assert_eq!(body(&r), "02aab8a4-74ef-476e-8182-f6d2ba4166a6");
-        let tok = get("/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x", &md);
+        let tok = get(
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x",
+            &md,
+        );
         assert!(body(&tok).contains(SECRET_MARKER));
     }
 
@@ -600,6 +722,9 @@ mod tests {
         assert_eq!(get("/fault/reset", &[]).action, Action::Reset);
         assert_eq!(get("/fault/500", &[]).status, 500);
         assert_eq!(get("/bench", &[]).body, BENCH_BODY);
-        assert_eq!(route(&head("GET", "/anything", &[]), &State::default(), true).body, BENCH_BODY);
+        assert_eq!(
+            route(&head("GET", "/anything", &[]), &State::default(), true).body,
+            BENCH_BODY
+        );
     }
 }

@@ -121,7 +121,10 @@ pub fn parse_head(buf: &[u8]) -> ParsedHead {
         match line.iter().position(|&b| b == b':') {
             Some(p) => {
                 let value = lossy(&line[p + 1..]);
-                headers.push((lossy(&line[..p]), value.trim_matches([' ', '\t']).to_string()));
+                headers.push((
+                    lossy(&line[..p]),
+                    value.trim_matches([' ', '\t']).to_string(),
+                ));
             }
             // A header line without a colon: keep it, nameless, so the record shows it.
             None => headers.push((String::new(), lossy(line))),
@@ -243,7 +246,8 @@ mod tests {
 
     #[test]
     fn parses_a_request_keeping_bytes() {
-        let raw = b"GET /latest/meta-data//a/../b%2F?x=1 HTTP/1.1\r\nHost: h\r\nX-Odd:  v \r\n\r\nrest";
+        let raw =
+            b"GET /latest/meta-data//a/../b%2F?x=1 HTTP/1.1\r\nHost: h\r\nX-Odd:  v \r\n\r\nrest";
         let ParsedHead::Head(h, n) = parse_head(raw) else {
             panic!("not a head")
         };
@@ -256,9 +260,18 @@ mod tests {
 
     #[test]
     fn incomplete_and_malformed() {
-        assert!(matches!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n"), ParsedHead::Incomplete));
-        assert!(matches!(parse_head(b"garbage\r\n\r\n"), ParsedHead::Malformed(..)));
-        assert!(matches!(parse_head(b"GET  / HTTP/1.1\r\n\r\n"), ParsedHead::Malformed(..)));
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            ParsedHead::Incomplete
+        ));
+        assert!(matches!(
+            parse_head(b"garbage\r\n\r\n"),
+            ParsedHead::Malformed(..)
+        ));
+        assert!(matches!(
+            parse_head(b"GET  / HTTP/1.1\r\n\r\n"),
+            ParsedHead::Malformed(..)
+        ));
     }
 
     #[test]
@@ -267,18 +280,36 @@ mod tests {
             method: "PUT".into(),
             target: b"/".to_vec(),
             version: "HTTP/1.1".into(),
-            headers: hs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            headers: hs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
         };
         assert_eq!(framing(&head(&[])), Framing::None);
-        assert_eq!(framing(&head(&[("Content-Length", "5")])), Framing::Length(5));
-        assert_eq!(framing(&head(&[("content-length", "5, 6")])), Framing::CloseAfter);
-        assert_eq!(framing(&head(&[("Transfer-Encoding", "gzip, chunked")])), Framing::Chunked);
-        assert_eq!(framing(&head(&[("Transfer-Encoding", "gzip")])), Framing::CloseAfter);
+        assert_eq!(
+            framing(&head(&[("Content-Length", "5")])),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing(&head(&[("content-length", "5, 6")])),
+            Framing::CloseAfter
+        );
+        assert_eq!(
+            framing(&head(&[("Transfer-Encoding", "gzip, chunked")])),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing(&head(&[("Transfer-Encoding", "gzip")])),
+            Framing::CloseAfter
+        );
     }
 
     #[test]
     fn chunked() {
-        assert_eq!(chunked_body(b"3\r\nabc\r\n0\r\n\r\nNEXT"), Chunked::Done(13, 3));
+        assert_eq!(
+            chunked_body(b"3\r\nabc\r\n0\r\n\r\nNEXT"),
+            Chunked::Done(13, 3)
+        );
         assert_eq!(chunked_body(b"3\r\nab"), Chunked::Incomplete);
         assert_eq!(chunked_body(b"zz\r\n"), Chunked::Invalid);
     }

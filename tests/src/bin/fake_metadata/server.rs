@@ -35,19 +35,25 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
-/// Binds every address (all or nothing), prints one `listening ADDR` line each and then `ready` on
-/// stdout, and serves until killed.
+/// Binds every address (all or nothing), prints one `listening ADDR` line each (the address bound,
+/// in `--listen` order) and then `ready` on stdout, and serves until killed.
 pub async fn serve(addrs: Vec<SocketAddr>, recorder: Recorder, cfg: Config) -> Result<(), String> {
     let mut listeners = Vec::new();
     for a in &addrs {
         let l = bind(*a).map_err(|e| format!("listen {a}: {e}"))?;
         listeners.push((*a, l));
     }
-    for (a, _) in &listeners {
-        println!("listening {a}");
+    for (a, l) in &listeners {
+        // The bound address (port 0 becomes the port the kernel chose), in --listen order.
+        let bound = l.local_addr().map_err(|e| format!("listen {a}: {e}"))?;
+        println!("listening {bound}");
     }
     println!("ready");
-    let shared = Arc::new(Shared { recorder, state: State::default(), cfg });
+    let shared = Arc::new(Shared {
+        recorder,
+        state: State::default(),
+        cfg,
+    });
     let mut tasks = Vec::new();
     for (addr, l) in listeners {
         let shared = shared.clone();
@@ -66,8 +72,15 @@ async fn accept_loop(addr: SocketAddr, l: TcpListener, shared: Arc<Shared>) {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                    let conn = Conn { listener: addr, local, peer: peer.to_string() };
+                    let local = stream
+                        .local_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default();
+                    let conn = Conn {
+                        listener: addr,
+                        local,
+                        peer: peer.to_string(),
+                    };
                     connection(stream, conn, &shared).await;
                 });
             }
@@ -80,12 +93,20 @@ async fn accept_loop(addr: SocketAddr, l: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn write_record(shared: &Shared, conn: &Conn, head: Option<&http1::Head>, body_len: usize, raw: Option<&[u8]>) {
+fn write_record(
+    shared: &Shared,
+    conn: &Conn,
+    head: Option<&http1::Head>,
+    body_len: usize,
+    raw: Option<&[u8]>,
+) {
     if !shared.recorder.enabled() {
         return;
     }
     let empty: [(String, String); 0] = [];
-    let (target, target_hex) = head.map(|h| record::target_fields(&h.target)).unwrap_or_default();
+    let (target, target_hex) = head
+        .map(|h| record::target_fields(&h.target))
+        .unwrap_or_default();
     shared.recorder.write(&Line {
         ts: record::now(),
         listener: conn.listener.to_string(),
@@ -119,8 +140,13 @@ fn status_reason(status: u16) -> &'static str {
 fn encode(reply: &Reply, head_only: bool, close: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + reply.body.len());
     out.extend_from_slice(
-        format!("HTTP/1.1 {} {}\r\nServer: fake-metadata\r\nContent-Length: {}\r\n", reply.status, status_reason(reply.status), reply.body.len())
-            .as_bytes(),
+        format!(
+            "HTTP/1.1 {} {}\r\nServer: fake-metadata\r\nContent-Length: {}\r\n",
+            reply.status,
+            status_reason(reply.status),
+            reply.body.len()
+        )
+        .as_bytes(),
     );
     for (n, v) in &reply.headers {
         out.extend_from_slice(n.as_bytes());
@@ -153,13 +179,23 @@ async fn connection(mut stream: TcpStream, conn: Conn, shared: &Shared) {
                     ParsedHead::Head(h, n) => break (h, n),
                     ParsedHead::Malformed(raw) => {
                         write_record(shared, &conn, None, 0, Some(&raw));
-                        let r = Reply { status: 400, headers: vec![], body: b"bad request\n".to_vec(), action: Action::Respond };
+                        let r = Reply {
+                            status: 400,
+                            headers: vec![],
+                            body: b"bad request\n".to_vec(),
+                            action: Action::Respond,
+                        };
                         let _ = stream.write_all(&encode(&r, false, true)).await;
                         return;
                     }
                     ParsedHead::Incomplete if buf.len() > MAX_HEAD => {
                         write_record(shared, &conn, None, 0, Some(&buf[..MAX_HEAD.min(4096)]));
-                        let r = Reply { status: 431, headers: vec![], body: vec![], action: Action::Respond };
+                        let r = Reply {
+                            status: 431,
+                            headers: vec![],
+                            body: vec![],
+                            action: Action::Respond,
+                        };
                         let _ = stream.write_all(&encode(&r, false, true)).await;
                         return;
                     }
@@ -230,7 +266,12 @@ async fn connection(mut stream: TcpStream, conn: Conn, shared: &Shared) {
             }
         }
         let head_only = head.method == "HEAD";
-        if stream.write_all(&encode(&reply, head_only, close)).await.is_err() || close {
+        if stream
+            .write_all(&encode(&reply, head_only, close))
+            .await
+            .is_err()
+            || close
+        {
             return;
         }
     }
