@@ -96,6 +96,14 @@ live_pid() { # FILE COMM
   echo "$pid"
 }
 
+# Whether PID is a live process (a zombie is not).
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
 containerd_pid() { live_pid "$LAB/containerd.pid" containerd; }
 proxy_pid() { live_pid "$LAB/proxy.pid" metaguard-proxy; }
 fake_pid() { live_pid "$LAB/fake.pid" fake-metadata; }
@@ -107,7 +115,7 @@ wait_alive_until() { # SECONDS DESCRIPTION PID CMD...
   shift 3
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
-    [ -d "/proc/$pid" ] || { log "$what: the process exited"; return 1; }
+    alive "$pid" || { log "$what: the process exited"; return 1; }
     [ "$SECONDS" -lt "$deadline" ] || { log "timed out after ${secs}s waiting for $what"; return 1; }
     sleep 0.1
   done
@@ -128,21 +136,21 @@ lab_ctr() { in_node ctr --address "$SOCK" --namespace "$CTR_NS" "$@"; }
 
 # Sends TERM, waits, then KILL, to each pid given (only ones still alive).
 stop_pids() { # PID...
-  local p alive=() deadline
-  for p in "$@"; do [ -d "/proc/$p" ] && alive+=("$p"); done
-  [ "${#alive[@]}" -gt 0 ] || return 0
-  kill -TERM "${alive[@]}" 2>/dev/null || true
+  local p live=() deadline
+  for p in "$@"; do alive "$p" && live+=("$p"); done
+  [ "${#live[@]}" -gt 0 ] || return 0
+  kill -TERM "${live[@]}" 2>/dev/null || true
   deadline=$((SECONDS + 5))
   while [ "$SECONDS" -lt "$deadline" ]; do
     local left=()
-    for p in "${alive[@]}"; do [ -d "/proc/$p" ] && left+=("$p"); done
+    for p in "${live[@]}"; do alive "$p" && left+=("$p"); done
     [ "${#left[@]}" -gt 0 ] || return 0
     sleep 0.1
   done
-  kill -KILL "${alive[@]}" 2>/dev/null || true
-  for p in "${alive[@]}"; do
+  kill -KILL "${live[@]}" 2>/dev/null || true
+  for p in "${live[@]}"; do
     deadline=$((SECONDS + 5))
-    while [ -d "/proc/$p" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.05; done
+    while alive "$p" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.05; done
   done
 }
 

@@ -1,47 +1,55 @@
 //! Forwarding allowed requests to the metadata service.
 //!
-//! One hyper client with a pool of kept-alive connections serves every endpoint (the pool is keyed
-//! by upstream address). The endpoint is chosen by the local port the pod's connection arrived on,
-//! never by the Host header. The whole exchange (connect, request, complete body) runs under the
-//! response timeout, and the body is buffered up to a size cap, so a slow or huge upstream answer
-//! becomes a clean 504 or 502 instead of a half-relayed response.
+//! A deliberately small HTTP/1.1 client. The request task itself writes the request and reads the
+//! response on a kept-alive connection taken from a pool (one pool per endpoint, per worker
+//! thread): no connection task, no channel, no cross-thread wake-up per request. That is what a
+//! proxy whose whole job is one short exchange per request needs, and it measured markedly cheaper
+//! than hyper's pooled client on the allowed path.
+//!
+//! What it sends is built from values that cannot carry CR or LF (`http::Method`, the canonical
+//! target, `HeaderName`/`HeaderValue`), so no request can be split. What it reads is parsed with
+//! `httparse`: status line and headers, then a body framed by `Content-Length`, chunked encoding,
+//! or the end of the connection. The whole exchange runs under the response timeout and the body is
+//! buffered up to a size cap, so a slow or huge upstream answer becomes a clean 504 or 502 instead
+//! of a half-relayed response. A pooled connection the upstream closed while it was idle is
+//! detected (nothing was received) and the request is retried once on a new connection.
 
 use crate::config::{EndpointConfig, UpstreamConfig};
 use crate::metrics::UpstreamFailure;
-use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::error::Error as StdError;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, StatusCode};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Most response headers accepted from upstream.
+const MAX_RESPONSE_HEADERS: usize = 100;
+/// Longest response head (status line and headers) accepted from upstream.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Longest chunk-size line or trailer section accepted.
+const MAX_CHUNK_META: usize = 8 * 1024;
 
 /// Where one endpoint's allowed requests go.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,
     pub addr: SocketAddr,
-    authority: Authority,
     /// Host header value: the metadata service's own address (what the pod addressed), even when
     /// `addr` points elsewhere (a test fake, a local cache).
     pub host: String,
 }
 
 impl Target {
-    pub fn from_config(e: &EndpointConfig) -> Result<Target, UpstreamSetupError> {
-        let addr = e.upstream_addr();
-        let authority: Authority = addr.to_string().parse().map_err(|_| {
-            UpstreamSetupError(format!("endpoint {}: bad upstream address {addr}", e.name))
-        })?;
-        Ok(Target {
+    pub fn from_config(e: &EndpointConfig) -> Target {
+        Target {
             name: e.name.clone(),
-            addr,
-            authority,
+            addr: e.upstream_addr(),
             host: host_header(e.address, e.port),
-        })
+        }
     }
 }
 
@@ -70,6 +78,13 @@ pub struct UpstreamError {
 }
 
 impl UpstreamError {
+    fn new(kind: UpstreamFailure, detail: impl Into<String>) -> UpstreamError {
+        UpstreamError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self.kind {
             UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -93,17 +108,42 @@ impl UpstreamError {
 }
 
 /// A complete upstream response.
+#[derive(Debug)]
 pub struct UpstreamResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
 pub struct Upstream {
-    client: Client<HttpConnector, Empty<Bytes>>,
     targets: Vec<Target>,
+    /// Idle kept-alive connections, per target. Each `Upstream` belongs to one worker thread, so
+    /// these locks are never contended.
+    pools: Vec<Mutex<Vec<Idle>>>,
+    connect_timeout: Duration,
     response_timeout: Duration,
     max_response_bytes: usize,
+    pool_idle_timeout: Duration,
+    pool_max_idle: usize,
+}
+
+/// How one attempt failed.
+enum Failure {
+    /// Nothing at all came back (the write failed, or the connection was closed or reset before
+    /// the first response byte): on a reused connection, the upstream had closed it while idle.
+    NothingReceived(String),
+    Error(UpstreamError),
+}
+
+impl From<UpstreamError> for Failure {
+    fn from(e: UpstreamError) -> Self {
+        Failure::Error(e)
+    }
 }
 
 impl Upstream {
@@ -111,27 +151,21 @@ impl Upstream {
         cfg: &UpstreamConfig,
         endpoints: &[EndpointConfig],
     ) -> Result<Upstream, UpstreamSetupError> {
-        let targets = endpoints
-            .iter()
-            .map(Target::from_config)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
-        // Upstream addresses are IP literals: no resolver is ever consulted.
-        conn.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(cfg.pool_idle_timeout_ms))
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            // We set Host ourselves (headers::upstream_headers), from configuration.
-            .set_host(false)
-            .build(conn);
+        let targets: Vec<Target> = endpoints.iter().map(Target::from_config).collect();
+        if let Some(t) = targets.iter().find(|t| t.addr.port() == 0) {
+            return Err(UpstreamSetupError(format!(
+                "endpoint {}: upstream port 0",
+                t.name
+            )));
+        }
         Ok(Upstream {
-            client,
+            pools: targets.iter().map(|_| Mutex::new(Vec::new())).collect(),
             targets,
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             response_timeout: Duration::from_millis(cfg.response_timeout_ms),
             max_response_bytes: cfg.max_response_bytes,
+            pool_idle_timeout: Duration::from_millis(cfg.pool_idle_timeout_ms),
+            pool_max_idle: cfg.pool_max_idle_per_host,
         })
     }
 
@@ -151,102 +185,379 @@ impl Upstream {
         path_and_query: &str,
         headers: HeaderMap,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let target = self.targets.get(endpoint).ok_or_else(|| UpstreamError {
-            kind: UpstreamFailure::Connect,
-            detail: "no such endpoint".into(),
-        })?;
-        let pq = PathAndQuery::try_from(path_and_query).map_err(|e| UpstreamError {
-            kind: UpstreamFailure::Connect,
-            detail: format!("bad target: {e}"),
-        })?;
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(target.authority.clone());
-        parts.path_and_query = Some(pq);
-        let uri = Uri::from_parts(parts).map_err(|e| UpstreamError {
-            kind: UpstreamFailure::Connect,
-            detail: format!("bad target: {e}"),
-        })?;
-        let mut req = Request::new(Empty::new());
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
-
+        let target = self
+            .targets
+            .get(endpoint)
+            .ok_or_else(|| UpstreamError::new(UpstreamFailure::Connect, "no such endpoint"))?;
+        let request = encode_request(&method, path_and_query, &headers);
+        let head_only = method == Method::HEAD;
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(classify)?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, self.max_response_bytes)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        UpstreamError {
-                            kind: UpstreamFailure::Oversize,
-                            detail: format!("more than {} bytes", self.max_response_bytes),
+            // A pooled connection may have been closed by the upstream while idle; that shows as
+            // nothing received, and deserves one more try on a fresh connection.
+            let mut reused_failed = false;
+            loop {
+                let (stream, reused) = match self.checkout(endpoint) {
+                    Some(s) if !reused_failed => (s, true),
+                    _ => (self.connect(target).await?, false),
+                };
+                match exchange(stream, &request, head_only, self.max_response_bytes).await {
+                    Ok((resp, keep)) => {
+                        if let Some(s) = keep {
+                            self.checkin(endpoint, s);
                         }
-                    } else {
-                        UpstreamError {
-                            kind: UpstreamFailure::Reset,
-                            detail: root_cause(&*e),
-                        }
+                        return Ok(resp);
                     }
-                })?;
-            Ok(UpstreamResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body: body.to_bytes(),
-            })
+                    Err(Failure::NothingReceived(_)) if reused && !reused_failed => {
+                        reused_failed = true
+                    }
+                    Err(Failure::NothingReceived(detail)) => {
+                        return Err(UpstreamError::new(UpstreamFailure::Reset, detail));
+                    }
+                    Err(Failure::Error(e)) => return Err(e),
+                }
+            }
         };
         match tokio::time::timeout(self.response_timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(UpstreamError {
-                kind: UpstreamFailure::Timeout,
-                detail: format!(
+            Err(_) => Err(UpstreamError::new(
+                UpstreamFailure::Timeout,
+                format!(
                     "no complete response within {} ms",
                     self.response_timeout.as_millis()
                 ),
-            }),
+            )),
+        }
+    }
+
+    async fn connect(&self, target: &Target) -> Result<TcpStream, UpstreamError> {
+        match tokio::time::timeout(self.connect_timeout, TcpStream::connect(target.addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(UpstreamError::new(
+                UpstreamFailure::Connect,
+                format!("{}: {e}", target.addr),
+            )),
+            Err(_) => Err(UpstreamError::new(
+                UpstreamFailure::Timeout,
+                format!(
+                    "connecting to {} took over {} ms",
+                    target.addr,
+                    self.connect_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    fn checkout(&self, endpoint: usize) -> Option<TcpStream> {
+        let mut idle = self
+            .pools
+            .get(endpoint)?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while let Some(i) = idle.pop() {
+            if i.since.elapsed() > self.pool_idle_timeout {
+                continue;
+            }
+            // An idle connection has nothing to say: if it is readable, the upstream closed it
+            // (or sent garbage). This costs no system call unless the reactor saw it readable.
+            let mut probe = [0u8; 1];
+            match i.stream.try_read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(i.stream),
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, endpoint: usize, stream: TcpStream) {
+        if let Some(pool) = self.pools.get(endpoint) {
+            let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < self.pool_max_idle {
+                idle.push(Idle {
+                    stream,
+                    since: Instant::now(),
+                });
+            }
         }
     }
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
-    let detail = root_cause(&e);
-    if e.is_connect() {
-        let timed_out = chain(&e).any(|s| {
-            s.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        });
-        let kind = if timed_out {
-            UpstreamFailure::Timeout
-        } else {
-            UpstreamFailure::Connect
-        };
-        return UpstreamError { kind, detail };
+/// `METHOD target HTTP/1.1`, the headers, the blank line. Nothing here can hold CR or LF.
+fn encode_request(method: &Method, path_and_query: &str, headers: &HeaderMap) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64 + path_and_query.len() + headers.len() * 40);
+    v.extend_from_slice(method.as_str().as_bytes());
+    v.push(b' ');
+    v.extend_from_slice(path_and_query.as_bytes());
+    v.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        v.extend_from_slice(name.as_str().as_bytes());
+        v.extend_from_slice(b": ");
+        v.extend_from_slice(value.as_bytes());
+        v.extend_from_slice(b"\r\n");
     }
-    UpstreamError {
-        kind: UpstreamFailure::Reset,
-        detail,
-    }
+    v.extend_from_slice(b"\r\n");
+    v
 }
 
-fn chain<'a>(
-    e: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    std::iter::successors(Some(e), |e: &&'a (dyn StdError + 'static)| {
-        let e: &'a (dyn StdError + 'static) = *e;
-        e.source()
+fn broken(detail: impl Into<String>) -> Failure {
+    Failure::Error(UpstreamError::new(UpstreamFailure::Reset, detail))
+}
+
+fn too_large(max: usize) -> Failure {
+    Failure::Error(UpstreamError::new(
+        UpstreamFailure::Oversize,
+        format!("more than {max} bytes"),
+    ))
+}
+
+/// How the response body is delimited.
+enum Framing {
+    Empty,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// The parts of a response head we keep.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// One request/response on `s`. Returns the response and the connection when it can be reused.
+async fn exchange(
+    mut s: TcpStream,
+    request: &[u8],
+    head_only: bool,
+    max: usize,
+) -> Result<(UpstreamResponse, Option<TcpStream>), Failure> {
+    if let Err(e) = s.write_all(request).await {
+        return Err(Failure::NothingReceived(format!(
+            "sending the request: {e}"
+        )));
+    }
+    let mut buf = BytesMut::with_capacity(4096);
+    let head = loop {
+        match parse_head(&buf, head_only)? {
+            Some((len, Some(head))) => {
+                buf.advance(len);
+                break head;
+            }
+            // An interim (1xx) response: skip it, the final one follows.
+            Some((len, None)) => {
+                buf.advance(len);
+                continue;
+            }
+            None => {}
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(broken("response head too large"));
+        }
+        match s.read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => {
+                return Err(Failure::NothingReceived(
+                    "connection closed before a response".into(),
+                ))
+            }
+            Ok(0) => return Err(broken("connection closed in the response head")),
+            Ok(_) => {}
+            Err(e) if buf.is_empty() => return Err(Failure::NothingReceived(e.to_string())),
+            Err(e) => return Err(broken(e.to_string())),
+        }
+    };
+    let (body, reusable) = match head.framing {
+        Framing::Empty => (Bytes::new(), true),
+        Framing::Length(n) => {
+            if n > max {
+                return Err(too_large(max));
+            }
+            while buf.len() < n {
+                match s.read_buf(&mut buf).await {
+                    Ok(0) => return Err(broken("connection closed in the response body")),
+                    Ok(_) => {}
+                    Err(e) => return Err(broken(e.to_string())),
+                }
+            }
+            (buf.split_to(n).freeze(), true)
+        }
+        Framing::Chunked => (read_chunked(&mut s, &mut buf, max).await?, true),
+        Framing::UntilClose => {
+            loop {
+                if buf.len() > max {
+                    return Err(too_large(max));
+                }
+                match s.read_buf(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return Err(broken(e.to_string())),
+                }
+            }
+            (std::mem::take(&mut buf).freeze(), false)
+        }
+    };
+    // Bytes after the response (the upstream spoke out of turn): do not reuse the connection.
+    let keep = (reusable && head.keep_alive && buf.is_empty()).then_some(s);
+    Ok((
+        UpstreamResponse {
+            status: head.status,
+            headers: head.headers,
+            body,
+        },
+        keep,
+    ))
+}
+
+/// Parses a response head at the start of `buf`. `None`: incomplete. `Some((len, None))`: an
+/// interim 1xx response of `len` bytes. `Some((len, Some(head)))`: the final head.
+fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<(usize, Option<Head>)>, Failure> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut r = httparse::Response::new(&mut slots);
+    let len = match r.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(broken(format!("malformed response: {e}"))),
+    };
+    let code = r.code.unwrap_or(0);
+    if code == 101 {
+        return Err(broken("unexpected protocol switch"));
+    }
+    if (100..200).contains(&code) {
+        return Ok(Some((len, None)));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| broken(format!("bad status {code}")))?;
+    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    for h in r.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| broken("bad header name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| broken("bad header value"))?;
+        headers.append(name, value);
+    }
+    let http11 = r.version == Some(1);
+    let close = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"));
+    let framing = framing(&headers, status, head_only)?;
+    Ok(Some((
+        len,
+        Some(Head {
+            status,
+            headers,
+            framing,
+            keep_alive: http11 && !close,
+        }),
+    )))
+}
+
+fn framing(headers: &HeaderMap, status: StatusCode, head_only: bool) -> Result<Framing, Failure> {
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Empty);
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        // Chunked must be the final coding; anything else runs to the end of the connection.
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty())
+            .unwrap_or("");
+        return Ok(if last.eq_ignore_ascii_case("chunked") {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut length: Option<usize> = None;
+    for v in headers.get_all(CONTENT_LENGTH) {
+        for part in v.to_str().unwrap_or("x").split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(broken("bad Content-Length"));
+            }
+            let n: usize = part.parse().map_err(|_| broken("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(broken("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
     })
 }
 
-/// The innermost error's message (the useful part: "Connection refused (os error 111)").
-fn root_cause(e: &(dyn StdError + 'static)) -> String {
-    chain(e).last().map(|s| s.to_string()).unwrap_or_default()
+/// Decodes a chunked body from `buf` and `s`; on return `buf` holds whatever followed it.
+async fn read_chunked(s: &mut TcpStream, buf: &mut BytesMut, max: usize) -> Result<Bytes, Failure> {
+    let mut body = BytesMut::new();
+    loop {
+        // Chunk-size line.
+        let (skip, size) = loop {
+            match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete(x)) => break x,
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return Err(broken("bad chunk size")),
+            }
+            if buf.len() > MAX_CHUNK_META {
+                return Err(broken("chunk size line too long"));
+            }
+            fill(s, buf).await?;
+        };
+        buf.advance(skip);
+        let size = usize::try_from(size).map_err(|_| too_large(max))?;
+        if size == 0 {
+            // Trailers (ignored) end with an empty line.
+            loop {
+                if buf.starts_with(b"\r\n") {
+                    buf.advance(2);
+                    return Ok(body.freeze());
+                }
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    buf.advance(i + 4);
+                    return Ok(body.freeze());
+                }
+                if buf.len() > MAX_CHUNK_META {
+                    return Err(broken("trailers too long"));
+                }
+                fill(s, buf).await?;
+            }
+        }
+        if body.len().saturating_add(size) > max {
+            return Err(too_large(max));
+        }
+        while buf.len() < size + 2 {
+            fill(s, buf).await?;
+        }
+        body.extend_from_slice(&buf[..size]);
+        if &buf[size..size + 2] != b"\r\n" {
+            return Err(broken("chunk not followed by CRLF"));
+        }
+        buf.advance(size + 2);
+    }
+}
+
+async fn fill(s: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Failure> {
+    match s.read_buf(buf).await {
+        Ok(0) => Err(broken("connection closed in the response body")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(broken(e.to_string())),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn host_headers() {
@@ -266,18 +577,25 @@ mod tests {
 
     #[test]
     fn statuses_and_reasons() {
-        let t = UpstreamError {
-            kind: UpstreamFailure::Timeout,
-            detail: "x".into(),
-        };
+        let t = UpstreamError::new(UpstreamFailure::Timeout, "x");
         assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(t.reason(), "upstream timed out: x");
-        let c = UpstreamError {
-            kind: UpstreamFailure::Connect,
-            detail: String::new(),
-        };
+        let c = UpstreamError::new(UpstreamFailure::Connect, "");
         assert_eq!(c.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(c.reason(), "upstream connection failed");
+    }
+
+    #[test]
+    fn request_encoding() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::HOST, "169.254.169.254".parse().unwrap());
+        h.append("x-a", "1".parse().unwrap());
+        h.append("x-a", "2".parse().unwrap());
+        let r = encode_request(&Method::PUT, "/latest/api/token", &h);
+        assert_eq!(
+            String::from_utf8(r).unwrap(),
+            "PUT /latest/api/token HTTP/1.1\r\nhost: 169.254.169.254\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+        );
     }
 
     fn upstream(addr: SocketAddr, max: usize, timeout_ms: u64) -> Upstream {
@@ -296,71 +614,151 @@ mod tests {
         Upstream::new(&cfg, &[ep]).unwrap()
     }
 
-    /// A one-shot raw HTTP server on loopback answering `reply` (or nothing, when `None`).
-    async fn serve_once(
-        reply: Option<&'static [u8]>,
-    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// Reads one request head from `s`.
+    async fn read_head(s: &mut TcpStream) -> Option<String> {
+        let mut got = Vec::new();
+        let mut b = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            match s.read(&mut b).await {
+                Ok(1) => got.push(b[0]),
+                _ => return None,
+            }
+        }
+        Some(String::from_utf8(got).unwrap())
+    }
+
+    /// A loopback server: for each connection, answers the requests on it with the `replies` in
+    /// turn (`None` = say nothing and hold the connection); records each request head.
+    async fn server(
+        replies: Vec<Vec<Option<&'static [u8]>>>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<Vec<String>>>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let h = tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut buf = vec![0u8; 4096];
-            let mut got = Vec::new();
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
+            let mut all = Vec::new();
+            for conn in replies {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut heads = Vec::new();
+                for reply in conn {
+                    let Some(head) = read_head(&mut s).await else {
+                        break;
+                    };
+                    heads.push(head);
+                    match reply {
+                        Some(r) => s.write_all(r).await.unwrap(),
+                        None => {
+                            let mut b = [0u8; 1];
+                            let _ = s.read(&mut b).await;
+                        }
+                    }
                 }
-                got.extend_from_slice(&buf[..n]);
+                all.push(heads);
             }
-            match reply {
-                Some(r) => {
-                    s.write_all(r).await.unwrap();
-                }
-                None => {
-                    // Hold the connection open without answering until the client gives up.
-                    let _ = s.read(&mut buf).await;
-                }
-            }
-            got
+            all
         });
         (addr, h)
     }
 
-    #[tokio::test]
-    async fn forwards_and_buffers() {
-        let (addr, h) = serve_once(Some(
-            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello",
-        ))
-        .await;
-        let u = upstream(addr, 1024, 2000);
+    fn host() -> HeaderMap {
         let mut hm = HeaderMap::new();
         hm.insert(http::header::HOST, "169.254.169.254".parse().unwrap());
+        hm
+    }
+
+    #[tokio::test]
+    async fn forwards_and_reuses_the_connection() {
+        let (addr, h) = server(vec![vec![
+            Some(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello"),
+            Some(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"),
+        ]])
+        .await;
+        let u = upstream(addr, 1024, 2000);
         let r = u
-            .send(0, Method::GET, "/latest/meta-data/?a=1", hm)
+            .send(0, Method::GET, "/latest/meta-data/?a=1", host())
             .await
             .unwrap();
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(&r.body[..], b"hello");
         assert_eq!(r.headers["x-a"], "b");
-        let req = String::from_utf8(h.await.unwrap()).unwrap();
+        // Second request: same connection (the server accepts only one).
+        let r = u.send(0, Method::GET, "/nope", host()).await.unwrap();
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let heads = h.await.unwrap();
+        assert_eq!(heads.len(), 1);
         assert!(
-            req.starts_with("GET /latest/meta-data/?a=1 HTTP/1.1\r\n"),
-            "{req}"
+            heads[0][0].starts_with("GET /latest/meta-data/?a=1 HTTP/1.1\r\n"),
+            "{heads:?}"
         );
         assert!(
-            req.to_ascii_lowercase()
-                .contains("host: 169.254.169.254\r\n"),
-            "{req}"
+            heads[0][0].contains("host: 169.254.169.254\r\n"),
+            "{heads:?}"
         );
+        assert!(heads[0][1].starts_with("GET /nope HTTP/1.1\r\n"));
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_and_interim_responses() {
+        let (addr, _h) = server(vec![vec![
+            Some(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4;x=y\r\nRust\r\n6\r\n rocks\r\n0\r\nx-trailer: 1\r\n\r\n"),
+            Some(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ]])
+        .await;
+        let u = upstream(addr, 1024, 2000);
+        let r = u.send(0, Method::GET, "/", host()).await.unwrap();
+        assert_eq!(&r.body[..], b"Rust rocks");
+        let r = u.send(0, Method::GET, "/", host()).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn close_delimited_and_head_responses() {
+        let (addr, _h) = server(vec![
+            vec![Some(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n")],
+            vec![Some(b"HTTP/1.0 200 OK\r\n\r\nuntil close")],
+        ])
+        .await;
+        let u = upstream(addr, 1024, 2000);
+        let r = u.send(0, Method::HEAD, "/", host()).await.unwrap();
+        assert!(r.body.is_empty());
+        assert_eq!(r.headers[CONTENT_LENGTH], "7");
+        // The HEAD connection goes back to the pool, but the server moves on to a new one:
+        // the stale pooled connection is detected and the request retried on a fresh one.
+        let r = tokio::time::timeout(Duration::from_secs(5), u.send(0, Method::GET, "/", host()))
+            .await
+            .unwrap();
+        // The server task dropped its first connection after the HEAD; either the pool probe or
+        // the retry must get us to the second one.
+        let r = r.unwrap();
+        assert_eq!(&r.body[..], b"until close");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_retried_once() {
+        // Connection 1 answers once then closes; connection 2 answers.
+        let (addr, h) = server(vec![
+            vec![Some(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na")],
+            vec![Some(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb")],
+        ])
+        .await;
+        let u = upstream(addr, 1024, 2000);
+        assert_eq!(
+            &u.send(0, Method::GET, "/1", host()).await.unwrap().body[..],
+            b"a"
+        );
+        assert_eq!(
+            &u.send(0, Method::GET, "/2", host()).await.unwrap().body[..],
+            b"b"
+        );
+        let heads = h.await.unwrap();
+        assert_eq!(heads.len(), 2);
     }
 
     #[tokio::test]
     async fn oversize_is_502() {
-        let (addr, _h) = serve_once(Some(
+        let (addr, _h) = server(vec![vec![Some(
             b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789",
-        ))
+        )]])
         .await;
         let u = upstream(addr, 4, 2000);
         let e = u
@@ -370,11 +768,23 @@ mod tests {
             .unwrap();
         assert_eq!(e.kind, UpstreamFailure::Oversize);
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        let (addr, _h) =
+            server(vec![vec![Some(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")]])
+                .await;
+        let u = upstream(addr, 4, 2000);
+        assert_eq!(
+            u.send(0, Method::GET, "/", HeaderMap::new())
+                .await
+                .err()
+                .unwrap()
+                .kind,
+            UpstreamFailure::Oversize
+        );
     }
 
     #[tokio::test]
     async fn silence_is_504() {
-        let (addr, _h) = serve_once(None).await;
+        let (addr, _h) = server(vec![vec![None]]).await;
         let u = upstream(addr, 1024, 100);
         let e = u
             .send(0, Method::GET, "/", HeaderMap::new())
@@ -403,17 +813,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reset_mid_response_is_502() {
-        let (addr, _h) = serve_once(Some(
-            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial",
-        ))
-        .await;
-        let u = upstream(addr, 1024, 2000);
-        let e = u
-            .send(0, Method::GET, "/", HeaderMap::new())
-            .await
-            .err()
-            .unwrap();
-        assert_eq!(e.kind, UpstreamFailure::Reset, "{e:?}");
+    async fn broken_responses_are_502() {
+        for reply in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\na",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            b"NOT HTTP AT ALL\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        ] {
+            let (addr, _h) = server(vec![vec![Some(reply)]]).await;
+            let u = upstream(addr, 1024, 2000);
+            let e = u
+                .send(0, Method::GET, "/", HeaderMap::new())
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(
+                e.kind,
+                UpstreamFailure::Reset,
+                "{:?}: {e:?}",
+                String::from_utf8_lossy(reply)
+            );
+        }
     }
 }
