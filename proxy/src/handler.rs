@@ -40,10 +40,17 @@ const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=ut
 
 /// A local answer: `reason` as a one-line text body.
 pub fn text_response(status: StatusCode, reason: &str) -> Response<Body> {
-    let mut body = String::with_capacity(reason.len() + 1);
+    let mut body = Vec::with_capacity(reason.len() + 1);
+    body.extend_from_slice(reason.as_bytes());
     // One line, whatever the reason contains.
-    body.extend(reason.chars().map(|c| if c.is_control() { ' ' } else { c }));
-    body.push('\n');
+    if reason.chars().any(char::is_control) {
+        body = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .into_bytes();
+    }
+    body.push(b'\n');
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
@@ -306,7 +313,7 @@ fn log_line(
         rule: o.rule,
         status: o.status.as_u16(),
         upstream_status: o.upstream_status,
-        latency_ms: decision_log::latency_ms(start.elapsed()),
+        latency: start.elapsed(),
         reason: o.reason,
     });
 }

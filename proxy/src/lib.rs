@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod decision_log;
+pub mod fasthash;
 pub mod handler;
 pub mod lifecycle;
 pub mod limits;

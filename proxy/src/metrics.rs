@@ -8,8 +8,8 @@
 //! Counting is lock-free except the request counter lookup, which takes a read lock on a small map
 //! (a write lock only the first time a (policy, rule) pair is seen).
 
+use crate::fasthash::FxHashMap;
 use crate::outcome::Outcome;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::RwLock;
@@ -96,11 +96,11 @@ impl Histogram {
     }
 }
 
-type RuleCounters = HashMap<Box<str>, AtomicU64>;
+type RuleCounters = FxHashMap<Box<str>, AtomicU64>;
 
 pub struct Metrics {
     /// Indexed by `Outcome::index()`; then policy -> rule -> count.
-    requests: [RwLock<HashMap<Box<str>, RuleCounters>>; Outcome::ALL.len()],
+    requests: [RwLock<FxHashMap<Box<str>, RuleCounters>>; Outcome::ALL.len()],
     request_series: AtomicUsize,
     endpoints: Vec<String>,
     upstream_latency: Vec<Histogram>,
@@ -124,7 +124,7 @@ impl Metrics {
     pub fn new(endpoints: Vec<String>) -> Metrics {
         let n = endpoints.len();
         Metrics {
-            requests: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            requests: std::array::from_fn(|_| RwLock::new(FxHashMap::default())),
             request_series: AtomicUsize::new(0),
             upstream_latency: (0..n).map(|_| Histogram::new()).collect(),
             upstream_failures: (0..n)

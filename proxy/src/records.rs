@@ -19,6 +19,7 @@
 //!
 //! The hot path takes a read lock for a hash lookup and an `Arc` clone; no lock is held across I/O.
 
+use crate::fasthash::FxHashMap;
 use crate::policy_store::Snapshot;
 use metaguard_common::record::PodRecord;
 use metaguard_common::state::{StateDir, StateError};
@@ -114,7 +115,7 @@ impl Entry {
 pub struct RecordCache {
     state: StateDir,
     ips_dir: PathBuf,
-    map: RwLock<HashMap<IpAddr, Arc<Entry>>>,
+    map: RwLock<FxHashMap<IpAddr, Arc<Entry>>>,
     revalidate_after: Duration,
     epoch: Instant,
 }
@@ -124,7 +125,7 @@ impl RecordCache {
         RecordCache {
             ips_dir: state.ips_dir(),
             state,
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(FxHashMap::default()),
             revalidate_after,
             epoch: Instant::now(),
         }
@@ -147,13 +148,13 @@ impl RecordCache {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<IpAddr, Arc<Entry>>> {
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, FxHashMap<IpAddr, Arc<Entry>>> {
         // A poisoned lock only means another thread panicked mid-insert of a complete value;
         // the map is still consistent.
         self.map.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<IpAddr, Arc<Entry>>> {
+    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, FxHashMap<IpAddr, Arc<Entry>>> {
         self.map.write().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -5,11 +5,11 @@
 
 pub mod bins;
 pub mod cni;
+pub mod corpus;
 pub mod cri;
 pub mod fake;
 pub mod netns;
+pub mod packets;
 pub mod proxy;
-pub mod corpus;
 pub mod raw;
 pub mod verdict;
-pub mod packets;

@@ -364,7 +364,13 @@ fn aws_preset_denied() {
             // everything not allow-listed
             ("GET", "/latest/meta-data", NONE, d, DEFAULT_DENY_ID),
             // a case variant of a secret path is denied by the secret's own rule (ignore_case)
-            ("GET", "/latest/meta-data/IAM/security-credentials/", NONE, d, "iam"),
+            (
+                "GET",
+                "/latest/meta-data/IAM/security-credentials/",
+                NONE,
+                d,
+                "iam",
+            ),
             ("GET", "/latest/User-Data", NONE, d, "user-data"),
             (
                 "GET",
