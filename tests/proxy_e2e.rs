@@ -706,28 +706,51 @@ fn upstream_failures_become_502_or_504_and_sigterm_lets_requests_finish() {
     assert_eq!(fails("oversize"), Some(1.0));
     assert_eq!(fails("reset"), Some(1.0));
 
-    // A slow request is in flight when SIGTERM arrives: it completes, then the daemon exits 0.
-    let ns_path = ns.to_path_buf();
-    let slow = std::thread::spawn(move || {
-        request(&ns_path, imds(false), "GET", "/fault/slow?ms=700", &[])
-    });
-    cloud
-        .fake
-        .wait_for(
-            |r| r.target.starts_with("/fault/slow"),
-            Duration::from_secs(5),
-        )
-        .expect("slow request upstream");
+    // Slow requests are in flight when SIGTERM arrives: they complete, then the daemon exits 0.
+    // Two at once, so that both worker threads have one to drain (new connections go to the
+    // worker with the fewest open).
+    let slow: Vec<_> = (0..2)
+        .map(|i| {
+            let ns_path = ns.to_path_buf();
+            std::thread::spawn(move || {
+                request(
+                    &ns_path,
+                    imds(false),
+                    "GET",
+                    &format!("/fault/slow?ms=700&n={i}"),
+                    &[],
+                )
+            })
+        })
+        .collect();
+    wait_for(
+        "both slow requests upstream",
+        Duration::from_secs(5),
+        || {
+            cloud
+                .fake
+                .count_matching(|r| r.target.starts_with("/fault/slow"))
+                == 2
+        },
+    );
     let st = proxy.stop().expect("exited after SIGTERM");
     assert!(st.success(), "{st}");
-    let ex = slow.join().unwrap();
-    assert_eq!(status(&ex), 200, "in-flight request cut: {}", ex.summary());
-    assert_eq!(body(&ex), "slow\n");
-    let d = proxy.wait_decision("slow", |d| d["path"] == "/fault/slow");
+    for t in slow {
+        let ex = t.join().unwrap();
+        assert_eq!(status(&ex), 200, "in-flight request cut: {}", ex.summary());
+        assert_eq!(body(&ex), "slow\n");
+    }
+    let lines: Vec<Value> = proxy
+        .decisions()
+        .into_iter()
+        .filter(|d| d["path"] == "/fault/slow")
+        .collect();
     assert_eq!(
-        d["upstream_status"], 200,
-        "the decision log was flushed at exit"
+        lines.len(),
+        2,
+        "the decision log was flushed at exit: {lines:?}"
     );
+    assert!(lines.iter().all(|d| d["upstream_status"] == 200));
     assert!(
         request(ns, imds(false), "GET", "/latest/meta-data/instance-id", &[])
             .responses

@@ -462,6 +462,12 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_is_exactly_the_defaults() {
+        let text = include_str!("../../conf/metaguard-proxy.toml");
+        assert_eq!(parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
     fn full_file() {
         let c = parse(
             r#"

@@ -209,7 +209,9 @@ struct Batch {
     /// Somebody asked for the writer now (a flush, a reopen, a large batch).
     wake_requested: bool,
     acks: Vec<mpsc::Sender<()>>,
-    reopen: bool,
+    /// A reopen was asked for when `data` was this long: what came before goes to the old file,
+    /// what came after to the new one.
+    reopen_at: Option<usize>,
 }
 
 struct Shared {
@@ -317,7 +319,9 @@ impl DecisionLog {
     /// Reopens the file (after log rotation); a no-op for stdout. Asynchronous.
     pub fn reopen(&self) {
         let mut b = self.shared.lock();
-        b.reopen = true;
+        if b.reopen_at.is_none() {
+            b.reopen_at = Some(b.data.len());
+        }
         b.wake_requested = true;
         drop(b);
         self.shared.wake.notify_one();
@@ -368,12 +372,13 @@ fn writer(target: LogTarget, out: Box<dyn Write + Send>, shared: Arc<Shared>) {
             (
                 std::mem::take(&mut spare),
                 std::mem::take(&mut b.acks),
-                std::mem::take(&mut b.reopen),
+                b.reopen_at.take(),
             )
         };
-        w.write(&data);
+        let split = reopen.unwrap_or(data.len()).min(data.len());
+        w.write(&data[..split]);
         w.flush();
-        if reopen {
+        if reopen.is_some() {
             match open(&target) {
                 Ok(f) => {
                     w.out = f;
@@ -381,6 +386,8 @@ fn writer(target: LogTarget, out: Box<dyn Write + Send>, shared: Arc<Shared>) {
                 }
                 Err(e) => log::error!("{e}; keeping the old file"),
             }
+            w.write(&data[split..]);
+            w.flush();
         }
         for a in acks {
             let _ = a.send(());
@@ -627,13 +634,19 @@ mod tests {
         for l in text.lines() {
             serde_json::from_str::<serde_json::Value>(l).unwrap();
         }
-        // Rotation: move the file away, reopen, and the next lines go to a new file.
+        // Rotation: move the file away, reopen, and the next lines go to a new file (also when
+        // they reach the writer in the same batch as the reopen).
         let rotated = p.with_extension("1");
         std::fs::rename(&p, &rotated).unwrap();
+        log.write(&sample("before"));
         log.reopen();
         log.write(&sample("t2"));
         assert!(log.flush(Duration::from_secs(5)));
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 1);
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap().lines().count(),
+            101
+        );
         assert_eq!(log.dropped(), 0);
         let _ = std::fs::remove_file(&p);
         let _ = std::fs::remove_file(&rotated);

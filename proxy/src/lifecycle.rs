@@ -94,10 +94,10 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             .name(format!("worker-{}", q.index))
             .spawn(move || {
                 rt.block_on(async move {
-                    tokio::select! {
-                        _ = serve::run_worker(q, app, builder, shutdown) => {}
-                        _ = serve::stopped(&mut stop) => {}
-                    }
+                    // The queue closes when accepting stops; this worker's connections keep
+                    // running (draining) until the main thread says the grace period is over.
+                    serve::run_worker(q, app, builder, shutdown).await;
+                    serve::stopped(&mut stop).await;
                 });
                 // Connections still open after the grace period are cut here.
                 rt.shutdown_timeout(Duration::from_millis(100));
