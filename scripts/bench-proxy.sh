@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark of metaguard-proxy (issue 3), in one run, with wrk from a pod namespace through the
 # plugin's redirect (169.254.169.254:80 -> gateway:8169), against:
-#   metaguard    metaguard-proxy with conf/bench/policy.toml (or --policy FILE), 10,000 extra pod records
+#   metaguard    metaguard-proxy with conf/bench/policy.toml (or --policy FILE), 10,000 extra pod records;
+#                no caching: every allowed request is forwarded upstream
+#   metaguard-cached  the same daemon with conf/bench/policy-aws.toml (or --cached-policy FILE): the
+#                built-in `aws` preset, whose instance-id rule has cache_ttl_ms, so the allowed path
+#                is answered from the proxy's cache (upstream asked once per worker per 60 s)
 #   nginx-seed   nginx as in the seed article: 403 by default, plain `proxy_pass` (conf/bench/nginx-seed.conf)
 #   nginx-tuned  the same with upstream keepalive (conf/bench/nginx-tuned.conf)
 #   direct       wrk straight to the fake upstream, not redirected (the ceiling)
@@ -9,7 +13,8 @@
 # (/latest/meta-data/iam/security-credentials/); plus the daemon's resident memory.
 #
 #   sudo scripts/bench-proxy.sh [--duration 10] [--warmup 2] [--threads 2] [--connections 64]
-#        [--records 10000] [--policy FILE] [--log file|null] [--only "metaguard nginx-seed ..."]
+#        [--records 10000] [--policy FILE] [--cached-policy FILE] [--log file|null]
+#        [--only "metaguard metaguard-cached nginx-seed nginx-tuned direct"]
 #        [--emulate-redirect] [--no-build] [--keep]
 #
 # Topology (all in namespaces this script creates and deletes; nothing in the root namespace):
@@ -30,7 +35,8 @@ source "$(dirname "$0")/lib/bench-common.sh"
 
 DURATION=10 WARMUP=2 THREADS=2 CONNS=64 RECORDS=10000 LOG=file EMULATE=0
 POLICY=$BENCH_REPO/conf/bench/policy.toml
-ONLY="metaguard nginx-seed nginx-tuned direct"
+CACHED_POLICY=$BENCH_REPO/conf/bench/policy-aws.toml
+ONLY="metaguard metaguard-cached nginx-seed nginx-tuned direct"
 ALLOW_PATH=/latest/meta-data/instance-id
 DENY_PATH=/latest/meta-data/iam/security-credentials/
 while [ $# -gt 0 ]; do
@@ -41,6 +47,7 @@ while [ $# -gt 0 ]; do
     --connections) CONNS=$2; shift 2 ;;
     --records) RECORDS=$2; shift 2 ;;
     --policy) POLICY=$(realpath "$2"); shift 2 ;;
+    --cached-policy) CACHED_POLICY=$(realpath "$2"); shift 2 ;;
     --log) LOG=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --emulate-redirect) EMULATE=1; shift ;;
@@ -62,7 +69,7 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 builds=("-p metaguard-tests --bin cni-bench --bin gen-records --bin fake-metadata")
 [ "$EMULATE" = 0 ] && builds+=("-p metaguard-plugin --bin metaguard")
-want metaguard && builds+=("-p metaguard-proxy --bin metaguard-proxy")
+{ want metaguard || want metaguard-cached; } && builds+=("-p metaguard-proxy --bin metaguard-proxy")
 bench_build "${builds[@]}"
 CNI_BENCH=$(bench_bin cni-bench)
 FAKE=$(bench_bin fake-metadata)
@@ -113,7 +120,7 @@ BENCH_PIDS+=("$FAKE_PID")
 bench_wait_for 20 "fake-metadata on $IMDS:80" code_is "$NODE" "http://$IMDS$ALLOW_PATH" 200
 
 # --- pod records and the pod ---------------------------------------------------------------------
-if want metaguard; then
+if want metaguard || want metaguard-cached; then
   "$(bench_bin gen-records)" --state-dir "$W/state" --count "$RECORDS" --network mgbench --first-ip 10.200.0.1 >&2
 fi
 in_ns "$NODE" timeout 60 "$CNI_BENCH" add --conflist "$W/chain.conflist" --netns "/var/run/netns/$POD" \
@@ -229,27 +236,38 @@ echo "logs: $([ "$LOG" = file ] && echo "decision/access log to a file in $W" ||
 echo "allowed path: $ALLOW_PATH; denied path: $DENY_PATH"
 echo
 
-# --- (a) metaguard-proxy -------------------------------------------------------------------------
-RSS_IDLE="" RSS_AFTER="" HWM_AFTER="" MG_INFO="" MG_METRICS=""
-if want metaguard; then
+# --- (a) metaguard-proxy, without and with the answer cache -------------------------------------
+RSS_IDLE="" RSS_AFTER="" HWM_AFTER="" MG_INFO="" MG_METRICS="" CACHE_INFO=""
+# run_metaguard CONFIG POLICY: start the daemon with POLICY, measure both paths, stop it.
+run_metaguard() {
+  local cfg=$1 policy=$2
   PROXY=$(bench_bin metaguard-proxy)
-  assert_no_listener metaguard
-  in_ns "$NODE" "$PROXY" check-policy "$POLICY" >&2 || die "policy $POLICY does not validate"
-  ip netns exec "$NODE" "$PROXY" run --state-dir "$W/state" --policy "$POLICY" --listen "$GW" \
-    --admin 127.0.0.1:9169 --decision-log "$LOGFILE_MG" >"$W/metaguard.out" 2>"$W/metaguard.err" &
+  assert_no_listener "$cfg"
+  in_ns "$NODE" "$PROXY" check-policy "$policy" >&2 || die "policy $policy does not validate"
+  ip netns exec "$NODE" "$PROXY" run --state-dir "$W/state" --policy "$policy" --listen "$GW" \
+    --admin 127.0.0.1:9169 --decision-log "$LOGFILE_MG" >"$W/$cfg.out" 2>"$W/$cfg.err" &
   MG_PID=$!
   BENCH_PIDS+=("$MG_PID")
   bench_wait_for 30 "metaguard-proxy /readyz" code_is "$NODE" "http://127.0.0.1:9169/readyz" 200
   MG_METRICS=http://127.0.0.1:9169/metrics
   bench_wait_for 20 "metaguard-proxy to answer the pod" code_is "$POD" "http://$IMDS$ALLOW_PATH" 200
-  RSS_IDLE=$(status_kib "$MG_PID" VmRSS)
-  measure metaguard "$MG_PID"
-  RSS_AFTER=$(status_kib "$MG_PID" VmRSS)
-  HWM_AFTER=$(status_kib "$MG_PID" VmHWM)
-  MG_INFO="threads $(status_kib "$MG_PID" Threads), records loaded $(metric metaguard_proxy_records_loaded), connections refused $(metric metaguard_proxy_connections_refused_total), decision log lines dropped $(metric metaguard_proxy_decision_log_dropped_total)"
+  if [ "$cfg" = metaguard ]; then RSS_IDLE=$(status_kib "$MG_PID" VmRSS); fi
+  measure "$cfg" "$MG_PID"
+  if [ "$cfg" = metaguard ]; then
+    RSS_AFTER=$(status_kib "$MG_PID" VmRSS)
+    HWM_AFTER=$(status_kib "$MG_PID" VmHWM)
+    MG_INFO="threads $(status_kib "$MG_PID" Threads), records loaded $(metric metaguard_proxy_records_loaded), connections refused $(metric metaguard_proxy_connections_refused_total), decision log lines dropped $(metric metaguard_proxy_decision_log_dropped_total)"
+  fi
+  # What the cache did over the whole configuration (warm-ups included): an honest label for
+  # the allowed-path figure (metaguard: all "off"; metaguard-cached: nearly all "hit").
+  local m
+  m=$(in_ns "$NODE" curl -s --max-time 2 "$MG_METRICS")
+  CACHE_INFO+="$cfg: cache $(awk '/^metaguard_cache_total\{/ { sub(/^metaguard_cache_total\{result="/, ""); sub(/"\}/, ""); printf "%s=%s ", $1, $2 }' <<<"$m")"$'\n'
   MG_METRICS=""
   stop_server "$MG_PID"
-fi
+}
+want metaguard && run_metaguard metaguard "$POLICY"
+want metaguard-cached && run_metaguard metaguard-cached "$CACHED_POLICY"
 
 # --- (b), (c) nginx ------------------------------------------------------------------------------
 for cfg in nginx-seed nginx-tuned; do
@@ -281,7 +299,7 @@ fi
 echo
 echo "| config | path | req/s | p50 ms | p99 ms | requests | non-2xx/3xx | socket errors | valid |"
 echo "|---|---|---|---|---|---|---|---|---|"
-for cfg in metaguard nginx-seed nginx-tuned direct; do
+for cfg in metaguard metaguard-cached nginx-seed nginx-tuned direct; do
   for pname in allowed denied; do
     k="$cfg/$pname"
     [ -n "${RPS[$k]:-}" ] || continue
@@ -306,14 +324,17 @@ ratio() {
 }
 max_of() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { print (a > b) ? a : b }'; }
 echo "Targets (issue 3):"
-ratio "metaguard allowed req/s / nginx-tuned allowed req/s" "${RPS[metaguard/allowed]:-}" "${RPS[nginx-tuned/allowed]:-}" 1.2 ge
-ratio "metaguard allowed req/s / nginx-seed allowed req/s" "${RPS[metaguard/allowed]:-}" "${RPS[nginx-seed/allowed]:-}" 2.5 ge
-ratio "metaguard allowed p99 / nginx-tuned allowed p99" "${P99[metaguard/allowed]:-}" "${P99[nginx-tuned/allowed]:-}" 1.0 le
+for mg in metaguard metaguard-cached; do
+  ratio "$mg allowed req/s / nginx-tuned allowed req/s" "${RPS[$mg/allowed]:-}" "${RPS[nginx-tuned/allowed]:-}" 1.2 ge
+  ratio "$mg allowed req/s / nginx-seed allowed req/s" "${RPS[$mg/allowed]:-}" "${RPS[nginx-seed/allowed]:-}" 2.5 ge
+  ratio "$mg allowed p99 / nginx-tuned allowed p99" "${P99[$mg/allowed]:-}" "${P99[nginx-tuned/allowed]:-}" 1.0 le
+done
 nginx_denied=""
 if [ -n "${RPS[nginx-seed/denied]:-}${RPS[nginx-tuned/denied]:-}" ]; then
   nginx_denied=$(max_of "${RPS[nginx-seed/denied]:-}" "${RPS[nginx-tuned/denied]:-}")
 fi
 ratio "metaguard denied req/s / best nginx denied req/s" "${RPS[metaguard/denied]:-}" "$nginx_denied" 1.0 ge
+ratio "metaguard-cached denied req/s / best nginx denied req/s" "${RPS[metaguard-cached/denied]:-}" "$nginx_denied" 1.0 ge
 if [ -n "${RPS[metaguard/allowed]:-}" ] && [ -n "${RPS[direct/allowed]:-}" ]; then
   awk -v a="${RPS[metaguard/allowed]}" -v b="${RPS[direct/allowed]}" \
     'BEGIN { printf "  (no target) metaguard allowed req/s / direct req/s (the ceiling) = %.3f\n", a / b }'
@@ -325,4 +346,5 @@ if [ -n "$RSS_AFTER" ]; then
   }'
 fi
 [ -z "$MG_INFO" ] || echo "metaguard-proxy metrics after the runs: $MG_INFO"
+[ -z "$CACHE_INFO" ] || printf 'answer cache (metaguard_cache_total, warm-ups included):\n%s' "$CACHE_INFO"
 echo "wrk outputs: $W/wrk-*.txt$([ "${BENCH_KEEP:-0}" = 1 ] || echo ' (removed on exit; --keep to keep them)')"

@@ -757,3 +757,172 @@ fn upstream_failures_become_502_or_504_and_sigterm_lets_requests_finish() {
             .is_empty()
     );
 }
+
+/// instance-id is cached (long TTL so the test never sees it expire); region is allowed uncached.
+const POLICY_CACHED: &str = r#"
+default = "cached"
+
+[[policy]]
+name = "cached"
+
+[[policy.rule]]
+id = "token"
+methods = ["PUT"]
+path = "/latest/api/token"
+headers = { "X-aws-ec2-metadata-token-ttl-seconds" = "*" }
+action = "allow"
+
+[[policy.rule]]
+id = "instance-id"
+path = "/latest/meta-data/instance-id"
+action = "allow"
+cache_ttl_ms = 600000
+
+[[policy.rule]]
+id = "region"
+path = "/latest/meta-data/placement/region"
+action = "allow"
+"#;
+
+/// The same, after an operator decides instance-id is no longer for pods.
+const POLICY_CACHED_PATH_DENIED: &str = r#"
+default = "cached"
+
+[[policy]]
+name = "cached"
+
+[[policy.rule]]
+id = "no-instance-id"
+path = "/latest/meta-data/instance-id"
+action = "deny"
+reason = "not any more"
+"#;
+
+#[test]
+fn cached_answers_spare_the_upstream_but_never_cross_tokens_or_policy() {
+    let node = Node::new();
+    let cloud = Cloud::attach(&node.ns);
+    // One worker: every connection uses the same per-worker cache, so "the second request is a
+    // hit" is deterministic.
+    let proxy = Proxy::start(
+        ProxyOptions::new(node.ns.name(), &node.state_dir())
+            .policy(POLICY_CACHED)
+            .config("worker_threads = 1\n"),
+    );
+    proxy.wait_ready();
+    let pod = node.pod(V);
+    let ns = pod.ns.path();
+    let id_path = "/latest/meta-data/instance-id";
+    let upstream_ids = |token: Option<&str>| {
+        cloud.fake.count_matching(|r| {
+            r.method == "GET" && r.path() == id_path && r.header("x-aws-ec2-metadata-token") == token
+        })
+    };
+    let get = |headers: &[(&str, &str)]| {
+        let ex = request(ns, imds(false), "GET", id_path, headers);
+        assert_eq!(status(&ex), 200, "{}", ex.summary());
+        assert_eq!(body(&ex), INSTANCE_ID);
+        ex
+    };
+
+    // First GET: a miss, forwarded and stored. Second: answered from the cache, upstream not asked.
+    get(&[]);
+    assert_eq!(upstream_ids(None), 1);
+    let hit = get(&[]);
+    assert_eq!(upstream_ids(None), 1, "the second GET reached the upstream");
+    let r = hit.responses.first().unwrap();
+    assert!(
+        r.head.to_ascii_lowercase().contains("content-type:"),
+        "a cached answer keeps the upstream's headers: {}",
+        r.head
+    );
+    // A token-protected answer is replayed only to the same token; a tokenless answer is never
+    // given to a request with a token (nor the other way round).
+    let token = |n: usize| {
+        let ex = request(
+            ns,
+            imds(false),
+            "PUT",
+            "/latest/api/token",
+            &[("X-aws-ec2-metadata-token-ttl-seconds", "600")],
+        );
+        assert_eq!(status(&ex), 200, "token {n}: {}", ex.summary());
+        body(&ex)
+    };
+    let (ta, tb) = (token(1), token(2));
+    assert_ne!(ta, tb);
+    get(&[("X-aws-ec2-metadata-token", &ta)]);
+    assert_eq!(upstream_ids(Some(&ta)), 1);
+    get(&[("X-aws-ec2-metadata-token", &ta)]);
+    assert_eq!(upstream_ids(Some(&ta)), 1, "same token: from the cache");
+    get(&[("X-aws-ec2-metadata-token", &tb)]);
+    assert_eq!(upstream_ids(Some(&tb)), 1, "another token: asked upstream");
+    assert_eq!(upstream_ids(None), 1);
+    // Only 200 answers are stored: an invalid token's 401 is asked upstream every time.
+    for _ in 0..2 {
+        let ex = request(
+            ns,
+            imds(false),
+            "GET",
+            id_path,
+            &[("X-aws-ec2-metadata-token", "not-a-token")],
+        );
+        assert_eq!(status(&ex), 401, "{}", ex.summary());
+    }
+    assert_eq!(upstream_ids(Some("not-a-token")), 2, "a 401 was cached");
+    // HEAD is never answered from the cache, nor is a rule without cache_ttl_ms.
+    let head = request(ns, imds(false), "HEAD", id_path, &[]);
+    assert_eq!(status(&head), 200, "{}", head.summary());
+    assert_eq!(
+        cloud.fake.count_matching(|r| r.method == "HEAD" && r.path() == id_path),
+        1
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            get_status(ns, imds(false), "/latest/meta-data/placement/region"),
+            200
+        );
+    }
+    assert_eq!(
+        cloud
+            .fake
+            .count_matching(|r| r.path() == "/latest/meta-data/placement/region"),
+        2
+    );
+    // Decision log and metrics say where each answer came from.
+    let ip = pod.ip(false).to_string();
+    let d = proxy.wait_decision("a cache hit", |d| {
+        d["src"] == ip.as_str() && d["cache"] == "hit"
+    });
+    assert_eq!(d["rule"], "instance-id");
+    assert_eq!(d["status"], 200);
+    assert!(d["upstream_status"].is_null(), "{d}");
+    proxy.wait_decision("a cache miss", |d| d["cache"] == "miss");
+    proxy.wait_decision("an uncached allow", |d| {
+        d["cache"] == "off" && d["rule"] == "region"
+    });
+    assert_eq!(proxy.metric("metaguard_cache_total{result=\"hit\"}"), Some(2.0));
+    assert_eq!(proxy.metric("metaguard_cache_total{result=\"miss\"}"), Some(5.0));
+
+    // A reload that denies the cached path: the entry is still within its TTL, but the policy
+    // decides first, so the pod gets 403 and nothing reaches the upstream.
+    let seen = cloud.fake.requests().len();
+    proxy.write_policy(POLICY_CACHED_PATH_DENIED);
+    proxy.reload();
+    for token in [None, Some(ta.as_str())] {
+        let h: Vec<(&str, &str)> = token
+            .map(|t| vec![("X-aws-ec2-metadata-token", t)])
+            .unwrap_or_default();
+        let ex = request(ns, imds(false), "GET", id_path, &h);
+        assert_eq!(status(&ex), 403, "{}", ex.summary());
+        assert_ne!(body(&ex), INSTANCE_ID);
+    }
+    assert_eq!(cloud.fake.requests().len(), seen);
+    // Allowed again: the reload cleared the cache, so the first GET is asked upstream again.
+    proxy.write_policy(POLICY_CACHED);
+    proxy.reload();
+    get(&[]);
+    assert_eq!(upstream_ids(None), 2, "a reload clears the cache");
+    get(&[]);
+    assert_eq!(upstream_ids(None), 2);
+}

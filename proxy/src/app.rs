@@ -1,5 +1,6 @@
 //! Everything a request needs, built once at start and shared by every connection.
 
+use crate::cache::WorkerCaches;
 use crate::decision_log::DecisionLog;
 use crate::metrics::{Gauges, Metrics};
 use crate::policy_store::PolicyStore;
@@ -12,6 +13,8 @@ pub struct App {
     /// One upstream client (and connection pool) per worker thread, so an upstream exchange
     /// never leaves the thread that serves the pod's connection. Never empty.
     pub upstreams: Vec<Upstream>,
+    /// One answer cache per worker thread (see `cache.rs` for why per worker).
+    pub cache: WorkerCaches,
     pub log: DecisionLog,
     pub metrics: Metrics,
     /// Endpoint names, indexed like the configuration's endpoints (and `Upstream::targets`).
@@ -32,7 +35,10 @@ impl App {
     }
 
     pub fn render_metrics(&self) -> String {
+        let (cache_entries, cache_bytes) = self.cache.usage();
         self.metrics.render(&Gauges {
+            cache_entries,
+            cache_bytes,
             records_loaded: self.records.len(),
             decision_log_dropped: self.log.dropped(),
             policy_loaded: true,

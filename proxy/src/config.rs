@@ -182,6 +182,28 @@ impl Default for RecordsConfig {
     }
 }
 
+/// Bounds of the cache of upstream answers (used only by allow rules with `cache_ttl_ms`).
+/// Split evenly between the worker threads (each has its own cache); 0 in either disables caching.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Stored answers, all workers together.
+    pub max_entries: usize,
+    /// Bytes of stored answers (key, headers and body), all workers together.
+    pub max_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        // Metadata answers are small (instance identity document: about 500 bytes): 1024 entries
+        // cover every static path of several API versions and tokens; 4 MiB caps the worst case.
+        CacheConfig {
+            max_entries: 1024,
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
@@ -213,6 +235,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub records: RecordsConfig,
+    pub cache: CacheConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -233,6 +256,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             limits: LimitsConfig::default(),
             records: RecordsConfig::default(),
+            cache: CacheConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }

@@ -48,6 +48,8 @@ pub struct Entry<'a> {
     pub upstream_status: Option<u16>,
     pub latency: Duration,
     pub reason: Option<&'a str>,
+    /// What the answer cache did: "hit", "miss" or "off" (see `cache::CacheUse`).
+    pub cache: &'static str,
 }
 
 impl Entry<'_> {
@@ -107,6 +109,8 @@ impl Entry<'_> {
         ]);
         out.extend_from_slice(b",\"reason\":");
         json_opt_str(out, self.reason);
+        out.extend_from_slice(b",\"cache\":");
+        json_str(out, self.cache);
         out.extend_from_slice(b"}\n");
     }
 
@@ -521,6 +525,7 @@ mod tests {
             upstream_status: Some(200),
             latency: Duration::from_micros(1250),
             reason: None,
+            cache: "hit",
         }
     }
 
@@ -557,6 +562,7 @@ mod tests {
             "upstream_status",
             "latency_ms",
             "reason",
+            "cache",
         ];
         want.sort_unstable();
         let mut got = keys.clone();
@@ -567,6 +573,7 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["latency_ms"], 1.25);
         assert!(v["reason"].is_null());
+        assert_eq!(v["cache"], "hit");
         // Field order is stable (ts first), so lines are easy to read by eye.
         assert!(
             line.starts_with("{\"ts\":\"2024-02-29T23:59:59.123Z\","),

@@ -6,6 +6,7 @@
 //! request goes unrecorded. Nothing here holds a lock across an await.
 
 use crate::app::App;
+use crate::cache::{self, CacheUse};
 use crate::canon::{self, CanonicalTarget};
 use crate::decision_log::{self, Entry};
 use crate::headers;
@@ -70,6 +71,7 @@ struct Outcomes<'a> {
     status: StatusCode,
     upstream_status: Option<u16>,
     reason: Option<&'a str>,
+    cache: CacheUse,
 }
 
 pub async fn handle(
@@ -100,6 +102,7 @@ pub async fn handle(
                 status: st,
                 upstream_status: None,
                 reason: Some(&rej.reason),
+                cache: CacheUse::Off,
             };
             finish(&app, ctx, record, &parts, None, &o, start);
             return Ok(text_response(st, &rej.reason));
@@ -114,6 +117,7 @@ pub async fn handle(
             status: st,
             upstream_status: None,
             reason: Some(&rej.reason),
+            cache: CacheUse::Off,
         };
         finish(&app, ctx, record, &parts, Some(&target), &o, start);
         return Ok(text_response(st, &rej.reason));
@@ -129,6 +133,7 @@ pub async fn handle(
                 status: StatusCode::FORBIDDEN,
                 upstream_status: None,
                 reason: Some(reason),
+                cache: CacheUse::Off,
             };
             finish(&app, ctx, None, &parts, Some(&target), &o, start);
             return Ok(text_response(StatusCode::FORBIDDEN, reason));
@@ -144,6 +149,7 @@ pub async fn handle(
                 status: StatusCode::FORBIDDEN,
                 upstream_status: None,
                 reason: Some(reason),
+                cache: CacheUse::Off,
             };
             finish(&app, ctx, None, &parts, Some(&target), &o, start);
             return Ok(text_response(StatusCode::FORBIDDEN, reason));
@@ -170,6 +176,7 @@ pub async fn handle(
                 status: st,
                 upstream_status: None,
                 reason: Some(reason),
+                cache: CacheUse::Off,
             };
             finish(&app, ctx, rec, &parts, Some(&target), &o, start);
             let mut resp = text_response(st, reason);
@@ -189,6 +196,7 @@ pub async fn handle(
                 status: st,
                 upstream_status: None,
                 reason: None,
+                cache: CacheUse::Off,
             };
             finish(&app, ctx, rec, &parts, Some(&target), &o, start);
             let mut resp = Response::new(Full::new(body.clone()));
@@ -206,6 +214,40 @@ pub async fn handle(
             } else {
                 Outcome::Allow
             };
+            // The policy has allowed this request (above, on every request); only now may the
+            // cache answer it, and only for a GET under a rule with `cache_ttl_ms`. The key is
+            // built from the request itself, so a hit costs no upstream header map.
+            let mut cache_use = CacheUse::Off;
+            let mut key = Vec::new();
+            if let (Some(_), &Method::GET) = (d.cache_ttl, &parts.method) {
+                let mut c = app.cache.lock(ctx.worker);
+                if c.enabled() {
+                    cache::key(
+                        &mut key,
+                        ctx.endpoint,
+                        &target.path,
+                        target.raw_query.as_deref(),
+                        headers::forwarded(&parts.headers),
+                    );
+                    if let Some(hit) = c.get(snap.generation, &key, Instant::now()) {
+                        drop(c);
+                        let o = Outcomes {
+                            outcome,
+                            policy: Some(d.policy),
+                            rule: Some(d.rule_id),
+                            status: StatusCode::OK,
+                            upstream_status: None,
+                            reason: None,
+                            cache: CacheUse::Hit,
+                        };
+                        finish(&app, ctx, rec, &parts, Some(&target), &o, start);
+                        let mut resp = Response::new(Full::new(hit.body));
+                        *resp.headers_mut() = hit.headers;
+                        return Ok(resp);
+                    }
+                    cache_use = CacheUse::Miss;
+                }
+            }
             let upstream = app.upstream(ctx.worker);
             let host = upstream
                 .target(ctx.endpoint)
@@ -228,6 +270,7 @@ pub async fn handle(
                         status: up.status,
                         upstream_status: Some(up.status.as_u16()),
                         reason: None,
+                        cache: cache_use,
                     };
                     finish(&app, ctx, rec, &parts, Some(&target), &o, start);
                     let mut hm = up.headers;
@@ -235,6 +278,21 @@ pub async fn handle(
                     if parts.method != Method::HEAD {
                         // hyper frames the relayed body itself from its exact length.
                         hm.remove(CONTENT_LENGTH);
+                    }
+                    if let (CacheUse::Miss, Some(ttl)) = (cache_use, d.cache_ttl) {
+                        if cache::storable(up.status) {
+                            let value = cache::Cached {
+                                headers: hm.clone(),
+                                body: up.body.clone(),
+                            };
+                            app.cache.lock(ctx.worker).insert(
+                                snap.generation,
+                                &key,
+                                value,
+                                ttl,
+                                Instant::now(),
+                            );
+                        }
                     }
                     let mut resp = Response::new(Full::new(up.body));
                     *resp.status_mut() = up.status;
@@ -253,6 +311,7 @@ pub async fn handle(
                         status: st,
                         upstream_status: None,
                         reason: Some(&reason),
+                        cache: cache_use,
                     };
                     finish(&app, ctx, rec, &parts, Some(&target), &o, start);
                     Ok(text_response(st, &reason))
@@ -279,7 +338,8 @@ fn finish(
     start: Instant,
 ) {
     app.metrics
-        .count_request(o.outcome, o.policy.unwrap_or(""), o.rule.unwrap_or(""));
+        .count_request(ctx.worker, o.outcome, o.policy.unwrap_or(""), o.rule.unwrap_or(""));
+    app.metrics.count_cache(ctx.worker, o.cache);
     let raw;
     let path = match target {
         Some(t) => t.path.as_str(),
@@ -315,6 +375,7 @@ fn log_line(
         upstream_status: o.upstream_status,
         latency: start.elapsed(),
         reason: o.reason,
+        cache: o.cache.as_str(),
     });
 }
 
@@ -323,7 +384,8 @@ fn log_line(
 pub fn record_unparsed(app: &App, ctx: ConnCtx, status: StatusCode, reason: &str) {
     let snap = app.policy.current();
     let caller = app.records.lookup(ctx.peer, &snap).ok().flatten();
-    app.metrics.count_request(Outcome::Invalid, "", "");
+    app.metrics.count_request(ctx.worker, Outcome::Invalid, "", "");
+    app.metrics.count_cache(ctx.worker, CacheUse::Off);
     let o = Outcomes {
         outcome: Outcome::Invalid,
         policy: None,
@@ -331,6 +393,7 @@ pub fn record_unparsed(app: &App, ctx: ConnCtx, status: StatusCode, reason: &str
         status,
         upstream_status: None,
         reason: Some(reason),
+        cache: CacheUse::Off,
     };
     log_line(
         app,

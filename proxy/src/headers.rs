@@ -113,22 +113,27 @@ pub fn check_request_headers(version: Version, headers: &HeaderMap) -> Result<()
 /// forwarding headers, with `Host` set to `upstream_host`. Nothing is added besides Host.
 pub fn upstream_headers(headers: &HeaderMap, upstream_host: &str) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(headers.keys_len() + 1);
-    for (name, value) in headers {
-        let n = name.as_str();
-        if is_hop_by_hop(n)
-            || is_forwarding(n)
-            || name == header::HOST
-            || name == header::EXPECT
-            || named_in_connection(headers, n)
-        {
-            continue;
-        }
+    for (name, value) in forwarded(headers) {
         out.append(name.clone(), value.clone());
     }
     if let Ok(host) = HeaderValue::from_str(upstream_host) {
         out.insert(header::HOST, host);
     }
     out
+}
+
+/// The pod's headers that [`upstream_headers`] forwards (everything but Host, which the proxy sets,
+/// and the hop-by-hop, forwarding and Expect headers), in order. Also what the answer cache keys
+/// on, so the key and the forwarded request can never disagree.
+pub fn forwarded(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    headers.iter().filter(move |(name, _)| {
+        let n = name.as_str();
+        !(is_hop_by_hop(n)
+            || is_forwarding(n)
+            || *name == header::HOST
+            || *name == header::EXPECT
+            || named_in_connection(headers, n))
+    })
 }
 
 fn named_in_connection(headers: &HeaderMap, name: &str) -> bool {

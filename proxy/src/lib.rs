@@ -6,6 +6,7 @@ pub mod policy;
 // The daemon (request pipeline, identity, limits, logs, metrics, lifecycle).
 pub mod admin;
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod decision_log;

@@ -5,10 +5,12 @@
 //! of series is bounded by the configuration. As a second guard, request series beyond
 //! [`MAX_REQUEST_SERIES`] are counted under `policy="_overflow",rule="_overflow"`.
 //!
-//! Counting is lock-free except the request counter lookup, which takes a read lock on a small map
-//! (a write lock only the first time a (policy, rule) pair is seen).
+//! Per-request counters are sharded by worker thread (see [`Shard`]): the request counter lookup
+//! takes a read lock on its worker's own small map (a write lock only the first time the worker
+//! sees a (policy, rule) pair), so the two cores never write the same cache line per request.
 
 use crate::fasthash::FxHashMap;
+use crate::cache::CacheUse;
 use crate::outcome::Outcome;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -98,9 +100,21 @@ impl Histogram {
 
 type RuleCounters = FxHashMap<Box<str>, AtomicU64>;
 
-pub struct Metrics {
+/// Counter shards: worker `w` counts in shard `w % SHARDS`, and /metrics sums them. Each shard is
+/// on its own cache line, so two workers counting at once never write the same line (a shared
+/// atomic bounces between cores on every request).
+const SHARDS: usize = 16;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard {
     /// Indexed by `Outcome::index()`; then policy -> rule -> count.
     requests: [RwLock<FxHashMap<Box<str>, RuleCounters>>; Outcome::ALL.len()],
+    cache: [AtomicU64; CacheUse::ALL.len()],
+}
+
+pub struct Metrics {
+    /// Series created in any shard (a pair counted by two workers is two); bounds the maps.
     request_series: AtomicUsize,
     endpoints: Vec<String>,
     upstream_latency: Vec<Histogram>,
@@ -111,10 +125,13 @@ pub struct Metrics {
     header_timeouts: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    shards: [Shard; SHARDS],
 }
 
 /// Values owned elsewhere, read at render time.
 pub struct Gauges {
+    pub cache_entries: usize,
+    pub cache_bytes: usize,
     pub records_loaded: usize,
     pub decision_log_dropped: u64,
     pub policy_loaded: bool,
@@ -124,7 +141,6 @@ impl Metrics {
     pub fn new(endpoints: Vec<String>) -> Metrics {
         let n = endpoints.len();
         Metrics {
-            requests: std::array::from_fn(|_| RwLock::new(FxHashMap::default())),
             request_series: AtomicUsize::new(0),
             upstream_latency: (0..n).map(|_| Histogram::new()).collect(),
             upstream_failures: (0..n)
@@ -137,12 +153,14 @@ impl Metrics {
             header_timeouts: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            shards: std::array::from_fn(|_| Shard::default()),
         }
     }
 
-    /// Counts one request. `policy`/`rule` are "" when the request never reached policy.
-    pub fn count_request(&self, outcome: Outcome, policy: &str, rule: &str) {
-        let lock = &self.requests[outcome.index()];
+    /// Counts one request served by `worker`. `policy`/`rule` are "" when the request never
+    /// reached policy.
+    pub fn count_request(&self, worker: usize, outcome: Outcome, policy: &str, rule: &str) {
+        let lock = &self.shards[worker % SHARDS].requests[outcome.index()];
         {
             let map = lock.read().unwrap_or_else(|e| e.into_inner());
             if let Some(c) = map.get(policy).and_then(|rules| rules.get(rule)) {
@@ -162,6 +180,18 @@ impl Metrics {
             AtomicU64::new(0)
         });
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts what the answer cache did for one request served by `worker`.
+    pub fn count_cache(&self, worker: usize, r: CacheUse) {
+        self.shards[worker % SHARDS].cache[r.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn cache_count(&self, r: CacheUse) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.cache[r.index()].load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn observe_upstream(&self, endpoint: usize, d: Duration) {
@@ -224,26 +254,59 @@ impl Metrics {
             "Requests by decision, policy and rule.",
         );
         for outcome in Outcome::ALL {
-            let map = self.requests[outcome.index()]
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            let mut rows: Vec<(&str, &str, u64)> = Vec::new();
-            for (p, rules) in map.iter() {
-                for (r, c) in rules.iter() {
-                    rows.push((p, r, c.load(Ordering::Relaxed)));
+            // Sum the workers' shards; sorted for a stable output.
+            let mut rows: std::collections::BTreeMap<(Box<str>, Box<str>), u64> =
+                std::collections::BTreeMap::new();
+            for shard in &self.shards {
+                let map = shard.requests[outcome.index()]
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner());
+                for (p, rules) in map.iter() {
+                    for (r, c) in rules.iter() {
+                        *rows.entry((p.clone(), r.clone())).or_default() +=
+                            c.load(Ordering::Relaxed);
+                    }
                 }
             }
-            rows.sort_unstable();
-            for (p, r, c) in rows {
+            for ((p, r), c) in rows {
                 let _ = writeln!(
                     o,
                     "metaguard_proxy_requests_total{{decision=\"{}\",policy=\"{}\",rule=\"{}\"}} {c}",
                     outcome.as_str(),
-                    escape(p),
-                    escape(r)
+                    escape(&p),
+                    escape(&r)
                 );
             }
         }
+
+        header(
+            o,
+            "metaguard_cache_total",
+            "counter",
+            "Requests by what the answer cache did: hit (answered from the cache, upstream not asked), miss (the allow rule caches; asked upstream), off (not cacheable: no cache_ttl_ms, not a GET, not allowed).",
+        );
+        for r in CacheUse::ALL {
+            let _ = writeln!(
+                o,
+                "metaguard_cache_total{{result=\"{}\"}} {}",
+                r.as_str(),
+                self.cache_count(r)
+            );
+        }
+        header(
+            o,
+            "metaguard_cache_entries",
+            "gauge",
+            "Answers held in the cache (all workers).",
+        );
+        let _ = writeln!(o, "metaguard_cache_entries {}", g.cache_entries);
+        header(
+            o,
+            "metaguard_cache_bytes",
+            "gauge",
+            "Bytes of answers held in the cache (all workers).",
+        );
+        let _ = writeln!(o, "metaguard_cache_bytes {}", g.cache_bytes);
 
         header(
             o,
@@ -436,6 +499,8 @@ mod tests {
 
     fn gauges() -> Gauges {
         Gauges {
+            cache_entries: 3,
+            cache_bytes: 1234,
             records_loaded: 7,
             decision_log_dropped: 2,
             policy_loaded: true,
@@ -445,10 +510,10 @@ mod tests {
     #[test]
     fn renders_counters_and_gauges() {
         let m = Metrics::new(vec!["imds-v4".into(), "imds-v6".into()]);
-        m.count_request(Outcome::Allow, "aws", "identity");
-        m.count_request(Outcome::Allow, "aws", "identity");
-        m.count_request(Outcome::Deny, "aws", "default-deny");
-        m.count_request(Outcome::UnknownCaller, "", "");
+        m.count_request(0, Outcome::Allow, "aws", "identity");
+        m.count_request(1, Outcome::Allow, "aws", "identity");
+        m.count_request(0, Outcome::Deny, "aws", "default-deny");
+        m.count_request(0, Outcome::UnknownCaller, "", "");
         m.connection_opened();
         m.connection_opened();
         m.connection_closed();
@@ -456,8 +521,16 @@ mod tests {
         m.reload(true);
         m.reload(false);
         m.reload(false);
+        m.count_cache(0, CacheUse::Hit);
+        m.count_cache(1, CacheUse::Hit);
+        m.count_cache(17, CacheUse::Miss);
         let t = m.render(&gauges());
         for want in [
+            "metaguard_cache_total{result=\"hit\"} 2",
+            "metaguard_cache_total{result=\"miss\"} 1",
+            "metaguard_cache_total{result=\"off\"} 0",
+            "metaguard_cache_entries 3",
+            "metaguard_cache_bytes 1234",
             "# TYPE metaguard_proxy_requests_total counter",
             "metaguard_proxy_requests_total{decision=\"allow\",policy=\"aws\",rule=\"identity\"} 2",
             "metaguard_proxy_requests_total{decision=\"deny\",policy=\"aws\",rule=\"default-deny\"} 1",
@@ -534,11 +607,11 @@ mod tests {
     #[test]
     fn labels_are_escaped_and_series_bounded() {
         let m = Metrics::new(vec![]);
-        m.count_request(Outcome::Deny, "p\"x", "r\\y\nz");
+        m.count_request(0, Outcome::Deny, "p\"x", "r\\y\nz");
         let t = m.render(&gauges());
         assert!(t.contains("policy=\"p\\\"x\",rule=\"r\\\\y\\nz\""), "{t}");
         for i in 0..MAX_REQUEST_SERIES + 10 {
-            m.count_request(Outcome::Allow, "p", &format!("r{i}"));
+            m.count_request(0, Outcome::Allow, "p", &format!("r{i}"));
         }
         let t = m.render(&gauges());
         let n = t

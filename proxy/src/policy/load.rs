@@ -611,7 +611,20 @@ fn compile_rule(
             if let Some(x) = &rd.response_headers {
                 return Err(only_for("response_headers", x.span(), "respond"));
             }
+            if let Some(t) = &rd.cache_ttl_ms {
+                let max = crate::cache::MAX_TTL.as_millis() as i64;
+                if !(1..=max).contains(t.get_ref()) {
+                    return Err(src.err(
+                        t.span(),
+                        format!("cache_ttl_ms must be between 1 and {max} (one hour)"),
+                    ));
+                }
+            }
             Action::Allow
+        }
+        "deny" | "respond" if rd.cache_ttl_ms.is_some() => {
+            let span = rd.cache_ttl_ms.as_ref().map(|t| t.span()).unwrap_or_default();
+            return Err(only_for("cache_ttl_ms", span, "allow"));
         }
         "deny" => {
             if let Some(x) = &rd.body {
@@ -685,6 +698,11 @@ fn compile_rule(
         ignore_case,
         action,
         audit: rd.audit.unwrap_or(policy_audit),
+        cache_ttl: rd
+            .cache_ttl_ms
+            .as_ref()
+            .and_then(|t| u64::try_from(*t.get_ref()).ok())
+            .map(std::time::Duration::from_millis),
     })
 }
 

@@ -42,6 +42,8 @@ pub enum HeaderCond {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub id: String,
+    /// Allow rules only: answers to GET may be served from the cache for this long.
+    pub cache_ttl: Option<std::time::Duration>,
     /// The rule's `description`, for summaries.
     pub description: Option<String>,
     pub methods: Methods,

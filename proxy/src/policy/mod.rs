@@ -83,6 +83,8 @@ pub struct Decision<'p> {
     pub action: &'p Action,
     /// The matching rule (or its policy) asks for audit logging.
     pub audit: bool,
+    /// The matching allow rule's `cache_ttl_ms`: its GET answers may be cached this long.
+    pub cache_ttl: Option<std::time::Duration>,
 }
 
 /// Rule id reported when no rule matched.
@@ -165,6 +167,7 @@ impl Policy {
                     policy: &p.name,
                     action: &rule.action,
                     audit: rule.audit || self.audit,
+                    cache_ttl: rule.cache_ttl,
                 };
             }
             match &p.fallback {
@@ -177,6 +180,7 @@ impl Policy {
             policy: &self.name,
             action: &DEFAULT_DENY_ACTION,
             audit: self.audit,
+            cache_ttl: None,
         }
     }
 

@@ -92,14 +92,31 @@ id = "meta-data-index"
 glob = "/*/meta-data/"
 action = "allow"
 
+# Items fixed for the instance's life: GET answers may be served from the proxy's cache for
+# 60 s (sparing the per-instance metadata throttle). Only GET 200 answers are cached, keyed by
+# the exact request headers (an IMDSv2 token answer is replayed only with the same token).
 [[policy.rule]]
 id = "meta-data"
-glob = "/*/meta-data/{ami-id,ami-launch-index,ami-manifest-path,hostname,instance-action,instance-id,instance-life-cycle,instance-type,local-hostname,local-ipv4,mac,public-hostname,public-ipv4,reservation-id,security-groups}"
+glob = "/*/meta-data/{ami-id,ami-launch-index,ami-manifest-path,hostname,instance-id,instance-life-cycle,instance-type,local-hostname,local-ipv4,mac,reservation-id}"
+action = "allow"
+cache_ttl_ms = 60000
+
+# Items that can change while the instance runs (scheduled actions, addresses, security groups):
+# always asked upstream.
+[[policy.rule]]
+id = "meta-data-dynamic"
+glob = "/*/meta-data/{instance-action,public-hostname,public-ipv4,security-groups}"
 action = "allow"
 
 [[policy.rule]]
+id = "placement"
+glob = "/*/meta-data/placement/**"
+action = "allow"
+cache_ttl_ms = 60000
+
+[[policy.rule]]
 id = "meta-data-trees"
-glob = "/*/meta-data/{block-device-mapping,events,network,placement,public-keys,services,spot}/**"
+glob = "/*/meta-data/{block-device-mapping,events,network,public-keys,services,spot}/**"
 action = "allow"
 
 [[policy.rule]]
@@ -116,6 +133,7 @@ action = "allow"
 id = "instance-identity"
 glob = "/*/dynamic/instance-identity/{document,signature,pkcs7,rsa2048}"
 action = "allow"
+cache_ttl_ms = 60000
 "#;
 
 pub const GCP: &str = r#"

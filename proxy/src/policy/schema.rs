@@ -65,4 +65,5 @@ pub struct RuleDoc {
     pub body: Option<Spanned<String>>,
     pub response_headers: Option<Spanned<SpannedMap>>,
     pub audit: Option<bool>,
+    pub cache_ttl_ms: Option<Spanned<i64>>,
 }
