@@ -26,7 +26,11 @@ step "building binaries"
 cargo build --workspace --bins
 
 step "unit, integration and end-to-end tests"
-cargo test --workspace -- --test-threads=2
+# The adversarial corpus runs on its own below, uncaptured, so its summary table is in the output.
+cargo test --workspace --no-fail-fast -- --test-threads=2 --skip adversarial_corpus
+
+step "adversarial suite (summary: cases by category, passed, failed, requests that reached the fake upstream)"
+cargo test -p metaguard-tests --test adversarial -- --nocapture
 
 if [ -x scripts/check-kubernetes.sh ]; then
   step "Kubernetes manifest checks"

@@ -9,3 +9,4 @@ pub mod endpoints;
 pub mod ids;
 pub mod record;
 pub mod state;
+pub mod time;

@@ -404,7 +404,7 @@ fn host_guard_blocks_metadata_and_forged_sources() {
     let Lab { pod, host } = lab();
     // The host answers on the metadata addresses itself, so only the guard stands in the way.
     host.ip("addr add 169.254.169.254/32 dev lo");
-    host.ip("addr add fd00:ec2::254/128 dev lo");
+    host.ip("addr add fd00:ec2::254/128 dev lo nodad");
     let meta4 = host.listen("169.254.169.254:80");
     let meta6 = host.listen("[fd00:ec2::254]:80");
     let svc4 = host.listen(&format!("{HOST_V4}:9000"));
