@@ -109,7 +109,6 @@ fn timestamp(t: SystemTime) -> String {
     )
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
