@@ -815,7 +815,9 @@ fn cached_answers_spare_the_upstream_but_never_cross_tokens_or_policy() {
     let id_path = "/latest/meta-data/instance-id";
     let upstream_ids = |token: Option<&str>| {
         cloud.fake.count_matching(|r| {
-            r.method == "GET" && r.path() == id_path && r.header("x-aws-ec2-metadata-token") == token
+            r.method == "GET"
+                && r.path() == id_path
+                && r.header("x-aws-ec2-metadata-token") == token
         })
     };
     let get = |headers: &[(&str, &str)]| {
@@ -874,7 +876,9 @@ fn cached_answers_spare_the_upstream_but_never_cross_tokens_or_policy() {
     let head = request(ns, imds(false), "HEAD", id_path, &[]);
     assert_eq!(status(&head), 200, "{}", head.summary());
     assert_eq!(
-        cloud.fake.count_matching(|r| r.method == "HEAD" && r.path() == id_path),
+        cloud
+            .fake
+            .count_matching(|r| r.method == "HEAD" && r.path() == id_path),
         1
     );
     for _ in 0..2 {
@@ -901,8 +905,14 @@ fn cached_answers_spare_the_upstream_but_never_cross_tokens_or_policy() {
     proxy.wait_decision("an uncached allow", |d| {
         d["cache"] == "off" && d["rule"] == "region"
     });
-    assert_eq!(proxy.metric("metaguard_cache_total{result=\"hit\"}"), Some(2.0));
-    assert_eq!(proxy.metric("metaguard_cache_total{result=\"miss\"}"), Some(5.0));
+    assert_eq!(
+        proxy.metric("metaguard_cache_total{result=\"hit\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        proxy.metric("metaguard_cache_total{result=\"miss\"}"),
+        Some(5.0)
+    );
 
     // A reload that denies the cached path: the entry is still within its TTL, but the policy
     // decides first, so the pod gets 403 and nothing reaches the upstream.

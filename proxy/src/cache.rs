@@ -194,9 +194,7 @@ impl ResponseCache {
 }
 
 fn header_bytes(h: &HeaderMap) -> usize {
-    h.iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum()
+    h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
 /// Appends the cache key of a request to `out` (see the module comment for what it contains):
@@ -347,7 +345,9 @@ mod tests {
         let key = k("/x", &HeaderMap::new());
         assert!(c.insert(1, &key, val("v"), Duration::from_millis(500), now));
         assert_eq!(
-            c.get(1, &key, now + Duration::from_millis(499)).unwrap().body,
+            c.get(1, &key, now + Duration::from_millis(499))
+                .unwrap()
+                .body,
             "v"
         );
         assert!(c.get(1, &key, now + Duration::from_millis(500)).is_none());
@@ -364,7 +364,10 @@ mod tests {
         let mut c = ResponseCache::new(2, 1 << 20);
         assert!(c.insert(1, b"a", val("1"), TTL, now));
         assert!(c.insert(1, b"b", val("2"), TTL, now));
-        assert!(!c.insert(1, b"c", val("3"), TTL, now), "full of live entries");
+        assert!(
+            !c.insert(1, b"c", val("3"), TTL, now),
+            "full of live entries"
+        );
         assert_eq!(c.len(), 2);
         assert!(c.get(1, b"a", now).is_some(), "live entries are kept");
         // Replacing an existing key is not growth.
@@ -376,7 +379,10 @@ mod tests {
 
         let mut small = ResponseCache::new(100, 64);
         let big: &'static str = Box::leak("y".repeat(100).into_boxed_str());
-        assert!(!small.insert(1, b"big", val(big), TTL, now), "over max_bytes");
+        assert!(
+            !small.insert(1, b"big", val(big), TTL, now),
+            "over max_bytes"
+        );
         assert!(small.bytes() <= 64);
 
         let mut off = ResponseCache::new(0, 0);

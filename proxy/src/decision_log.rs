@@ -476,7 +476,7 @@ fn format_rfc3339(t: SystemTime) -> [u8; 24] {
 fn format_second(secs: u64) -> [u8; 19] {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
-    let (y, m, dd) = civil_from_days(days);
+    let (y, m, dd) = metaguard_common::time::civil_from_days(days);
     let s = format!(
         "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}",
         rem / 3600,
@@ -488,20 +488,6 @@ fn format_second(secs: u64) -> [u8; 19] {
     let n = s.len().min(19);
     out[..n].copy_from_slice(&s.as_bytes()[..n]);
     out
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

@@ -337,8 +337,12 @@ fn finish(
     o: &Outcomes<'_>,
     start: Instant,
 ) {
-    app.metrics
-        .count_request(ctx.worker, o.outcome, o.policy.unwrap_or(""), o.rule.unwrap_or(""));
+    app.metrics.count_request(
+        ctx.worker,
+        o.outcome,
+        o.policy.unwrap_or(""),
+        o.rule.unwrap_or(""),
+    );
     app.metrics.count_cache(ctx.worker, o.cache);
     let raw;
     let path = match target {
@@ -384,7 +388,8 @@ fn log_line(
 pub fn record_unparsed(app: &App, ctx: ConnCtx, status: StatusCode, reason: &str) {
     let snap = app.policy.current();
     let caller = app.records.lookup(ctx.peer, &snap).ok().flatten();
-    app.metrics.count_request(ctx.worker, Outcome::Invalid, "", "");
+    app.metrics
+        .count_request(ctx.worker, Outcome::Invalid, "", "");
     app.metrics.count_cache(ctx.worker, CacheUse::Off);
     let o = Outcomes {
         outcome: Outcome::Invalid,

@@ -64,11 +64,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         policy: PolicyStore::new(policy, cfg.policy.clone()),
         records: RecordCache::new(StateDir::new(&cfg.state_dir), ms(cfg.records.revalidate_ms)),
         upstreams,
-        cache: crate::cache::WorkerCaches::new(
-            workers,
-            cfg.cache.max_entries,
-            cfg.cache.max_bytes,
-        ),
+        cache: crate::cache::WorkerCaches::new(workers, cfg.cache.max_entries, cfg.cache.max_bytes),
         log,
         metrics: Metrics::new(cfg.endpoints.iter().map(|e| e.name.clone()).collect()),
         endpoints: cfg.endpoints.iter().map(|e| e.name.clone()).collect(),

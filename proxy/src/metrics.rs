@@ -9,8 +9,8 @@
 //! takes a read lock on its worker's own small map (a write lock only the first time the worker
 //! sees a (policy, rule) pair), so the two cores never write the same cache line per request.
 
-use crate::fasthash::FxHashMap;
 use crate::cache::CacheUse;
+use crate::fasthash::FxHashMap;
 use crate::outcome::Outcome;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};

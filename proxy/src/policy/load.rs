@@ -623,7 +623,11 @@ fn compile_rule(
             Action::Allow
         }
         "deny" | "respond" if rd.cache_ttl_ms.is_some() => {
-            let span = rd.cache_ttl_ms.as_ref().map(|t| t.span()).unwrap_or_default();
+            let span = rd
+                .cache_ttl_ms
+                .as_ref()
+                .map(|t| t.span())
+                .unwrap_or_default();
             return Err(only_for("cache_ttl_ms", span, "allow"));
         }
         "deny" => {

@@ -202,9 +202,14 @@ fn aws_preset_allowed() {
         .collect();
     for path in &paths {
         // Items that can change while the instance runs have their own (uncached) rule.
-        let id = if ["instance-action", "public-hostname", "public-ipv4", "security-groups"]
-            .iter()
-            .any(|i| path.ends_with(&format!("/{i}")))
+        let id = if [
+            "instance-action",
+            "public-hostname",
+            "public-ipv4",
+            "security-groups",
+        ]
+        .iter()
+        .any(|i| path.ends_with(&format!("/{i}")))
         {
             "meta-data-dynamic"
         } else {
@@ -1384,12 +1389,18 @@ fn aws_preset_caches_only_static_items() {
     for (method, path) in [
         (Method::PUT, "/latest/api/token"),
         (Method::GET, "/latest/meta-data/iam/security-credentials/"),
-        (Method::GET, "/latest/meta-data/iam/security-credentials/role"),
+        (
+            Method::GET,
+            "/latest/meta-data/iam/security-credentials/role",
+        ),
         (Method::GET, "/latest/user-data"),
         (Method::GET, "/latest/meta-data/spot/instance-action"),
         (Method::GET, "/latest/meta-data/spot/termination-time"),
         (Method::GET, "/latest/meta-data/instance-action"),
-        (Method::GET, "/latest/meta-data/events/maintenance/scheduled"),
+        (
+            Method::GET,
+            "/latest/meta-data/events/maintenance/scheduled",
+        ),
         (Method::GET, "/latest/meta-data/public-ipv4"),
         (Method::GET, "/latest/meta-data/security-groups"),
         (Method::GET, "/latest/meta-data/network/interfaces/macs/"),
@@ -1399,7 +1410,11 @@ fn aws_preset_caches_only_static_items() {
         assert_eq!(ttl, None, "{method} {path} (rule {id})");
     }
     for p in ["deny-all", "gcp", "azure", "audit"] {
-        let (_, ttl) = decide_ttl(set.policy(p).unwrap(), Method::GET, "/latest/meta-data/instance-id");
+        let (_, ttl) = decide_ttl(
+            set.policy(p).unwrap(),
+            Method::GET,
+            "/latest/meta-data/instance-id",
+        );
         assert_eq!(ttl, None, "{p}");
     }
 }
