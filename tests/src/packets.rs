@@ -154,32 +154,8 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 
 /// Sends a complete IPv4 packet (header included) through an `IPPROTO_RAW` socket in `netns`.
 pub fn send_raw_ipv4(netns: &Path, packet: Vec<u8>) -> io::Result<()> {
-    crate::raw::in_netns(netns, move || -> io::Result<()> {
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) })?;
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let dst = [packet[16], packet[17], packet[18], packet[19]];
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(dst),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: buffer and address are valid for the call.
-        check(unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            ) as libc::c_int
-        })?;
-        Ok(())
-    })?
+    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+    send_raw_v4(netns, libc::IPPROTO_RAW, dst, packet)
 }
 
 /// Sends an IPv4 payload of protocol `proto` through a raw socket of that protocol (the kernel
@@ -190,7 +166,14 @@ pub fn send_raw_proto_v4(
     dst: Ipv4Addr,
     payload: Vec<u8>,
 ) -> io::Result<()> {
+    send_raw_v4(netns, proto, dst, payload)
+}
+
+/// One `sendto` of `bytes` on an `AF_INET` raw socket of protocol `proto` inside `netns`
+/// (`IPPROTO_RAW`: `bytes` carries its own IP header).
+fn send_raw_v4(netns: &Path, proto: i32, dst: Ipv4Addr, bytes: Vec<u8>) -> io::Result<()> {
     crate::raw::in_netns(netns, move || -> io::Result<()> {
+        // SAFETY: plain socket(2); the fd is owned right away.
         let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, proto) })?;
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let sa = libc::sockaddr_in {
@@ -201,11 +184,12 @@ pub fn send_raw_proto_v4(
             },
             sin_zero: [0; 8],
         };
+        // SAFETY: buffer and address are valid for the call.
         check(unsafe {
             libc::sendto(
                 fd.as_raw_fd(),
-                payload.as_ptr().cast(),
-                payload.len(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
                 0,
                 (&sa as *const libc::sockaddr_in).cast(),
                 std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
