@@ -74,6 +74,21 @@ struct Outcomes<'a> {
     cache: CacheUse,
 }
 
+impl<'a> Outcomes<'a> {
+    /// A request answered locally before policy was consulted.
+    fn before_policy(outcome: Outcome, status: StatusCode, reason: &'a str) -> Outcomes<'a> {
+        Outcomes {
+            outcome,
+            policy: None,
+            rule: None,
+            status,
+            upstream_status: None,
+            reason: Some(reason),
+            cache: CacheUse::Off,
+        }
+    }
+}
+
 pub async fn handle(
     app: Arc<App>,
     ctx: ConnCtx,
@@ -94,65 +109,33 @@ pub async fn handle(
     let target = match canon::canonicalize(&parts.method, &parts.uri) {
         Ok(t) => t,
         Err(rej) => {
-            let st = status(rej.status);
-            let o = Outcomes {
-                outcome: Outcome::Invalid,
-                policy: None,
-                rule: None,
-                status: st,
-                upstream_status: None,
-                reason: Some(&rej.reason),
-                cache: CacheUse::Off,
-            };
-            finish(&app, ctx, record, &parts, None, &o, start);
-            return Ok(text_response(st, &rej.reason));
+            let o = Outcomes::before_policy(Outcome::Invalid, status(rej.status), &rej.reason);
+            return Ok(refuse(&app, ctx, record, &parts, None, &o, start));
         }
     };
     if let Err(rej) = headers::check_request_headers(parts.version, &parts.headers) {
-        let st = status(rej.status);
-        let o = Outcomes {
-            outcome: Outcome::Invalid,
-            policy: None,
-            rule: None,
-            status: st,
-            upstream_status: None,
-            reason: Some(&rej.reason),
-            cache: CacheUse::Off,
-        };
-        finish(&app, ctx, record, &parts, Some(&target), &o, start);
-        return Ok(text_response(st, &rej.reason));
+        let o = Outcomes::before_policy(Outcome::Invalid, status(rej.status), &rej.reason);
+        return Ok(refuse(&app, ctx, record, &parts, Some(&target), &o, start));
     }
     let caller = match &caller {
         Ok(Some(c)) => c,
         Ok(None) => {
-            let reason = "no pod record for this source address";
-            let o = Outcomes {
-                outcome: Outcome::UnknownCaller,
-                policy: None,
-                rule: None,
-                status: StatusCode::FORBIDDEN,
-                upstream_status: None,
-                reason: Some(reason),
-                cache: CacheUse::Off,
-            };
-            finish(&app, ctx, None, &parts, Some(&target), &o, start);
-            return Ok(text_response(StatusCode::FORBIDDEN, reason));
+            let o = Outcomes::before_policy(
+                Outcome::UnknownCaller,
+                StatusCode::FORBIDDEN,
+                "no pod record for this source address",
+            );
+            return Ok(refuse(&app, ctx, None, &parts, Some(&target), &o, start));
         }
         Err(e) => {
             // Fail closed: an unreadable record is no identity.
             log::warn!("pod record for {}: {e}", ctx.peer);
-            let reason = "pod record unreadable";
-            let o = Outcomes {
-                outcome: Outcome::Error,
-                policy: None,
-                rule: None,
-                status: StatusCode::FORBIDDEN,
-                upstream_status: None,
-                reason: Some(reason),
-                cache: CacheUse::Off,
-            };
-            finish(&app, ctx, None, &parts, Some(&target), &o, start);
-            return Ok(text_response(StatusCode::FORBIDDEN, reason));
+            let o = Outcomes::before_policy(
+                Outcome::Error,
+                StatusCode::FORBIDDEN,
+                "pod record unreadable",
+            );
+            return Ok(refuse(&app, ctx, None, &parts, Some(&target), &o, start));
         }
     };
 
@@ -321,6 +304,20 @@ pub async fn handle(
     }
 }
 
+/// Records a request refused before policy and answers it with its reason as text.
+fn refuse(
+    app: &App,
+    ctx: ConnCtx,
+    record: Option<&Identity>,
+    parts: &Parts,
+    target: Option<&CanonicalTarget>,
+    o: &Outcomes<'_>,
+    start: Instant,
+) -> Response<Body> {
+    finish(app, ctx, record, parts, target, o, start);
+    text_response(o.status, o.reason.unwrap_or(""))
+}
+
 fn add_headers(dst: &mut HeaderMap, hs: &[(http::HeaderName, HeaderValue)]) {
     for (n, v) in hs {
         dst.insert(n.clone(), v.clone());
@@ -337,13 +334,6 @@ fn finish(
     o: &Outcomes<'_>,
     start: Instant,
 ) {
-    app.metrics.count_request(
-        ctx.worker,
-        o.outcome,
-        o.policy.unwrap_or(""),
-        o.rule.unwrap_or(""),
-    );
-    app.metrics.count_cache(ctx.worker, o.cache);
     let raw;
     let path = match target {
         Some(t) => t.path.as_str(),
@@ -352,10 +342,11 @@ fn finish(
             decision_log::truncate(&raw, decision_log::MAX_LOGGED_TARGET)
         }
     };
-    log_line(app, ctx, record, parts.method.as_str(), path, o, start);
+    count_and_log(app, ctx, record, parts.method.as_str(), path, o, start);
 }
 
-fn log_line(
+/// Counts the request (metrics) and writes its decision line.
+fn count_and_log(
     app: &App,
     ctx: ConnCtx,
     record: Option<&Identity>,
@@ -364,6 +355,13 @@ fn log_line(
     o: &Outcomes<'_>,
     start: Instant,
 ) {
+    app.metrics.count_request(
+        ctx.worker,
+        o.outcome,
+        o.policy.unwrap_or(""),
+        o.rule.unwrap_or(""),
+    );
+    app.metrics.count_cache(ctx.worker, o.cache);
     app.log.write(&Entry {
         ts: decision_log::Timestamp::now(),
         pod: record.and_then(|r| r.pod.as_deref()),
@@ -388,19 +386,8 @@ fn log_line(
 pub fn record_unparsed(app: &App, ctx: ConnCtx, status: StatusCode, reason: &str) {
     let snap = app.policy.current();
     let caller = app.records.lookup(ctx.peer, &snap).ok().flatten();
-    app.metrics
-        .count_request(ctx.worker, Outcome::Invalid, "", "");
-    app.metrics.count_cache(ctx.worker, CacheUse::Off);
-    let o = Outcomes {
-        outcome: Outcome::Invalid,
-        policy: None,
-        rule: None,
-        status,
-        upstream_status: None,
-        reason: Some(reason),
-        cache: CacheUse::Off,
-    };
-    log_line(
+    let o = Outcomes::before_policy(Outcome::Invalid, status, reason);
+    count_and_log(
         app,
         ctx,
         caller.as_ref().map(|c| &*c.identity),

@@ -33,17 +33,7 @@ pub struct ConnPermit {
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        let mut map = self
-            .limits
-            .per_source
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.source);
-            }
-        }
+        self.limits.release_source(self.source);
     }
 }
 
@@ -77,14 +67,19 @@ impl ConnLimits {
                 limits: self.clone(),
             }),
             Err(TryAcquireError::NoPermits) | Err(TryAcquireError::Closed) => {
-                let mut map = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(n) = map.get_mut(&source) {
-                    *n -= 1;
-                    if *n == 0 {
-                        map.remove(&source);
-                    }
-                }
+                self.release_source(source);
                 Err(ConnRefusal::Total)
+            }
+        }
+    }
+
+    /// Gives back one per-source slot of `source` (dropping its entry at zero).
+    fn release_source(&self, source: IpAddr) {
+        let mut map = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&source);
             }
         }
     }

@@ -293,20 +293,20 @@ impl Metrics {
                 self.cache_count(r)
             );
         }
-        header(
+        scalar(
             o,
             "metaguard_cache_entries",
             "gauge",
             "Answers held in the cache (all workers).",
+            g.cache_entries,
         );
-        let _ = writeln!(o, "metaguard_cache_entries {}", g.cache_entries);
-        header(
+        scalar(
             o,
             "metaguard_cache_bytes",
             "gauge",
             "Bytes of answers held in the cache (all workers).",
+            g.cache_bytes,
         );
-        let _ = writeln!(o, "metaguard_cache_bytes {}", g.cache_bytes);
 
         header(
             o,
@@ -360,27 +360,19 @@ impl Metrics {
             }
         }
 
-        header(
+        scalar(
             o,
             "metaguard_proxy_connections_open",
             "gauge",
             "Pod connections open now.",
+            self.connections_open().max(0),
         );
-        let _ = writeln!(
-            o,
-            "metaguard_proxy_connections_open {}",
-            self.connections_open().max(0)
-        );
-        header(
+        scalar(
             o,
             "metaguard_proxy_connections_accepted_total",
             "counter",
             "Pod connections accepted.",
-        );
-        let _ = writeln!(
-            o,
-            "metaguard_proxy_connections_accepted_total {}",
-            self.connections_accepted.load(Ordering::Relaxed)
+            self.connections_accepted.load(Ordering::Relaxed),
         );
         header(
             o,
@@ -399,35 +391,27 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        header(
+        scalar(
             o,
             "metaguard_proxy_header_timeouts_total",
             "counter",
             "Connections closed because a request head did not arrive in time.",
-        );
-        let _ = writeln!(
-            o,
-            "metaguard_proxy_header_timeouts_total {}",
-            self.header_timeouts.load(Ordering::Relaxed)
+            self.header_timeouts.load(Ordering::Relaxed),
         );
 
-        header(
+        scalar(
             o,
             "metaguard_proxy_records_loaded",
             "gauge",
             "Pod addresses with a cached record.",
+            g.records_loaded,
         );
-        let _ = writeln!(o, "metaguard_proxy_records_loaded {}", g.records_loaded);
-        header(
+        scalar(
             o,
             "metaguard_proxy_policy_loaded",
             "gauge",
             "1 when a policy is in force.",
-        );
-        let _ = writeln!(
-            o,
-            "metaguard_proxy_policy_loaded {}",
-            u8::from(g.policy_loaded)
+            u8::from(g.policy_loaded),
         );
         header(
             o,
@@ -445,16 +429,12 @@ impl Metrics {
             "metaguard_proxy_policy_reloads_total{{result=\"failure\"}} {}",
             self.reloads_failed.load(Ordering::Relaxed)
         );
-        header(
+        scalar(
             o,
             "metaguard_proxy_decision_log_dropped_total",
             "counter",
             "Decision log lines dropped because the writer fell behind.",
-        );
-        let _ = writeln!(
-            o,
-            "metaguard_proxy_decision_log_dropped_total {}",
-            g.decision_log_dropped
+            g.decision_log_dropped,
         );
         header(
             o,
@@ -474,6 +454,12 @@ impl Metrics {
 fn header(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}");
     let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+/// A metric with one unlabelled sample: its HELP and TYPE lines, then `name value`.
+fn scalar(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(o, name, kind, help);
+    let _ = writeln!(o, "{name} {value}");
 }
 
 /// Label value escaping per the text format: backslash, double quote and newline.

@@ -27,7 +27,6 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -114,7 +113,6 @@ impl Entry {
 
 pub struct RecordCache {
     state: StateDir,
-    ips_dir: PathBuf,
     map: RwLock<FxHashMap<IpAddr, Arc<Entry>>>,
     revalidate_after: Duration,
     epoch: Instant,
@@ -123,7 +121,6 @@ pub struct RecordCache {
 impl RecordCache {
     pub fn new(state: StateDir, revalidate_after: Duration) -> RecordCache {
         RecordCache {
-            ips_dir: state.ips_dir(),
             state,
             map: RwLock::new(FxHashMap::default()),
             revalidate_after,
@@ -159,7 +156,7 @@ impl RecordCache {
     }
 
     fn stat_ip(&self, ip: &IpAddr) -> io::Result<Option<FileStamp>> {
-        match std::fs::metadata(self.ips_dir.join(ip.to_string())) {
+        match std::fs::metadata(self.state.ip_path(ip)) {
             Ok(md) => Ok(Some(FileStamp::of(&md))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -191,7 +188,7 @@ impl RecordCache {
         snap: &Snapshot,
     ) -> Result<Option<Caller>, StateError> {
         let io_err = |source| StateError::Io {
-            path: self.ips_dir.join(ip.to_string()),
+            path: self.state.ip_path(&ip),
             source,
         };
         // Stat before reading: if the file is replaced between the two, the stamp we keep is the
@@ -239,11 +236,12 @@ impl RecordCache {
     /// Records listing several addresses share one identity. Returns (addresses loaded, errors).
     pub fn preload(&self, snap: &Snapshot) -> (usize, Vec<String>) {
         let mut errors = Vec::new();
-        let rd = match std::fs::read_dir(&self.ips_dir) {
+        let ips_dir = self.state.ips_dir();
+        let rd = match std::fs::read_dir(&ips_dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return (0, errors),
             Err(e) => {
-                errors.push(format!("{}: {e}", self.ips_dir.display()));
+                errors.push(format!("{}: {e}", ips_dir.display()));
                 return (0, errors);
             }
         };
@@ -351,6 +349,7 @@ mod tests {
     use crate::policy::PolicySet;
     use metaguard_common::record::RECORD_VERSION;
     use std::collections::BTreeMap;
+    use std::path::PathBuf;
 
     struct TmpDir(PathBuf);
     impl Drop for TmpDir {

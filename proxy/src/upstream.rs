@@ -659,6 +659,14 @@ mod tests {
         (addr, h)
     }
 
+    /// Sends `GET /` without headers and returns the failure it must end in.
+    async fn get_fails(u: &Upstream) -> UpstreamError {
+        u.send(0, Method::GET, "/", HeaderMap::new())
+            .await
+            .err()
+            .unwrap()
+    }
+
     fn host() -> HeaderMap {
         let mut hm = HeaderMap::new();
         hm.insert(http::header::HOST, "169.254.169.254".parse().unwrap());
@@ -761,36 +769,21 @@ mod tests {
         )]])
         .await;
         let u = upstream(addr, 4, 2000);
-        let e = u
-            .send(0, Method::GET, "/", HeaderMap::new())
-            .await
-            .err()
-            .unwrap();
+        let e = get_fails(&u).await;
         assert_eq!(e.kind, UpstreamFailure::Oversize);
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         let (addr, _h) =
             server(vec![vec![Some(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")]])
                 .await;
         let u = upstream(addr, 4, 2000);
-        assert_eq!(
-            u.send(0, Method::GET, "/", HeaderMap::new())
-                .await
-                .err()
-                .unwrap()
-                .kind,
-            UpstreamFailure::Oversize
-        );
+        assert_eq!(get_fails(&u).await.kind, UpstreamFailure::Oversize);
     }
 
     #[tokio::test]
     async fn silence_is_504() {
         let (addr, _h) = server(vec![vec![None]]).await;
         let u = upstream(addr, 1024, 100);
-        let e = u
-            .send(0, Method::GET, "/", HeaderMap::new())
-            .await
-            .err()
-            .unwrap();
+        let e = get_fails(&u).await;
         assert_eq!(e.kind, UpstreamFailure::Timeout);
         assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
     }
@@ -803,11 +796,7 @@ mod tests {
             .local_addr()
             .unwrap();
         let u = upstream(addr, 1024, 2000);
-        let e = u
-            .send(0, Method::GET, "/", HeaderMap::new())
-            .await
-            .err()
-            .unwrap();
+        let e = get_fails(&u).await;
         assert_eq!(e.kind, UpstreamFailure::Connect, "{e:?}");
         assert!(e.reason().contains("refused"), "{}", e.reason());
     }
@@ -824,11 +813,7 @@ mod tests {
         ] {
             let (addr, _h) = server(vec![vec![Some(reply)]]).await;
             let u = upstream(addr, 1024, 2000);
-            let e = u
-                .send(0, Method::GET, "/", HeaderMap::new())
-                .await
-                .err()
-                .unwrap();
+            let e = get_fails(&u).await;
             assert_eq!(
                 e.kind,
                 UpstreamFailure::Reset,
