@@ -94,15 +94,21 @@ impl StateDir {
     /// Removes the address entries that still point at this key, then the record. Missing files
     /// are not an error (DEL is idempotent). Keeps going past errors and returns them all.
     pub fn remove_record(&self, key: &str) -> Vec<StateError> {
-        let mut errors = Vec::new();
-        let rec = match self.read_record(key) {
-            Ok(r) => r,
+        match self.read_record(key) {
+            Ok(rec) => self.remove_read_record(key, rec.as_ref()),
             Err(e) => {
-                errors.push(e);
-                None
+                let mut errors = vec![e];
+                errors.extend(self.remove_read_record(key, None));
+                errors
             }
-        };
-        if let Some(rec) = &rec {
+        }
+    }
+
+    /// [`StateDir::remove_record`] for a caller that has already read the record (`None`: there
+    /// is none, or it was unreadable), so DEL reads it once.
+    pub fn remove_read_record(&self, key: &str, rec: Option<&PodRecord>) -> Vec<StateError> {
+        let mut errors = Vec::new();
+        if let Some(rec) = rec {
             for ip in &rec.ips {
                 let p = self.ip_path(ip);
                 // Only remove an entry that is still ours: the address may already belong to a

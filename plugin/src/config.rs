@@ -86,8 +86,12 @@ fn invalid(key: &str, details: impl Into<String>) -> CniError {
 /// Reads the `cniVersion` of a raw input, for VERSION and for the version of error output.
 /// `None` when the input is not a JSON object with a string `cniVersion`.
 pub fn peek_version(input: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(input).ok()?;
-    v.get("cniVersion")?.as_str().map(str::to_string)
+    declared_version(&decode(input).ok()?)
+}
+
+/// The string `cniVersion` an already decoded input declares, if any (see [`peek_version`]).
+pub fn declared_version(obj: &Map<String, Value>) -> Option<String> {
+    obj.get("cniVersion")?.as_str().map(str::to_string)
 }
 
 /// Parses the stdin JSON into the object the other functions read.

@@ -46,8 +46,11 @@ pub fn run_with(env: Result<Env, CniError>, input: std::io::Result<Vec<u8>>) -> 
         Ok(i) => i,
         Err(e) => return failure(CniError::io("failed to read stdin", e.to_string()), None),
     };
+    // stdin is decoded once, here: the version for errors and VERSION, and the configuration,
+    // both come from this object.
+    let obj = config::decode(&input);
     // Errors carry the input's cniVersion when it is one we speak, else the newest we speak.
-    let version = config::peek_version(&input);
+    let version = obj.as_ref().ok().and_then(config::declared_version);
     let err_version = version.as_deref().and_then(CniVersion::parse);
     let env = match env {
         Ok(e) => e,
@@ -63,7 +66,7 @@ pub fn run_with(env: Result<Env, CniError>, input: std::io::Result<Vec<u8>>) -> 
     } else {
         log::set_context(env.command.as_str().to_string());
     }
-    match dispatch(&env, &input) {
+    match dispatch(&env, obj, version.as_deref()) {
         Ok(stdout) => Outcome {
             stdout,
             exit_code: 0,
@@ -81,14 +84,17 @@ fn failure(e: CniError, version: Option<CniVersion>) -> Outcome {
     }
 }
 
-fn dispatch(env: &Env, input: &[u8]) -> Result<Option<serde_json::Value>, CniError> {
+/// `obj` is stdin decoded (or why it could not be), `version` its declared cniVersion.
+fn dispatch(
+    env: &Env,
+    obj: Result<serde_json::Map<String, serde_json::Value>, CniError>,
+    version: Option<&str>,
+) -> Result<Option<serde_json::Value>, CniError> {
     if env.command == Command::Version {
         // VERSION must answer whatever the input's version: it is how runtimes find out.
-        return Ok(Some(cni::version::version_result(
-            config::peek_version(input).as_deref(),
-        )));
+        return Ok(Some(cni::version::version_result(version)));
     }
-    let cfg = Config::parse(input, env.command)?;
+    let cfg = Config::from_object(&obj?, env.command)?;
     log::configure(cfg.log_level, cfg.log_file.as_deref());
     let state = StateDir::new(&cfg.state_dir);
     match env.command {

@@ -267,7 +267,8 @@ pub fn teardown(state: &StateDir, key: &str, netns: Option<&str>) -> Vec<CniErro
         Err(e) if e.is_not_found() => log::debug!("no netdev {table}"),
         Err(e) => errors.push(nft_error("deleting the host guard", e)),
     }
-    for e in state.remove_record(key) {
+    // The record read above, so it is not read a second time.
+    for e in state.remove_read_record(key, record.as_ref()) {
         errors.push(state_error("removing the pod record", e));
     }
     errors
