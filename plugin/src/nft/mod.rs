@@ -14,7 +14,6 @@ mod release;
 mod ruleset;
 mod socket;
 mod sys;
-mod text;
 
 use crate::netns::{Netns, NetnsError};
 use crate::rules::{HostGuard, PodRuleset};
@@ -193,16 +192,6 @@ pub fn list_tables(at: Where, family: Family) -> Result<Vec<TableInfo>, NftError
 /// `release.rs`.
 pub fn set_background_release(on: bool) {
     release::set_enabled(on);
-}
-
-/// nft-syntax rendering of the pod ruleset (for logs and docs).
-pub fn render_pod_text(rs: &PodRuleset) -> Result<String, NftError> {
-    Ok(text::render(&ruleset::pod_spec(rs)?))
-}
-
-/// nft-syntax rendering of the host guard (for logs and docs).
-pub fn render_host_text(g: &HostGuard) -> Result<String, NftError> {
-    Ok(text::render(&ruleset::host_spec(g)?))
 }
 
 /// One batch that leaves exactly `spec` in the kernel, committed atomically.

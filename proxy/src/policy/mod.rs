@@ -146,11 +146,6 @@ impl Policy {
         self.builtin
     }
 
-    /// Number of rules (not counting the fallback's).
-    pub fn rule_count(&self) -> usize {
-        self.rules.len()
-    }
-
     /// The fallback policy's name, if any.
     pub fn fallback_name(&self) -> Option<&str> {
         self.fallback.as_deref().map(Policy::name)
