@@ -143,7 +143,7 @@ fn canonicalize_target(target: &str) -> Result<CanonicalTarget, Rejection> {
             "request target must be origin-form (start with /)",
         ));
     }
-    let (path, query) = match target.find('?') {
+    let (path, query) = match target.bytes().position(|b| b == b'?') {
         Some(i) => (&target[..i], Some(&target[i + 1..])),
         None => (target, None),
     };
@@ -161,69 +161,85 @@ fn canonicalize_target(target: &str) -> Result<CanonicalTarget, Rejection> {
 
 /// Bytes allowed in a path: RFC 3986 pchar without percent-encoding and without `;`, plus `/`.
 pub(crate) fn is_path_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-        )
+    PATH_BYTES[usize::from(b)]
 }
 
+/// [`is_path_byte`] as a table: the check runs on every byte of every request's path.
+static PATH_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'/'
+            );
+        i += 1;
+    }
+    t
+};
+
+/// Checks the bytes, then the segments, of `path` (which starts with `/`).
 fn check_path(path: &str) -> Result<(), Rejection> {
     if path.len() > MAX_PATH_LEN {
         return Err(Rejection::bad_request("path too long"));
     }
-    for &b in path.as_bytes() {
-        if is_path_byte(b) {
-            continue;
-        }
-        let what = match b {
-            b'%' => "percent-encoding is not accepted in paths",
-            b'\\' => "backslash in path",
-            b';' => "';' in path",
-            b'#' => "fragment in request target",
-            b' ' => "space in path",
-            0x00..=0x1f | 0x7f => "control byte in path",
-            0x80..=0xff => "non-ASCII byte in path",
-            _ => "character not accepted in path",
-        };
-        return Err(Rejection::bad_request(what));
-    }
-    // path starts with '/'; look at the segments after it.
-    let rest = &path[1..];
-    if rest.is_empty() {
-        return Ok(());
+    let b = path.as_bytes();
+    if let Some(&c) = b.iter().find(|&&c| !is_path_byte(c)) {
+        return Err(Rejection::bad_request(path_byte_problem(c)));
     }
     let mut count = 0usize;
-    let mut segs = rest.split('/').peekable();
-    while let Some(seg) = segs.next() {
+    // The segment being read starts after the leading '/'.
+    let mut seg_start = 1;
+    for i in 1..=b.len() {
+        let end = i == b.len();
+        if !end && b[i] != b'/' {
+            continue;
+        }
+        // A segment ends at b[i] ('/' or the end of the path).
         count += 1;
         if count > MAX_PATH_SEGMENTS {
             return Err(Rejection::bad_request("too many path segments"));
         }
-        let last = segs.peek().is_none();
-        match seg {
-            "." | ".." => return Err(Rejection::bad_request("dot segment in path")),
+        match &b[seg_start..i] {
+            b"." | b".." => return Err(Rejection::bad_request("dot segment in path")),
             // A single trailing slash is fine; an empty segment anywhere else is `//`.
-            "" if !last => return Err(Rejection::bad_request("empty segment in path")),
+            b"" if !end => return Err(Rejection::bad_request("empty segment in path")),
             _ => {}
         }
+        seg_start = i + 1;
     }
     Ok(())
+}
+
+/// Why `b` (not a path byte) is refused.
+fn path_byte_problem(b: u8) -> &'static str {
+    match b {
+        b'%' => "percent-encoding is not accepted in paths",
+        b'\\' => "backslash in path",
+        b';' => "';' in path",
+        b'#' => "fragment in request target",
+        b' ' => "space in path",
+        0x00..=0x1f | 0x7f => "control byte in path",
+        0x80..=0xff => "non-ASCII byte in path",
+        _ => "character not accepted in path",
+    }
 }
 
 /// Bytes allowed raw in a query: RFC 3986 query chars without `;` and `#`, with `%` (checked below).

@@ -32,9 +32,9 @@ pub const MAX_LOGGED_TARGET: usize = 1024;
 pub struct Entry<'a> {
     /// RFC 3339 UTC with milliseconds, e.g. `2024-05-01T12:00:00.123Z`.
     pub ts: Timestamp,
-    /// `namespace/name` when the record has both, else null.
-    pub pod: Option<&'a str>,
-    pub container_id: Option<&'a str>,
+    /// The caller's `pod` and `container_id` fields, rendered once per pod record; both are
+    /// null when the caller has no record.
+    pub who: Option<&'a WhoJson>,
     pub src: IpAddr,
     pub endpoint: &'a str,
     pub method: &'a str,
@@ -59,10 +59,11 @@ impl Entry<'_> {
     pub fn write_line(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"ts\":\"");
         out.extend_from_slice(&format_rfc3339(self.ts.0));
-        out.extend_from_slice(b"\",\"pod\":");
-        json_opt_str(out, self.pod);
-        out.extend_from_slice(b",\"container_id\":");
-        json_opt_str(out, self.container_id);
+        out.extend_from_slice(b"\",");
+        match self.who {
+            Some(w) => out.extend_from_slice(&w.0),
+            None => out.extend_from_slice(b"\"pod\":null,\"container_id\":null"),
+        }
         out.extend_from_slice(b",\"src\":\"");
         match self.src {
             IpAddr::V4(v4) => {
@@ -121,6 +122,23 @@ impl Entry<'_> {
     }
 }
 
+/// A caller's `"pod":…,"container_id":…` as it appears in every decision line of its requests:
+/// escaped once when the record is loaded instead of on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhoJson(Box<[u8]>);
+
+impl WhoJson {
+    /// `pod` is `namespace/name` when the record has both.
+    pub fn new(pod: Option<&str>, container_id: &str) -> WhoJson {
+        let mut v = Vec::with_capacity(40 + pod.map_or(4, str::len) + container_id.len());
+        v.extend_from_slice(b"\"pod\":");
+        json_opt_str(&mut v, pod);
+        v.extend_from_slice(b",\"container_id\":");
+        json_str(&mut v, container_id);
+        WhoJson(v.into_boxed_slice())
+    }
+}
+
 fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => json_str(out, s),
@@ -132,8 +150,8 @@ fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
-    // Nearly every value needs no escaping: check in one tight pass, copy in one go.
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    // Nearly every value needs no escaping: check eight bytes at a time, copy in one go.
+    if !needs_escape(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -167,6 +185,32 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether `bytes` holds a control byte, `"` or `\\`: eight bytes per step with the classic
+/// word tricks ("has a byte less than n", "has a zero byte"), which are exact for whether any
+/// byte matches. Bytes >= 0x80 (UTF-8) never match.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(c) else {
+            return true;
+        };
+        let x = u64::from_le_bytes(word);
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        let quote = zero_byte(x ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(x ^ (ONES * u64::from(b'\\')));
+        if control | quote | backslash != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn json_uint(out: &mut Vec<u8>, mut n: u64) {
@@ -495,11 +539,13 @@ mod tests {
     use super::*;
     use crate::outcome::Outcome;
 
+    static SAMPLE_WHO: std::sync::LazyLock<WhoJson> =
+        std::sync::LazyLock::new(|| WhoJson::new(Some("ns/pod"), "abc"));
+
     fn sample<'a>(_tag: &'a str) -> Entry<'a> {
         Entry {
             ts: Timestamp(UNIX_EPOCH + Duration::from_millis(1_709_251_199_123)),
-            pod: Some("ns/pod"),
-            container_id: Some("abc"),
+            who: Some(&SAMPLE_WHO),
             src: "10.0.0.2".parse().unwrap(),
             endpoint: "imds-v4",
             method: "GET",
@@ -513,6 +559,25 @@ mod tests {
             reason: None,
             cache: "hit",
         }
+    }
+
+    #[test]
+    fn needs_escape_agrees_with_the_byte_by_byte_check() {
+        let naive = |s: &[u8]| s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        // Every byte value at every position of strings up to 17 bytes long (two words and a
+        // tail), around plain and non-ASCII neighbours.
+        for len in 1..=17 {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    for fill in [b'a', 0xc3, 0x7f, b' '] {
+                        let mut s = vec![fill; len];
+                        s[pos] = b;
+                        assert_eq!(needs_escape(&s), naive(&s), "{s:?}");
+                    }
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
     }
 
     #[test]
@@ -555,6 +620,8 @@ mod tests {
         got.sort_unstable();
         assert_eq!(got, want);
         assert_eq!(v["src"], "10.0.0.2");
+        assert_eq!(v["pod"], "ns/pod");
+        assert_eq!(v["container_id"], "abc");
         assert_eq!(v["decision"], "allow");
         assert_eq!(v["status"], 200);
         assert_eq!(v["latency_ms"], 1.25);
@@ -571,7 +638,7 @@ mod tests {
     fn hostile_targets_stay_on_one_line() {
         let mut e = sample("t");
         e.path = "/a\n{\"decision\":\"allow\"}\r\u{0}\u{7f}";
-        e.pod = None;
+        e.who = None;
         e.decision = Outcome::Invalid.as_str();
         let line = e.to_line();
         assert_eq!(line.matches('\n').count(), 1, "{line}");
@@ -579,6 +646,14 @@ mod tests {
         assert_eq!(v["path"], "/a\n{\"decision\":\"allow\"}\r\u{0}\u{7f}");
         assert_eq!(v["decision"], "invalid");
         assert!(v["pod"].is_null());
+        assert!(v["container_id"].is_null());
+        // Whatever a record holds stays inside its own fields.
+        let who = WhoJson::new(Some("ns/\"x\n"), "c\"},{\"decision\":\"allow");
+        e.who = Some(&who);
+        let v: serde_json::Value = serde_json::from_str(&e.to_line()).unwrap();
+        assert_eq!(v["pod"], "ns/\"x\n");
+        assert_eq!(v["container_id"], "c\"},{\"decision\":\"allow");
+        assert_eq!(v["decision"], "invalid");
     }
 
     #[test]

@@ -148,10 +148,13 @@ pub async fn handle(
     let d = policy.decide(&view);
     let rec = Some(&*caller.identity);
     match d.action {
-        Action::Deny { status: code, .. } => {
+        Action::Deny {
+            status: code,
+            reason,
+            ..
+        } => {
             let st = status(*code);
-            let reason = d.reason(&view);
-            let reason = reason.as_deref().unwrap_or("denied");
+            let body = d.deny_body(&view).unwrap_or_default();
             let o = Outcomes {
                 outcome: Outcome::Deny,
                 policy: Some(d.policy),
@@ -162,7 +165,9 @@ pub async fn handle(
                 cache: CacheUse::Off,
             };
             finish(&app, ctx, rec, &parts, Some(&target), &o, start);
-            let mut resp = text_response(st, reason);
+            let mut resp = Response::new(Full::new(body));
+            *resp.status_mut() = st;
+            resp.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
             add_headers(resp.headers_mut(), policy.response_headers());
             Ok(resp)
         }
@@ -364,8 +369,7 @@ fn count_and_log(
     app.metrics.count_cache(ctx.worker, o.cache);
     app.log.write(&Entry {
         ts: decision_log::Timestamp::now(),
-        pod: record.and_then(|r| r.pod.as_deref()),
-        container_id: record.map(|r| &*r.container_id),
+        who: record.map(|r| &r.who),
         src: ctx.peer,
         endpoint: app.endpoint_name(ctx.endpoint),
         method,

@@ -19,6 +19,7 @@
 //!
 //! The hot path takes a read lock for a hash lookup and an `Arc` clone; no lock is held across I/O.
 
+use crate::decision_log::WhoJson;
 use crate::fasthash::FxHashMap;
 use crate::policy_store::Snapshot;
 use metaguard_common::record::PodRecord;
@@ -48,18 +49,25 @@ pub struct Identity {
     pub container_id: Box<str>,
     /// `namespace/name` when the record has both.
     pub pod: Option<Box<str>>,
+    /// Both, as the decision log writes them.
+    pub who: WhoJson,
 }
 
 impl Identity {
+    pub fn new(container_id: &str, pod: Option<String>) -> Identity {
+        Identity {
+            who: WhoJson::new(pod.as_deref(), container_id),
+            container_id: container_id.into(),
+            pod: pod.map(String::into_boxed_str),
+        }
+    }
+
     pub fn of(rec: &PodRecord) -> Identity {
         let pod = match (&rec.namespace, &rec.pod_name) {
-            (Some(ns), Some(n)) => Some(format!("{ns}/{n}").into_boxed_str()),
+            (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
             _ => None,
         };
-        Identity {
-            container_id: rec.container_id.as_str().into(),
-            pod,
-        }
+        Identity::new(&rec.container_id, pod)
     }
 }
 
@@ -413,10 +421,7 @@ mod tests {
         let r = rec("abc", &[], "ns1");
         assert_eq!(
             Identity::of(&r),
-            Identity {
-                container_id: "abc".into(),
-                pod: Some("ns1/abc".into())
-            }
+            Identity::new("abc", Some("ns1/abc".into()))
         );
         let mut r = rec("abc", &[], "ns1");
         r.pod_name = None;

@@ -112,6 +112,18 @@ pub async fn run_worker(
     builder: Arc<http1::Builder>,
     shutdown: watch::Receiver<bool>,
 ) {
+    // Every pod connection watches for shutdown, and polls that watch each time it is woken,
+    // which locks the channel's waiter list. A channel of this worker's own, fed from the
+    // global one, keeps that lock on one thread instead of bouncing it between CPUs.
+    let (local_tx, local_rx) = watch::channel(*shutdown.borrow());
+    let mut global = shutdown;
+    tokio::spawn(async move {
+        stopped(&mut global).await;
+        let _ = local_tx.send(true);
+        // Keep the sender until every connection has seen the change and dropped its receiver.
+        local_tx.closed().await;
+    });
+    let shutdown = local_rx;
     while let Some(a) = q.rx.recv().await {
         let stream = match tokio::net::TcpStream::from_std(a.stream) {
             Ok(s) => s,

@@ -657,7 +657,7 @@ fn compile_rule(
                 }
                 None => format!("denied by rule {id}"),
             };
-            Action::Deny { status, reason }
+            Action::deny(status, reason)
         }
         _ => {
             if let Some(x) = &rd.reason {

@@ -21,7 +21,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use matcher::Rule;
 use metaguard_common::record::PodRecord;
 use select::{AnnotationChoice, AnnotationRule, Selector};
-use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -56,14 +55,34 @@ impl std::error::Error for PolicyError {}
 pub enum Action {
     /// Forward the canonical request upstream.
     Allow,
-    /// Answer with `status` (403 unless configured) and `reason` as a text body.
-    Deny { status: u16, reason: String },
+    /// Answer with `status` (403 unless configured) and `reason` as a text body. `body` is that
+    /// answer (`reason` and a newline), built once when the policy is loaded, so a denial costs
+    /// no formatting and no allocation for its body. Build with [`Action::deny`].
+    Deny {
+        status: u16,
+        reason: String,
+        body: Bytes,
+    },
     /// Answer with a fixed response; upstream is not contacted.
     Respond {
         status: u16,
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Bytes,
     },
+}
+
+impl Action {
+    /// A Deny answering `status` with `reason` (one line: validated when the file is loaded).
+    pub fn deny(status: u16, reason: String) -> Action {
+        let mut body = Vec::with_capacity(reason.len() + 1);
+        body.extend_from_slice(reason.as_bytes());
+        body.push(b'\n');
+        Action::Deny {
+            status,
+            reason,
+            body: Bytes::from(body),
+        }
+    }
 }
 
 /// The parts of a request a policy looks at.
@@ -91,10 +110,10 @@ pub struct Decision<'p> {
 pub const DEFAULT_DENY_ID: &str = "default-deny";
 
 static DEFAULT_DENY_ACTION: std::sync::LazyLock<Action> =
-    std::sync::LazyLock::new(|| Action::Deny {
-        status: 403,
-        reason: "no rule allows this request".to_owned(),
-    });
+    std::sync::LazyLock::new(|| Action::deny(403, DEFAULT_DENY_REASON.to_owned()));
+
+/// The decision line's reason when no rule matched (the line has the method and path too).
+pub const DEFAULT_DENY_REASON: &str = "no rule allows this request";
 
 impl<'p> Decision<'p> {
     /// Whether no rule matched.
@@ -102,15 +121,25 @@ impl<'p> Decision<'p> {
         self.rule_id == DEFAULT_DENY_ID
     }
 
-    /// The reason to show for a Deny: the configured reason, or "no rule allows <METHOD> <path>"
-    /// when no rule matched. `None` for Allow and Respond.
-    pub fn reason(&self, req: &RequestView<'_>) -> Option<Cow<'p, str>> {
+    /// The body of a Deny answer: the rule's prebuilt one, or for a request no rule matched
+    /// "no rule allows <METHOD> <path>" and a newline, built without the formatting machinery
+    /// (the default-deny answer is the hot path of every denied request). The canonical path
+    /// and the method token hold no control characters, so the body stays one line. `None`
+    /// for Allow and Respond.
+    pub fn deny_body(&self, req: &RequestView<'_>) -> Option<Bytes> {
         match self.action {
-            Action::Deny { .. } if self.is_default_deny() => Some(Cow::Owned(format!(
-                "no rule allows {} {}",
-                req.method, req.target.path
-            ))),
-            Action::Deny { reason, .. } => Some(Cow::Borrowed(reason.as_str())),
+            Action::Deny { .. } if self.is_default_deny() => {
+                const PREFIX: &[u8] = b"no rule allows ";
+                let (m, p) = (req.method.as_str(), req.target.path.as_str());
+                let mut b = Vec::with_capacity(PREFIX.len() + m.len() + p.len() + 2);
+                b.extend_from_slice(PREFIX);
+                b.extend_from_slice(m.as_bytes());
+                b.push(b' ');
+                b.extend_from_slice(p.as_bytes());
+                b.push(b'\n');
+                Some(Bytes::from(b))
+            }
+            Action::Deny { body, .. } => Some(body.clone()),
             _ => None,
         }
     }

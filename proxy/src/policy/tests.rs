@@ -125,8 +125,8 @@ fn default_deny_reason_names_method_and_path() {
     assert!(d.is_default_deny());
     assert_eq!(d.policy, "deny-all");
     assert_eq!(
-        d.reason(&view).unwrap(),
-        "no rule allows POST /latest/meta-data/"
+        d.deny_body(&view).unwrap(),
+        "no rule allows POST /latest/meta-data/\n"
     );
     assert!(matches!(d.action, Action::Deny { status: 403, .. }));
 }
@@ -691,9 +691,11 @@ fn gcp_missing_flavor_reason() {
     };
     let d = p.decide(&view);
     assert_eq!(
-        d.reason(&view).unwrap(),
-        "the Metadata-Flavor: Google header is required"
+        d.deny_body(&view).unwrap(),
+        "the Metadata-Flavor: Google header is required\n"
     );
+    assert!(matches!(d.action, Action::Deny { reason, .. }
+        if reason == "the Metadata-Flavor: Google header is required"));
 }
 
 const MD: &[(&str, &str)] = &[("Metadata", "true")];
@@ -1072,7 +1074,7 @@ fn fallback_chain() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(d.reason(&view).is_none());
+    assert!(d.deny_body(&view).is_none());
     let t = canonicalize_str(&Method::GET, "/nothing").unwrap();
     let view = RequestView {
         method: &Method::GET,
@@ -1081,7 +1083,7 @@ fn fallback_chain() {
     };
     let d = p.decide(&view);
     assert_eq!(d.policy, "strict");
-    assert_eq!(d.reason(&view).unwrap(), "no rule allows GET /nothing");
+    assert_eq!(d.deny_body(&view).unwrap(), "no rule allows GET /nothing\n");
     assert_eq!(p.response_headers()[0].0, "x-policy");
 }
 
