@@ -151,7 +151,7 @@ assert_no_listener() {
 assert_no_listener "before any server"
 
 # --- measurement helpers -------------------------------------------------------------------------
-declare -A RPS P50 P99 NON2XX ERRS REQS
+declare -A RPS P50 P99 NON2XX ERRS REQS CPU CPU_USER MACHINE
 # ms VALUE: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds.
 to_ms() {
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
@@ -175,18 +175,63 @@ metric() {
 }
 
 # run_wrk CONFIG PATHNAME URL: a warm-up, then the measured run, parsed into the tables above.
+# cpu_ns PID: CPU time (ns) used so far by the threads of PID and of its child processes (nginx's
+# workers), from schedstat: nanosecond resolution, unlike the clock ticks of /proc/PID/stat.
+cpu_ns() {
+  local p t ns rest sum=0
+  local -a pids
+  read -r -a pids <<<"$1 $(cat /proc/"$1"/task/*/children 2>/dev/null | tr '\n' ' ')"
+  for p in "${pids[@]}"; do
+    for t in /proc/"$p"/task/*/schedstat; do
+      read -r ns rest <"$t" 2>/dev/null || continue
+      sum=$((sum + ns))
+    done
+  done
+  echo "$sum"
+}
+
+# cpu_ticks PID: "user system" clock ticks used so far by PID and its child processes, from
+# /proc/PID/stat (coarse, but it splits the time between the server's code and the kernel's).
+cpu_ticks() {
+  local p u=0 k=0 f
+  local -a pids
+  read -r -a pids <<<"$1 $(cat /proc/"$1"/task/*/children 2>/dev/null | tr '\n' ' ')"
+  for p in "${pids[@]}"; do
+    # The command name (field 2) may hold spaces: split after its closing parenthesis.
+    f=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null) || continue
+    read -r -a f <<<"$f"
+    u=$((u + f[11])) k=$((k + f[12]))
+  done
+  echo "$u $k"
+}
+
+# machine_busy: busy clock ticks of the whole machine so far (all CPUs; /proc/stat without idle
+# and iowait): wrk, the server, the fake upstream and the kernel's network work together.
+machine_busy() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# run_wrk CONFIG PATHNAME URL [SERVER_PID]: one measured wrk run (after a warm-up); with
+# SERVER_PID, also the server's CPU time per request over the run.
 run_wrk() {
-  local cfg=$1 pname=$2 url=$3 out=$W/wrk-$1-$2.txt
+  local cfg=$1 pname=$2 url=$3 pid=${4:-} out=$W/wrk-$1-$2.txt cpu0="" ticks0=""
   [ "$cfg" = direct ] || bench_wait_for 20 "$cfg to close the previous run's connections" settled
   if [ "$WARMUP" -gt 0 ]; then
     in_ns "$POD" timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
   fi
   [ "$cfg" = direct ] || bench_wait_for 20 "$cfg to close the warm-up's connections" settled
+  # BENCH_BEFORE_RUN: a command run with CONFIG PATHNAME SERVER_PID before each measured run
+  # (for profiling: e.g. to start a profiler or dump a callgrind profile per phase).
+  [ -z "${BENCH_BEFORE_RUN:-}" ] || "$BENCH_BEFORE_RUN" "$cfg" "$pname" "$pid"
   log "$cfg $pname: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency $url"
   local refused0=""
   [ -z "${MG_METRICS:-}" ] || refused0=$(metric metaguard_proxy_connections_refused_total)
+  [ -z "$pid" ] || { cpu0=$(cpu_ns "$pid"); ticks0=$(cpu_ticks "$pid"); }
+  local busy0 busy1
+  busy0=$(machine_busy)
   in_ns "$POD" timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 ||
     die "wrk failed for $cfg $pname: $(cat "$out")"
+  local cpu1="" ticks1=""
+  busy1=$(machine_busy)
+  [ -z "$pid" ] || { cpu1=$(cpu_ns "$pid"); ticks1=$(cpu_ticks "$pid"); }
   if [ -n "$refused0" ]; then
     local refused1
     refused1=$(metric metaguard_proxy_connections_refused_total)
@@ -202,6 +247,20 @@ run_wrk() {
   ERRS[$k]=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$out")
   ERRS[$k]=${ERRS[$k]:-0}
   [ -n "${RPS[$k]}" ] || die "could not parse wrk output for $cfg $pname: $(cat "$out")"
+  MACHINE[$k]=$(awk -v a="$busy0" -v b="$busy1" -v hz="$(getconf CLK_TCK)" -v n="${REQS[$k]:-0}" \
+    'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "n/a" }')
+  CPU[$k]=n/a
+  if [ -n "$cpu0" ] && [ "${REQS[$k]:-0}" -gt 0 ]; then
+    # Total from schedstat; its split between the server's own code and the kernel from the
+    # tick counts' proportions.
+    CPU[$k]=$(awk -v a="$cpu0" -v b="$cpu1" -v n="${REQS[$k]}" -v t0="$ticks0" -v t1="$ticks1" 'BEGIN {
+      split(t0, x, " "); split(t1, y, " ")
+      u = y[1] - x[1]; s = y[2] - x[2]; us = (b - a) / 1000 / n
+      if (u + s > 0) printf "%.1f (%.1f user, %.1f kernel)", us, us * u / (u + s), us * s / (u + s)
+      else printf "%.1f", us
+    }')
+    CPU_USER[$k]=$(awk '{ gsub(/[(,]/, " "); print $2 }' <<<"${CPU[$k]}")
+  fi
 }
 
 # measure CONFIG: both paths through the redirect, after checking the decisions are right.
@@ -214,8 +273,8 @@ measure() {
   # The answers' headers, for the record (keep-alive or not matters to throughput).
   in_ns "$POD" curl -s -D - -o /dev/null --max-time 2 "http://$IMDS$ALLOW_PATH" >"$W/headers-$cfg-allowed.txt" || true
   in_ns "$POD" curl -s -D - -o /dev/null --max-time 2 "http://$IMDS$DENY_PATH" >"$W/headers-$cfg-denied.txt" || true
-  run_wrk "$cfg" allowed "http://$IMDS$ALLOW_PATH"
-  run_wrk "$cfg" denied "http://$IMDS$DENY_PATH"
+  run_wrk "$cfg" allowed "http://$IMDS$ALLOW_PATH" "$pid"
+  run_wrk "$cfg" denied "http://$IMDS$DENY_PATH" "$pid"
   kill -0 "$pid" 2>/dev/null || die "$cfg (pid $pid) died during the run"
 }
 
@@ -244,7 +303,8 @@ run_metaguard() {
   PROXY=$(bench_bin metaguard-proxy)
   assert_no_listener "$cfg"
   in_ns "$NODE" "$PROXY" check-policy "$policy" >&2 || die "policy $policy does not validate"
-  ip netns exec "$NODE" "$PROXY" run --state-dir "$W/state" --policy "$policy" --listen "$GW" \
+  # shellcheck disable=SC2086 # BENCH_PROXY_ARGS: extra flags, split on spaces on purpose
+  ip netns exec "$NODE" "$PROXY" run ${BENCH_PROXY_ARGS:-} --state-dir "$W/state" --policy "$policy" --listen "$GW" \
     --admin 127.0.0.1:9169 --decision-log "$LOGFILE_MG" >"$W/$cfg.out" 2>"$W/$cfg.err" &
   MG_PID=$!
   BENCH_PIDS+=("$MG_PID")
@@ -297,8 +357,8 @@ fi
 
 # --- report --------------------------------------------------------------------------------------
 echo
-echo "| config | path | req/s | p50 ms | p99 ms | requests | non-2xx/3xx | socket errors | valid |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| config | path | req/s | p50 ms | p99 ms | requests | non-2xx/3xx | socket errors | server CPU us/req (user, kernel) | machine CPU us/req | valid |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for cfg in metaguard metaguard-cached nginx-seed nginx-tuned direct; do
   for pname in allowed denied; do
     k="$cfg/$pname"
@@ -307,7 +367,7 @@ for cfg in metaguard metaguard-cached nginx-seed nginx-tuned direct; do
     if [ "$pname" = allowed ]; then ok=$([ "${NON2XX[$k]}" = 0 ] && echo yes || echo NO)
     else ok=$([ "${NON2XX[$k]}" = "${REQS[$k]}" ] && echo yes || echo NO); fi
     [ "${ERRS[$k]}" = 0 ] || ok=NO
-    echo "| $cfg | $pname | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | ${REQS[$k]} | ${NON2XX[$k]} | ${ERRS[$k]} | $ok |"
+    echo "| $cfg | $pname | ${RPS[$k]} | ${P50[$k]} | ${P99[$k]} | ${REQS[$k]} | ${NON2XX[$k]} | ${ERRS[$k]} | ${CPU[$k]:-n/a} | ${MACHINE[$k]:-n/a} | $ok |"
   done
 done
 echo
@@ -338,6 +398,16 @@ ratio "metaguard-cached denied req/s / best nginx denied req/s" "${RPS[metaguard
 if [ -n "${RPS[metaguard/allowed]:-}" ] && [ -n "${RPS[direct/allowed]:-}" ]; then
   awk -v a="${RPS[metaguard/allowed]}" -v b="${RPS[direct/allowed]}" \
     'BEGIN { printf "  (no target) metaguard allowed req/s / direct req/s (the ceiling) = %.3f\n", a / b }'
+fi
+# What the uncached allowed path could reach if metaguard-proxy's own code cost nothing: the
+# machine's CPU time per request (wrk, upstream, kernel, server) without the server's user time,
+# spread over every CPU. Counting all CPUs as busy overstates this ceiling when they were not.
+if [ -n "${CPU_USER[metaguard/allowed]:-}" ] && [ -n "${RPS[nginx-tuned/allowed]:-}" ]; then
+  awk -v m="${MACHINE[metaguard/allowed]}" -v u="${CPU_USER[metaguard/allowed]}" -v n="$(nproc)" \
+    -v t="${RPS[nginx-tuned/allowed]}" 'BEGIN {
+    c = n * 1e6 / (m - u)
+    printf "  (no target) metaguard allowed, ceiling with zero user-space CPU in the proxy: %d CPUs * 1e6 / (%.1f - %.1f us/req) = %.0f req/s = %.3f x nginx-tuned\n", n, m, u, c, c / t
+  }'
 fi
 if [ -n "$RSS_AFTER" ]; then
   awk -v i="$RSS_IDLE" -v a="$RSS_AFTER" -v h="$HWM_AFTER" -v n="$RECORDS" 'BEGIN {
