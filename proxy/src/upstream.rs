@@ -115,8 +115,32 @@ pub struct UpstreamResponse {
     pub body: Bytes,
 }
 
-struct Idle {
+/// An upstream connection and its read buffer, which goes back to the pool with it: a kept-alive
+/// connection reads every response into the same allocation.
+struct Conn {
     stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUF),
+        }
+    }
+}
+
+/// Initial read buffer of an upstream connection; metadata answers fit many times over.
+const READ_BUF: usize = 4096;
+/// Bodies up to this size are copied out of the connection's buffer so the buffer can be
+/// reused; larger ones are handed over without a copy (and the connection gets a new buffer).
+const COPY_BODY_MAX: usize = 16 * 1024;
+/// A buffer that grew past this (a large answer) is not kept with the idle connection.
+const KEEP_BUF_MAX: usize = 64 * 1024;
+
+struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
@@ -196,14 +220,14 @@ impl Upstream {
             // nothing received, and deserves one more try on a fresh connection.
             let mut reused_failed = false;
             loop {
-                let (stream, reused) = match self.checkout(endpoint) {
-                    Some(s) if !reused_failed => (s, true),
-                    _ => (self.connect(target).await?, false),
+                let (conn, reused) = match self.checkout(endpoint) {
+                    Some(c) if !reused_failed => (c, true),
+                    _ => (Conn::new(self.connect(target).await?), false),
                 };
-                match exchange(stream, &request, head_only, self.max_response_bytes).await {
+                match exchange(conn, &request, head_only, self.max_response_bytes).await {
                     Ok((resp, keep)) => {
-                        if let Some(s) = keep {
-                            self.checkin(endpoint, s);
+                        if let Some(c) = keep {
+                            self.checkin(endpoint, c);
                         }
                         return Ok(resp);
                     }
@@ -250,7 +274,7 @@ impl Upstream {
         }
     }
 
-    fn checkout(&self, endpoint: usize) -> Option<TcpStream> {
+    fn checkout(&self, endpoint: usize) -> Option<Conn> {
         let mut idle = self
             .pools
             .get(endpoint)?
@@ -263,20 +287,23 @@ impl Upstream {
             // An idle connection has nothing to say: if it is readable, the upstream closed it
             // (or sent garbage). This costs no system call unless the reactor saw it readable.
             let mut probe = [0u8; 1];
-            match i.stream.try_read(&mut probe) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(i.stream),
+            match i.conn.stream.try_read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(i.conn),
                 _ => continue,
             }
         }
         None
     }
 
-    fn checkin(&self, endpoint: usize, stream: TcpStream) {
+    fn checkin(&self, endpoint: usize, mut conn: Conn) {
+        if conn.buf.capacity() > KEEP_BUF_MAX {
+            conn.buf = BytesMut::with_capacity(READ_BUF);
+        }
         if let Some(pool) = self.pools.get(endpoint) {
             let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < self.pool_max_idle {
                 idle.push(Idle {
-                    stream,
+                    conn,
                     since: Instant::now(),
                 });
             }
@@ -328,19 +355,24 @@ struct Head {
     keep_alive: bool,
 }
 
-/// One request/response on `s`. Returns the response and the connection when it can be reused.
+/// One request/response on `conn`. Returns the response and the connection when it can be reused.
 async fn exchange(
-    mut s: TcpStream,
+    conn: Conn,
     request: &[u8],
     head_only: bool,
     max: usize,
-) -> Result<(UpstreamResponse, Option<TcpStream>), Failure> {
+) -> Result<(UpstreamResponse, Option<Conn>), Failure> {
+    let Conn {
+        stream: mut s,
+        mut buf,
+    } = conn;
+    // A reused connection's buffer is empty (it is only pooled when nothing was left over).
+    buf.clear();
     if let Err(e) = s.write_all(request).await {
         return Err(Failure::NothingReceived(format!(
             "sending the request: {e}"
         )));
     }
-    let mut buf = BytesMut::with_capacity(4096);
     let head = loop {
         match parse_head(&buf, head_only)? {
             Some((len, Some(head))) => {
@@ -382,7 +414,15 @@ async fn exchange(
                     Err(e) => return Err(broken(e.to_string())),
                 }
             }
-            (buf.split_to(n).freeze(), true)
+            if n <= COPY_BODY_MAX {
+                // Copying a small body is cheaper than sharing the buffer (which allocates a
+                // shared header) and lets the connection keep its buffer.
+                let body = Bytes::copy_from_slice(&buf[..n]);
+                buf.advance(n);
+                (body, true)
+            } else {
+                (buf.split_to(n).freeze(), true)
+            }
         }
         Framing::Chunked => (read_chunked(&mut s, &mut buf, max).await?, true),
         Framing::UntilClose => {
@@ -400,7 +440,7 @@ async fn exchange(
         }
     };
     // Bytes after the response (the upstream spoke out of turn): do not reuse the connection.
-    let keep = (reusable && head.keep_alive && buf.is_empty()).then_some(s);
+    let keep = (reusable && head.keep_alive && buf.is_empty()).then_some(Conn { stream: s, buf });
     Ok((
         UpstreamResponse {
             status: head.status,
