@@ -158,10 +158,7 @@ fn named_in_connection(headers: &HeaderMap, name: &str) -> bool {
 pub fn filter_response_headers(headers: &mut HeaderMap) {
     // Most answers carry none of these: one pass over the names (compared as `HeaderName`s, no
     // string parsing) decides whether anything needs removing at all.
-    if !headers
-        .keys()
-        .any(|k| HOP_BY_HOP_NAMES.contains(k))
-    {
+    if !headers.keys().any(|k| HOP_BY_HOP_NAMES.contains(k)) {
         return;
     }
     let named: Vec<HeaderName> = connection_tokens(headers)
