@@ -745,6 +745,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bodies_stay_intact_while_the_connection_reuses_its_buffer() {
+        // Small bodies are copied out of the pooled connection's buffer, large ones are handed
+        // over as they are, and a buffer that grew is replaced: every body must come back
+        // whole, in order, on the one connection.
+        let body = |n: usize, seed: u8| -> Vec<u8> {
+            (0..n)
+                .map(|i| b'a' + (i as u8).wrapping_add(seed) % 26)
+                .collect()
+        };
+        let sizes = [
+            5,
+            COPY_BODY_MAX,
+            COPY_BODY_MAX + 1,
+            7,
+            KEEP_BUF_MAX + 4096,
+            3,
+        ];
+        let mut replies = Vec::new();
+        let mut want = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let b = body(n, i as u8);
+            let mut r = format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n").into_bytes();
+            r.extend_from_slice(&b);
+            replies.push(Some(&*Box::leak(r.into_boxed_slice())));
+            want.push(b);
+        }
+        let (addr, h) = server(vec![replies]).await;
+        let u = upstream(addr, 1 << 20, 2000);
+        let mut got = Vec::new();
+        for _ in &sizes {
+            let r = u.send(0, Method::GET, "/", host()).await.unwrap();
+            got.push(r.body);
+        }
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.len(), w.len());
+            assert!(g[..] == w[..], "a body of {} bytes changed", w.len());
+        }
+        let heads = h.await.unwrap();
+        assert_eq!(heads.len(), 1, "one connection for every request");
+        assert_eq!(heads[0].len(), sizes.len());
+    }
+
+    #[tokio::test]
     async fn chunked_bodies_and_interim_responses() {
         let (addr, _h) = server(vec![vec![
             Some(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4;x=y\r\nRust\r\n6\r\n rocks\r\n0\r\nx-trailer: 1\r\n\r\n"),
