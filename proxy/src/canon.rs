@@ -143,11 +143,11 @@ fn canonicalize_target(target: &str) -> Result<CanonicalTarget, Rejection> {
             "request target must be origin-form (start with /)",
         ));
     }
-    let (path, query) = match target.bytes().position(|b| b == b'?') {
-        Some(i) => (&target[..i], Some(&target[i + 1..])),
-        None => (target, None),
+    let path_len = check_path(target.as_bytes())?;
+    let (path, query) = match target.get(path_len..) {
+        Some(rest) if !rest.is_empty() => (&target[..path_len], Some(&rest[1..])),
+        _ => (target, None),
     };
-    check_path(path)?;
     let (raw_query, query_keys) = match query {
         None | Some("") => (None, Vec::new()),
         Some(q) => (Some(q.to_owned()), query_keys(q)?),
@@ -195,38 +195,83 @@ static PATH_BYTES: [bool; 256] = {
     t
 };
 
-/// Checks the bytes, then the segments, of `path` (which starts with `/`).
-fn check_path(path: &str) -> Result<(), Rejection> {
-    if path.len() > MAX_PATH_LEN {
-        return Err(Rejection::bad_request("path too long"));
-    }
-    let b = path.as_bytes();
-    if let Some(&c) = b.iter().find(|&&c| !is_path_byte(c)) {
-        return Err(Rejection::bad_request(path_byte_problem(c)));
-    }
+/// Checks the path at the start of `target` (which starts with `/`) and returns its length (the
+/// index of the `?` that starts the query, or the whole length). One pass over the bytes, since
+/// this runs on every request; the reported problem is the same as checking in turn the length,
+/// then every byte, then every segment: too long, else the first bad byte, else the first bad
+/// segment.
+fn check_path(target: &[u8]) -> Result<usize, Rejection> {
+    let mut bad_byte: Option<u8> = None;
+    let mut bad_segment: Option<&'static str> = None;
     let mut count = 0usize;
     // The segment being read starts after the leading '/'.
     let mut seg_start = 1;
-    for i in 1..=b.len() {
-        let end = i == b.len();
-        if !end && b[i] != b'/' {
+    let mut i = 1;
+    let path_len = loop {
+        // Plain path bytes (nearly all of them) in a tight loop; stop at anything else.
+        while i < target.len() && PATH_CLASS[usize::from(target[i])] == PLAIN {
+            i += 1;
+        }
+        let class = match target.get(i) {
+            None => QUERY,
+            Some(&c) => PATH_CLASS[usize::from(c)],
+        };
+        if class == BAD {
+            if bad_byte.is_none() {
+                bad_byte = target.get(i).copied();
+            }
+            i += 1;
             continue;
         }
-        // A segment ends at b[i] ('/' or the end of the path).
+        // A segment ends at i: a '/', or the end of the path ('?' or the end of the target).
+        let end = class == QUERY;
         count += 1;
-        if count > MAX_PATH_SEGMENTS {
-            return Err(Rejection::bad_request("too many path segments"));
+        if bad_segment.is_none() {
+            bad_segment = match &target[seg_start..i] {
+                _ if count > MAX_PATH_SEGMENTS => Some("too many path segments"),
+                b"." | b".." => Some("dot segment in path"),
+                // A single trailing slash is fine; an empty segment anywhere else is `//`.
+                b"" if !end => Some("empty segment in path"),
+                _ => None,
+            };
         }
-        match &b[seg_start..i] {
-            b"." | b".." => return Err(Rejection::bad_request("dot segment in path")),
-            // A single trailing slash is fine; an empty segment anywhere else is `//`.
-            b"" if !end => return Err(Rejection::bad_request("empty segment in path")),
-            _ => {}
+        if end {
+            break i;
         }
-        seg_start = i + 1;
+        i += 1;
+        seg_start = i;
+    };
+    if path_len > MAX_PATH_LEN {
+        return Err(Rejection::bad_request("path too long"));
     }
-    Ok(())
+    if let Some(c) = bad_byte {
+        return Err(Rejection::bad_request(path_byte_problem(c)));
+    }
+    match bad_segment {
+        Some(why) => Err(Rejection::bad_request(why)),
+        None => Ok(path_len),
+    }
 }
+
+/// Byte classes for [`check_path`].
+const PLAIN: u8 = 0;
+const SLASH: u8 = 1;
+const QUERY: u8 = 2;
+const BAD: u8 = 3;
+
+static PATH_CLASS: [u8; 256] = {
+    let mut t = [BAD; 256];
+    let mut i = 0;
+    while i < 256 {
+        if PATH_BYTES[i] {
+            t[i] = PLAIN;
+        }
+        i += 1;
+    }
+    t[b'/' as usize] = SLASH;
+    t[b'?' as usize] = QUERY;
+    t
+};
 
 /// Why `b` (not a path byte) is refused.
 fn path_byte_problem(b: u8) -> &'static str {
@@ -374,6 +419,78 @@ fn decode_key(raw: &str) -> Result<String, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The path check as it was written before it became one pass (split at `?`, then length,
+    /// bytes, segments): the reference the fast check must agree with.
+    fn reference_path_check(target: &str) -> Result<usize, Rejection> {
+        let path = match target.find('?') {
+            Some(i) => &target[..i],
+            None => target,
+        };
+        if path.len() > MAX_PATH_LEN {
+            return Err(Rejection::bad_request("path too long"));
+        }
+        if let Some(c) = path.bytes().find(|&c| !is_path_byte(c)) {
+            return Err(Rejection::bad_request(path_byte_problem(c)));
+        }
+        let mut segs = path[1..].split('/').peekable();
+        let mut count = 0;
+        while let Some(seg) = segs.next() {
+            count += 1;
+            if count > MAX_PATH_SEGMENTS {
+                return Err(Rejection::bad_request("too many path segments"));
+            }
+            match seg {
+                "." | ".." => return Err(Rejection::bad_request("dot segment in path")),
+                "" if segs.peek().is_some() => {
+                    return Err(Rejection::bad_request("empty segment in path"))
+                }
+                _ => {}
+            }
+        }
+        Ok(path.len())
+    }
+
+    #[test]
+    fn one_pass_path_check_agrees_with_the_reference() {
+        const ALPHABET: &[u8] = b"a/.?%; ";
+        let mut checked = 0;
+        let mut target = Vec::new();
+        // Every target of up to 6 bytes after the leading '/' over an alphabet that hits every
+        // branch: plain, separator, dot, query start, and bytes refused for different reasons.
+        for len in 0..=6u32 {
+            for n in 0..ALPHABET.len().pow(len) {
+                target.clear();
+                target.push(b'/');
+                let mut k = n;
+                for _ in 0..len {
+                    target.push(ALPHABET[k % ALPHABET.len()]);
+                    k /= ALPHABET.len();
+                }
+                let t = std::str::from_utf8(&target).unwrap();
+                assert_eq!(check_path(&target), reference_path_check(t), "{t:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 100_000);
+        // Limits: length and segment count, alone and against other problems.
+        let many = "/a".repeat(MAX_PATH_SEGMENTS + 1);
+        let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
+        let long_bad = format!("/%{}", "a".repeat(MAX_PATH_LEN));
+        let many_dots = format!("{}/..", "/a".repeat(MAX_PATH_SEGMENTS));
+        for t in [
+            many.as_str(),
+            &many[..many.len() - 2],
+            long.as_str(),
+            &long[..long.len() - 1],
+            long_bad.as_str(),
+            many_dots.as_str(),
+            "/a/../b%",
+            "/x?/../%",
+        ] {
+            assert_eq!(check_path(t.as_bytes()), reference_path_check(t), "{t:?}");
+        }
+    }
 
     /// Expected outcome: `Ok((forwarded target, decoded keys))` or `Err(status)`.
     type Want = Result<(&'static str, &'static [&'static str]), u16>;
