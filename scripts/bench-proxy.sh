@@ -29,6 +29,11 @@
 #
 # Logging: metaguard's decision log and nginx's access log both go to a file in the temporary
 # directory (--log file, the default) or both to /dev/null (--log null).
+#
+# Besides req/s and latency it prints each server's CPU time per request (split into its own code
+# and the kernel) and the whole machine's. Profiling hooks (environment): BENCH_PROXY_ARGS adds
+# flags to metaguard-proxy's command line; BENCH_BEFORE_RUN is run with CONFIG PATH SERVER_PID
+# before each measured run; METAGUARD_BIN_DIR may hold a wrapper in place of the binary.
 set -euo pipefail
 # shellcheck source=lib/bench-common.sh
 source "$(dirname "$0")/lib/bench-common.sh"
@@ -53,7 +58,7 @@ while [ $# -gt 0 ]; do
     --emulate-redirect) EMULATE=1; shift ;;
     --no-build) BENCH_NO_BUILD=1; shift ;;
     --keep) BENCH_KEEP=1; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) die "unknown option $1" ;;
   esac
 done
