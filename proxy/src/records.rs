@@ -419,10 +419,10 @@ mod tests {
     #[test]
     fn identity_for_logs() {
         let r = rec("abc", &[], "ns1");
-        assert_eq!(
-            Identity::of(&r),
-            Identity::new("abc", Some("ns1/abc".into()))
-        );
+        let id = Identity::of(&r);
+        assert_eq!(&*id.container_id, "abc");
+        assert_eq!(id.pod.as_deref(), Some("ns1/abc"));
+        assert_eq!(id, Identity::new("abc", Some("ns1/abc".into())));
         let mut r = rec("abc", &[], "ns1");
         r.pod_name = None;
         assert_eq!(Identity::of(&r).pod, None);

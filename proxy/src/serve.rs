@@ -119,9 +119,8 @@ pub async fn run_worker(
     let mut global = shutdown;
     tokio::spawn(async move {
         stopped(&mut global).await;
+        // Receivers keep seeing `true` after this sender is gone.
         let _ = local_tx.send(true);
-        // Keep the sender until every connection has seen the change and dropped its receiver.
-        local_tx.closed().await;
     });
     let shutdown = local_rx;
     while let Some(a) = q.rx.recv().await {
