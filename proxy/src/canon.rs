@@ -487,6 +487,13 @@ mod tests {
             many_dots.as_str(),
             "/a/../b%",
             "/x?/../%",
+            "/é/..",
+            "/a\u{1}?x",
+            "/a#b/./",
+            "/a\\b/..",
+            "/\u{7f}//",
+            "/a/?",
+            "//?",
         ] {
             assert_eq!(check_path(t.as_bytes()), reference_path_check(t), "{t:?}");
         }

@@ -421,7 +421,13 @@ async fn exchange(
                 buf.advance(n);
                 (body, true)
             } else {
-                (buf.split_to(n).freeze(), true)
+                let body = buf.split_to(n).freeze();
+                // What is left of the buffer still pins the body's allocation: give the
+                // connection a new one (when anything is left, it is not reused anyway).
+                if buf.is_empty() {
+                    buf = BytesMut::with_capacity(READ_BUF);
+                }
+                (body, true)
             }
         }
         Framing::Chunked => (read_chunked(&mut s, &mut buf, max).await?, true),
