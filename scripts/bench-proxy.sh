@@ -180,13 +180,14 @@ metric() {
 }
 
 # run_wrk CONFIG PATHNAME URL: a warm-up, then the measured run, parsed into the tables above.
+# server_pids PID: PID and its child processes (nginx's workers).
+server_pids() { echo "$1" "$(cat /proc/"$1"/task/*/children 2>/dev/null | tr '\n' ' ')"; }
+
 # cpu_ns PID: CPU time (ns) used so far by the threads of PID and of its child processes (nginx's
 # workers), from schedstat: nanosecond resolution, unlike the clock ticks of /proc/PID/stat.
 cpu_ns() {
   local p t ns rest sum=0
-  local -a pids
-  read -r -a pids <<<"$1 $(cat /proc/"$1"/task/*/children 2>/dev/null | tr '\n' ' ')"
-  for p in "${pids[@]}"; do
+  for p in $(server_pids "$1"); do
     for t in /proc/"$p"/task/*/schedstat; do
       read -r ns rest <"$t" 2>/dev/null || continue
       sum=$((sum + ns))
@@ -199,9 +200,7 @@ cpu_ns() {
 # /proc/PID/stat (coarse, but it splits the time between the server's code and the kernel's).
 cpu_ticks() {
   local p u=0 k=0 f
-  local -a pids
-  read -r -a pids <<<"$1 $(cat /proc/"$1"/task/*/children 2>/dev/null | tr '\n' ' ')"
-  for p in "${pids[@]}"; do
+  for p in $(server_pids "$1"); do
     # The command name (field 2) may hold spaces: split after its closing parenthesis.
     f=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null) || continue
     read -r -a f <<<"$f"

@@ -52,7 +52,12 @@ pub fn text_response(status: StatusCode, reason: &str) -> Response<Body> {
             .into_bytes();
     }
     body.push(b'\n');
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    text_body_response(status, Bytes::from(body))
+}
+
+/// A local answer whose one-line text `body` (newline included) is already built.
+fn text_body_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
     r
@@ -165,9 +170,7 @@ pub async fn handle(
                 cache: CacheUse::Off,
             };
             finish(&app, ctx, rec, &parts, Some(&target), &o, start);
-            let mut resp = Response::new(Full::new(body));
-            *resp.status_mut() = st;
-            resp.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+            let mut resp = text_body_response(st, body);
             add_headers(resp.headers_mut(), policy.response_headers());
             Ok(resp)
         }
