@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use metaguard_plugin::cni::{CniArgs, Command, Env};
 use metaguard_plugin::config::Config;
 use metaguard_proxy::canon::{self, CanonicalTarget};
+use metaguard_proxy::front;
 use metaguard_proxy::headers;
 use metaguard_proxy::policy::{Action, PolicySet, RequestView};
 use std::collections::{BTreeMap, HashMap};
@@ -173,40 +174,29 @@ fn decode_once(s: &str) -> Vec<u8> {
     out
 }
 
-// --- whole request heads, the way hyper sees them ------------------------------------------------
+// --- whole request heads, the way the proxy's server reads them ---------------------------------
 
-/// Arbitrary bytes parsed as a request head by httparse (hyper's parser), then the proxy's target
-/// and header checks, then a decision by each preset. Invariants: no panic, and whatever is allowed
-/// is canonical and free of forwarding, framing and upgrade headers.
+/// Arbitrary bytes parsed as a request head by the proxy's pod-facing server (`front::parse`:
+/// httparse, then the `http` types), then the proxy's target and header checks, then a decision by
+/// each preset. Invariants: no panic, the head lies within the input, and whatever is allowed is
+/// canonical and free of forwarding, framing and upgrade headers.
 pub fn check_request_head(data: &[u8]) {
-    let mut hs = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut hs);
-    let Ok(httparse::Status::Complete(_)) = req.parse(data) else {
+    let lim = front::HeadLimits {
+        max_header_bytes: 64 * 1024,
+        max_headers: 64,
+    };
+    let Ok(Some(head)) = front::parse(data, lim) else {
         return;
     };
-    let (Some(m), Some(path), Some(v)) = (req.method, req.path, req.version) else {
-        return;
+    assert!(head.len <= data.len(), "head longer than its input");
+    let Some(raw) = data
+        .get(head.target.clone())
+        .and_then(|t| std::str::from_utf8(t).ok())
+    else {
+        panic!("parsed target outside the input or not UTF-8: {:?}", head.target);
     };
-    let Ok(method) = Method::from_bytes(m.as_bytes()) else {
-        return;
-    };
-    let Ok(uri) = path.parse::<Uri>() else { return };
-    let mut map = HeaderMap::new();
-    for h in req.headers.iter() {
-        let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return;
-        };
-        map.append(n, v);
-    }
-    let version = if v == 0 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let Ok(target) = canon::canonicalize(&method, &uri) else {
+    let (method, version, map) = (head.method, head.version, head.headers);
+    let Ok(target) = canon::canonicalize_str(&method, raw) else {
         return;
     };
     if headers::check_request_headers(version, &map).is_err() {
@@ -345,6 +335,17 @@ pub fn check_headers(data: &[u8]) {
         .map(|t| t.to_ascii_lowercase())
         .collect();
     let up = headers::upstream_headers(&map, "169.254.169.254");
+    // The proxy writes these lines straight into the upstream request: they must be the map's.
+    let mut direct = Vec::new();
+    headers::write_upstream_headers(&map, "169.254.169.254", &mut direct);
+    let mut lines = Vec::new();
+    for (n, v) in &up {
+        lines.extend_from_slice(n.as_str().as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(v.as_bytes());
+        lines.extend_from_slice(b"\r\n");
+    }
+    assert_eq!(direct, lines, "written upstream headers differ from upstream_headers");
     let hosts: Vec<&HeaderValue> = up.get_all("host").iter().collect();
     assert_eq!(hosts.len(), 1, "upstream Host headers: {hosts:?}");
     assert_eq!(hosts[0], "169.254.169.254");

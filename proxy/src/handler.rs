@@ -13,18 +13,35 @@ use crate::headers;
 use crate::outcome::Outcome;
 use crate::policy::{Action, RequestView};
 use crate::records::Identity;
+use crate::upstream;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use http::request::Parts;
-use http::{HeaderMap, Method, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use std::convert::Infallible;
+use http::{HeaderMap, Method, Response, StatusCode, Version};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::time::Instant;
+use tokio::time::Sleep;
 
-pub type Body = Full<Bytes>;
+/// An answer's body: every answer is one buffer, written with its head in one go.
+pub type Body = Bytes;
+
+/// A request as the pod-facing server read it (requests have no body).
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    pub method: Method,
+    /// The request-target exactly as received (not yet canonicalised).
+    pub target: &'a str,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// The handler's answer, and whether the connection must close after it: a request refused as
+/// invalid (target, framing or headers) ends the connection, so nothing sent after it is read.
+#[derive(Debug)]
+pub struct Answer {
+    pub resp: Response<Body>,
+    pub close: bool,
+}
 
 /// What the connection knows before any request: the caller's address and which endpoint's
 /// port it connected to.
@@ -57,7 +74,7 @@ pub fn text_response(status: StatusCode, reason: &str) -> Response<Body> {
 
 /// A local answer whose one-line text `body` (newline included) is already built.
 fn text_body_response(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
     r
@@ -94,14 +111,19 @@ impl<'a> Outcomes<'a> {
     }
 }
 
+fn answer(resp: Response<Body>) -> Answer {
+    Answer { resp, close: false }
+}
+
+/// Decides and answers one request. `timer` is the connection's timer, lent for the upstream
+/// response timeout (the connection does not need it while a request is being handled).
 pub async fn handle(
-    app: Arc<App>,
+    app: &App,
     ctx: ConnCtx,
-    req: http::Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    parts: &RequestHead<'_>,
+    timer: Pin<&mut Sleep>,
+) -> Answer {
     let start = Instant::now();
-    // Bodies are refused by the header check (Content-Length must be 0), so the body is never read.
-    let (parts, _body) = req.into_parts();
     // One snapshot for the whole request: a reload meanwhile does not mix two policies.
     let snap = app.policy.current();
     let caller = app.records.lookup(ctx.peer, &snap);
@@ -111,16 +133,16 @@ pub async fn handle(
         .and_then(|c| c.as_ref())
         .map(|c| &*c.identity);
 
-    let target = match canon::canonicalize(&parts.method, &parts.uri) {
+    let target = match canon::canonicalize_str(&parts.method, parts.target) {
         Ok(t) => t,
         Err(rej) => {
             let o = Outcomes::before_policy(Outcome::Invalid, status(rej.status), &rej.reason);
-            return Ok(refuse(&app, ctx, record, &parts, None, &o, start));
+            return refuse(app, ctx, record, parts, None, &o, start);
         }
     };
     if let Err(rej) = headers::check_request_headers(parts.version, &parts.headers) {
         let o = Outcomes::before_policy(Outcome::Invalid, status(rej.status), &rej.reason);
-        return Ok(refuse(&app, ctx, record, &parts, Some(&target), &o, start));
+        return refuse(app, ctx, record, parts, Some(&target), &o, start);
     }
     let caller = match &caller {
         Ok(Some(c)) => c,
@@ -130,7 +152,7 @@ pub async fn handle(
                 StatusCode::FORBIDDEN,
                 "no pod record for this source address",
             );
-            return Ok(refuse(&app, ctx, None, &parts, Some(&target), &o, start));
+            return refuse(app, ctx, None, parts, Some(&target), &o, start);
         }
         Err(e) => {
             // Fail closed: an unreadable record is no identity.
@@ -140,7 +162,7 @@ pub async fn handle(
                 StatusCode::FORBIDDEN,
                 "pod record unreadable",
             );
-            return Ok(refuse(&app, ctx, None, &parts, Some(&target), &o, start));
+            return refuse(app, ctx, None, parts, Some(&target), &o, start);
         }
     };
 
@@ -169,10 +191,10 @@ pub async fn handle(
                 reason: Some(reason),
                 cache: CacheUse::Off,
             };
-            finish(&app, ctx, rec, &parts, Some(&target), &o, start);
+            finish(app, ctx, rec, parts, Some(&target), &o, start);
             let mut resp = text_body_response(st, body);
             add_headers(resp.headers_mut(), policy.response_headers());
-            Ok(resp)
+            answer(resp)
         }
         Action::Respond {
             status: code,
@@ -189,15 +211,15 @@ pub async fn handle(
                 reason: None,
                 cache: CacheUse::Off,
             };
-            finish(&app, ctx, rec, &parts, Some(&target), &o, start);
-            let mut resp = Response::new(Full::new(body.clone()));
+            finish(app, ctx, rec, parts, Some(&target), &o, start);
+            let mut resp = Response::new(body.clone());
             *resp.status_mut() = st;
             add_headers(resp.headers_mut(), policy.response_headers());
             // The rule's own headers win over the policy's.
             for (n, v) in hs {
                 resp.headers_mut().insert(n.clone(), v.clone());
             }
-            Ok(resp)
+            answer(resp)
         }
         Action::Allow => {
             let outcome = if d.audit {
@@ -231,10 +253,10 @@ pub async fn handle(
                             reason: None,
                             cache: CacheUse::Hit,
                         };
-                        finish(&app, ctx, rec, &parts, Some(&target), &o, start);
-                        let mut resp = Response::new(Full::new(hit.body));
+                        finish(app, ctx, rec, parts, Some(&target), &o, start);
+                        let mut resp = Response::new(hit.body);
                         *resp.headers_mut() = hit.headers;
-                        return Ok(resp);
+                        return answer(resp);
                     }
                     cache_use = CacheUse::Miss;
                 }
@@ -244,11 +266,13 @@ pub async fn handle(
                 .target(ctx.endpoint)
                 .map(|t| t.host.as_str())
                 .unwrap_or("");
-            let up_headers = headers::upstream_headers(&parts.headers, host);
-            let pq = target.forward_target();
+            let request = upstream::encode_request(&parts.method, &target.forward_target(), |v| {
+                headers::write_upstream_headers(&parts.headers, host, v)
+            });
             let up_start = Instant::now();
+            let head_only = parts.method == Method::HEAD;
             let result = upstream
-                .send(ctx.endpoint, parts.method.clone(), &pq, up_headers)
+                .send_encoded(ctx.endpoint, head_only, &request, timer)
                 .await;
             match result {
                 Ok(up) => {
@@ -263,11 +287,11 @@ pub async fn handle(
                         reason: None,
                         cache: cache_use,
                     };
-                    finish(&app, ctx, rec, &parts, Some(&target), &o, start);
+                    finish(app, ctx, rec, parts, Some(&target), &o, start);
                     let mut hm = up.headers;
                     headers::filter_response_headers(&mut hm);
                     if parts.method != Method::HEAD {
-                        // hyper frames the relayed body itself from its exact length.
+                        // The answer is framed by the exact length of the relayed body.
                         hm.remove(CONTENT_LENGTH);
                     }
                     if let (CacheUse::Miss, Some(ttl)) = (cache_use, d.cache_ttl) {
@@ -285,10 +309,10 @@ pub async fn handle(
                             );
                         }
                     }
-                    let mut resp = Response::new(Full::new(up.body));
+                    let mut resp = Response::new(up.body);
                     *resp.status_mut() = up.status;
                     *resp.headers_mut() = hm;
-                    Ok(resp)
+                    answer(resp)
                 }
                 Err(e) => {
                     app.metrics.upstream_failed(ctx.endpoint, e.kind);
@@ -304,26 +328,30 @@ pub async fn handle(
                         reason: Some(&reason),
                         cache: cache_use,
                     };
-                    finish(&app, ctx, rec, &parts, Some(&target), &o, start);
-                    Ok(text_response(st, &reason))
+                    finish(app, ctx, rec, parts, Some(&target), &o, start);
+                    answer(text_response(st, &reason))
                 }
             }
         }
     }
 }
 
-/// Records a request refused before policy and answers it with its reason as text.
+/// Records a request refused before policy and answers it with its reason as text. An invalid
+/// request also ends the connection.
 fn refuse(
     app: &App,
     ctx: ConnCtx,
     record: Option<&Identity>,
-    parts: &Parts,
+    parts: &RequestHead<'_>,
     target: Option<&CanonicalTarget>,
     o: &Outcomes<'_>,
     start: Instant,
-) -> Response<Body> {
+) -> Answer {
     finish(app, ctx, record, parts, target, o, start);
-    text_response(o.status, o.reason.unwrap_or(""))
+    Answer {
+        resp: text_response(o.status, o.reason.unwrap_or("")),
+        close: o.outcome == Outcome::Invalid,
+    }
 }
 
 fn add_headers(dst: &mut HeaderMap, hs: &[(http::HeaderName, HeaderValue)]) {
@@ -337,18 +365,14 @@ fn finish(
     app: &App,
     ctx: ConnCtx,
     record: Option<&Identity>,
-    parts: &Parts,
+    parts: &RequestHead<'_>,
     target: Option<&CanonicalTarget>,
     o: &Outcomes<'_>,
     start: Instant,
 ) {
-    let raw;
     let path = match target {
         Some(t) => t.path.as_str(),
-        None => {
-            raw = parts.uri.to_string();
-            decision_log::truncate(&raw, decision_log::MAX_LOGGED_TARGET)
-        }
+        None => decision_log::truncate(parts.target, decision_log::MAX_LOGGED_TARGET),
     };
     count_and_log(app, ctx, record, parts.method.as_str(), path, o, start);
 }
@@ -388,8 +412,8 @@ fn count_and_log(
     });
 }
 
-/// Records a request hyper refused before it reached [`handle`] (unparsable head, head too
-/// large): hyper has already answered it (400/431); this leaves the decision line and the count.
+/// Records a request refused before it reached [`handle`] (unparsable head, head too large): the
+/// caller answers it (400/431/505); this leaves the decision line and the count.
 pub fn record_unparsed(app: &App, ctx: ConnCtx, status: StatusCode, reason: &str) {
     let snap = app.policy.current();
     let caller = app.records.lookup(ctx.peer, &snap).ok().flatten();
@@ -414,23 +438,12 @@ mod tests {
         let r = text_response(StatusCode::FORBIDDEN, "no\nrule\r\nallows\u{0} this");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert_eq!(r.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
-        let body = r.into_body();
-        let b = futures_body(body);
-        assert_eq!(b, "no rule  allows  this\n");
+        assert_eq!(&r.body()[..], b"no rule  allows  this\n");
     }
 
     #[test]
     fn bad_policy_statuses_fall_back_to_403() {
         assert_eq!(status(429), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(status(1000), StatusCode::FORBIDDEN);
-    }
-
-    fn futures_body(b: Body) -> String {
-        use http_body_util::BodyExt;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let bytes = rt.block_on(b.collect()).unwrap().to_bytes();
-        String::from_utf8(bytes.to_vec()).unwrap()
     }
 }

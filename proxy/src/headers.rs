@@ -40,10 +40,6 @@ static HOP_BY_HOP_NAMES: [HeaderName; 9] = [
 /// Headers that claim the request was forwarded for someone else.
 const FORWARDING: &[&str] = &["forwarded", "via", "x-real-ip", "x-forwarded-for"];
 
-fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.contains(&name)
-}
-
 fn is_forwarding(name: &str) -> bool {
     FORWARDING.contains(&name) || name.starts_with("x-forwarded-")
 }
@@ -76,46 +72,67 @@ pub fn check_request_headers(version: Version, headers: &HeaderMap) -> Result<()
             reason: format!("{version:?} is not supported"),
         });
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    // One pass over the headers gathers what the checks below need: this runs on every request,
+    // and a lookup by name per check cost more than the pass. The checks then run in a fixed
+    // order, so a request with several problems always gets the same answer.
+    let (mut te, mut upgrade, mut connection, mut forwarding) = (false, false, false, false);
+    let (mut lengths, mut length_is_zero, mut hosts) = (0usize, true, 0usize);
+    for (name, value) in headers {
+        if *name == header::TRANSFER_ENCODING {
+            te = true;
+        } else if *name == header::CONTENT_LENGTH {
+            lengths += 1;
+            length_is_zero &= value.as_bytes() == b"0";
+        } else if *name == header::UPGRADE || name.as_str() == "http2-settings" {
+            upgrade = true;
+        } else if *name == header::CONNECTION {
+            connection = true;
+        } else if *name == header::HOST {
+            hosts += 1;
+        } else if is_forwarding(name.as_str()) {
+            forwarding = true;
+        }
+    }
+    if te {
         return Err(Rejection::bad_request(
             "Transfer-Encoding is not accepted (requests have no body)",
         ));
     }
-    let mut cl = headers.get_all(header::CONTENT_LENGTH).iter();
-    if let Some(first) = cl.next() {
-        if cl.next().is_some() {
-            return Err(Rejection::bad_request("several Content-Length headers"));
-        }
-        if first.as_bytes() != b"0" {
-            return Err(Rejection::bad_request(
-                "request bodies are not accepted (Content-Length must be 0)",
-            ));
-        }
+    if lengths > 1 {
+        return Err(Rejection::bad_request("several Content-Length headers"));
     }
-    if headers.contains_key(header::UPGRADE) || headers.contains_key("http2-settings") {
+    if !length_is_zero {
+        return Err(Rejection::bad_request(
+            "request bodies are not accepted (Content-Length must be 0)",
+        ));
+    }
+    if upgrade {
         return Err(Rejection::bad_request("protocol upgrades are not accepted"));
     }
-    for v in headers.get_all(header::CONNECTION) {
-        if v.to_str().is_err() {
-            return Err(Rejection::bad_request("malformed Connection header"));
+    if connection {
+        for v in headers.get_all(header::CONNECTION) {
+            if v.to_str().is_err() {
+                return Err(Rejection::bad_request("malformed Connection header"));
+            }
+        }
+        for token in connection_tokens(headers) {
+            if token.eq_ignore_ascii_case("upgrade") || token.eq_ignore_ascii_case("http2-settings")
+            {
+                return Err(Rejection::bad_request("protocol upgrades are not accepted"));
+            }
+            let ok = token.eq_ignore_ascii_case("close")
+                || HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h));
+            if !ok {
+                return Err(Rejection::bad_request(format!(
+                    "Connection header names an end-to-end header ({token})"
+                )));
+            }
         }
     }
-    for token in connection_tokens(headers) {
-        if token.eq_ignore_ascii_case("upgrade") || token.eq_ignore_ascii_case("http2-settings") {
-            return Err(Rejection::bad_request("protocol upgrades are not accepted"));
-        }
-        let ok = token.eq_ignore_ascii_case("close")
-            || HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h));
-        if !ok {
-            return Err(Rejection::bad_request(format!(
-                "Connection header names an end-to-end header ({token})"
-            )));
-        }
-    }
-    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+    if hosts > 1 {
         return Err(Rejection::bad_request("several Host headers"));
     }
-    if headers.keys().any(|n| is_forwarding(n.as_str())) {
+    if forwarding {
         return Err(Rejection::forbidden("forwarding headers are not accepted"));
     }
     Ok(())
@@ -139,14 +156,32 @@ pub fn upstream_headers(headers: &HeaderMap, upstream_host: &str) -> HeaderMap {
 /// and the hop-by-hop, forwarding and Expect headers), in order. Also what the answer cache keys
 /// on, so the key and the forwarded request can never disagree.
 pub fn forwarded(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    // Only a request with a Connection header can name other headers in it (and accepted
+    // requests only name hop-by-hop ones, but the filter does not rely on that).
+    let has_connection = headers.contains_key(header::CONNECTION);
     headers.iter().filter(move |(name, _)| {
-        let n = name.as_str();
-        !(is_hop_by_hop(n)
-            || is_forwarding(n)
+        !(HOP_BY_HOP_NAMES.contains(name)
             || *name == header::HOST
             || *name == header::EXPECT
-            || named_in_connection(headers, n))
+            || is_forwarding(name.as_str())
+            || (has_connection && named_in_connection(headers, name.as_str())))
     })
+}
+
+/// [`upstream_headers`], written straight into an upstream request (`name: value` lines, in the
+/// same order) without building the map.
+pub fn write_upstream_headers(headers: &HeaderMap, upstream_host: &str, out: &mut Vec<u8>) {
+    for (name, value) in forwarded(headers) {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if HeaderValue::from_str(upstream_host).is_ok() {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(upstream_host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 fn named_in_connection(headers: &HeaderMap, name: &str) -> bool {
@@ -319,6 +354,24 @@ mod tests {
         assert_eq!(out.get("x-aws-ec2-metadata-token").unwrap(), "tok");
         assert_eq!(out.get_all("accept").iter().count(), 2);
         assert_eq!(out.keys_len(), 4);
+        // The direct writer sends exactly the map's lines, in its order.
+        let mut lines = Vec::new();
+        for (n, v) in &out {
+            lines.extend_from_slice(format!("{n}: ").as_bytes());
+            lines.extend_from_slice(v.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
+        let mut direct = Vec::new();
+        write_upstream_headers(&h, "169.254.169.254", &mut direct);
+        assert_eq!(
+            String::from_utf8(direct).unwrap(),
+            String::from_utf8(lines).unwrap()
+        );
+        // Without a Connection header nothing is dropped for being named in one.
+        let plain = map(&[("x-drop-me", "1"), ("host", "h")]);
+        let mut direct = Vec::new();
+        write_upstream_headers(&plain, "[fd00:ec2::254]", &mut direct);
+        assert_eq!(direct, b"x-drop-me: 1\r\nhost: [fd00:ec2::254]\r\n");
     }
 
     #[test]

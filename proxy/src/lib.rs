@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod decision_log;
 pub mod fasthash;
+pub mod front;
 pub mod handler;
 pub mod lifecycle;
 pub mod limits;

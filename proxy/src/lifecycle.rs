@@ -70,7 +70,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         endpoints: cfg.endpoints.iter().map(|e| e.name.clone()).collect(),
     });
     let (dispatcher, mut queues) = serve::Dispatcher::new(workers);
-    let builder = Arc::new(serve::http1_builder(&cfg.limits));
+    let front_limits = crate::front::FrontLimits::from_config(&cfg.limits);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -85,19 +85,14 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
                 break;
             }
         };
-        let (app, builder, shutdown, mut stop) = (
-            app.clone(),
-            builder.clone(),
-            shutdown_rx.clone(),
-            stop_rx.clone(),
-        );
+        let (app, shutdown, mut stop) = (app.clone(), shutdown_rx.clone(), stop_rx.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("worker-{}", q.index))
             .spawn(move || {
                 rt.block_on(async move {
                     // The queue closes when accepting stops; this worker's connections keep
                     // running (draining) until the main thread says the grace period is over.
-                    serve::run_worker(q, app, builder, shutdown).await;
+                    serve::run_worker(q, app, front_limits, shutdown).await;
                     serve::stopped(&mut stop).await;
                 });
                 // Connections still open after the grace period are cut here.
@@ -119,7 +114,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
                 app,
                 queues,
                 dispatcher,
-                builder,
+                front_limits,
                 shutdown_tx,
                 shutdown_rx,
             ));
@@ -146,7 +141,7 @@ async fn run_async(
     app: Arc<App>,
     queues: Vec<serve::WorkerQueue>,
     dispatcher: Arc<serve::Dispatcher>,
-    builder: Arc<hyper::server::conn::http1::Builder>,
+    front_limits: crate::front::FrontLimits,
     shutdown_tx: watch::Sender<bool>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
@@ -168,7 +163,7 @@ async fn run_async(
         workers.push(tokio::spawn(serve::run_worker(
             q,
             app.clone(),
-            builder.clone(),
+            front_limits,
             shutdown_rx.clone(),
         )));
     }

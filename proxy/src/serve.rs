@@ -1,43 +1,17 @@
-//! Accepting pod connections and serving HTTP/1 on them.
+//! Accepting pod connections and handing them to the worker threads, which serve HTTP/1 on them
+//! (`front`).
 
 use crate::app::App;
-use crate::config::LimitsConfig;
-use crate::handler::{self, ConnCtx};
+use crate::front::{self, FrontLimits};
+use crate::handler::ConnCtx;
 use crate::limits::{refusal_response, ConnLimits, ConnPermit, REFUSAL_LINGER};
 use crate::metrics::ConnRefusal;
 use crate::records::normalize;
-use http::StatusCode;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-
-/// hyper's default number of headers; asking for another count makes hyper allocate the header
-/// array per request, so the builder is only told when the configuration differs.
-const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
-
-/// The HTTP/1 server settings shared by every pod connection.
-pub fn http1_builder(l: &LimitsConfig) -> http1::Builder {
-    let mut b = http1::Builder::new();
-    // Without a timer hyper's header-read timeout does nothing, and slowloris wins.
-    b.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(l.header_read_timeout_ms))
-        .keep_alive(l.keep_alive)
-        .max_buf_size(l.max_buf_size)
-        .max_header_size(l.max_header_bytes)
-        .half_close(false)
-        // Answers are small (a denial is ~200 bytes): copying the body behind the head and
-        // sending one plain write is cheaper than a writev of separate buffers.
-        .writev(false);
-    if l.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        b.max_headers(l.max_headers);
-    }
-    b
-}
 
 /// Resolves once shutdown has been requested (including before the call), or the sender is gone.
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {
@@ -109,20 +83,16 @@ pub struct WorkerQueue {
 pub async fn run_worker(
     mut q: WorkerQueue,
     app: Arc<App>,
-    builder: Arc<http1::Builder>,
+    limits: FrontLimits,
     shutdown: watch::Receiver<bool>,
 ) {
-    // Every pod connection watches for shutdown, and polls that watch each time it is woken,
-    // which locks the channel's waiter list. A channel of this worker's own, fed from the
-    // global one, keeps that lock on one thread instead of bouncing it between CPUs.
-    let (local_tx, local_rx) = watch::channel(*shutdown.borrow());
+    // The connections of this worker see shutdown through a thread-local flag (`front::stop`),
+    // set here, on the worker's thread, when the daemon's shutdown channel says so.
     let mut global = shutdown;
     tokio::spawn(async move {
         stopped(&mut global).await;
-        // Receivers keep seeing `true` after this sender is gone.
-        let _ = local_tx.send(true);
+        front::stop::signal();
     });
-    let shutdown = local_rx;
     while let Some(a) = q.rx.recv().await {
         let stream = match tokio::net::TcpStream::from_std(a.stream) {
             Ok(s) => s,
@@ -133,13 +103,11 @@ pub async fn run_worker(
             }
         };
         let app = app.clone();
-        let builder = builder.clone();
-        let shutdown = shutdown.clone();
         let open = q.open.clone();
         let (ctx, permit) = (a.ctx, a.permit);
         tokio::spawn(async move {
             app.metrics.connection_opened();
-            serve_connection(stream, ctx, app.clone(), &builder, shutdown).await;
+            front::serve_connection(stream, ctx, &app, &limits).await;
             // Release the connection caps before the gauge says the connection is gone, so
             // "connections_open == 0" means a new connection from the same pod is accepted.
             drop(permit);
@@ -226,52 +194,4 @@ async fn answer_refusal(mut stream: tokio::net::TcpStream, why: ConnRefusal) {
         Ok::<(), std::io::Error>(())
     })
     .await;
-}
-
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    ctx: ConnCtx,
-    app: Arc<App>,
-    builder: &http1::Builder,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let svc_app = app.clone();
-    let svc = service_fn(move |req| handler::handle(svc_app.clone(), ctx, req));
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        // wait_for also sees a shutdown that happened before this connection started.
-        _ = stopped(&mut shutdown) => {
-            // Finish the request in flight (if any), then close; idle connections close now.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        note_connection_error(&app, ctx, &e);
-    }
-}
-
-fn note_connection_error(app: &App, ctx: ConnCtx, e: &hyper::Error) {
-    if e.is_timeout() {
-        app.metrics.header_timeout();
-        log::debug!("{}: closed: request head not received in time", ctx.peer);
-    } else if e.is_parse_too_large() {
-        handler::record_unparsed(
-            app,
-            ctx,
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large",
-        );
-    } else if e.is_parse() {
-        handler::record_unparsed(
-            app,
-            ctx,
-            StatusCode::BAD_REQUEST,
-            &format!("unparsable request: {e}"),
-        );
-    } else {
-        log::debug!("{}: connection error: {e}", ctx.peer);
-    }
 }

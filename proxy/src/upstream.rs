@@ -21,10 +21,12 @@ use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER
 use http::{HeaderMap, Method, StatusCode};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// Most response headers accepted from upstream.
 const MAX_RESPONSE_HEADERS: usize = 100;
@@ -209,12 +211,30 @@ impl Upstream {
         path_and_query: &str,
         headers: HeaderMap,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        let request = encode_request(&method, path_and_query, |v| header_lines(&headers, v));
+        let deadline = tokio::time::sleep(self.response_timeout);
+        tokio::pin!(deadline);
+        self.send_encoded(endpoint, method == Method::HEAD, &request, deadline)
+            .await
+    }
+
+    /// Sends an encoded request (see [`encode_request`]) to `endpoint`. `deadline` is re-armed to
+    /// the response timeout: a caller that has a timer of its own lends it, which is cheaper than
+    /// registering a new one per request.
+    pub async fn send_encoded(
+        &self,
+        endpoint: usize,
+        head_only: bool,
+        request: &[u8],
+        mut deadline: Pin<&mut Sleep>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let target = self
             .targets
             .get(endpoint)
             .ok_or_else(|| UpstreamError::new(UpstreamFailure::Connect, "no such endpoint"))?;
-        let request = encode_request(&method, path_and_query, &headers);
-        let head_only = method == Method::HEAD;
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.response_timeout);
         let exchange = async {
             // A pooled connection may have been closed by the upstream while idle; that shows as
             // nothing received, and deserves one more try on a fresh connection.
@@ -224,7 +244,7 @@ impl Upstream {
                     Some(c) if !reused_failed => (c, true),
                     _ => (Conn::new(self.connect(target).await?), false),
                 };
-                match exchange(conn, &request, head_only, self.max_response_bytes).await {
+                match exchange(conn, request, head_only, self.max_response_bytes).await {
                     Ok((resp, keep)) => {
                         if let Some(c) = keep {
                             self.checkin(endpoint, c);
@@ -241,9 +261,10 @@ impl Upstream {
                 }
             }
         };
-        match tokio::time::timeout(self.response_timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(UpstreamError::new(
+        tokio::select! {
+            biased;
+            r = exchange => r,
+            _ = deadline => Err(UpstreamError::new(
                 UpstreamFailure::Timeout,
                 format!(
                     "no complete response within {} ms",
@@ -311,19 +332,29 @@ impl Upstream {
     }
 }
 
-/// `METHOD target HTTP/1.1`, the headers, the blank line. Nothing here can hold CR or LF.
-fn encode_request(method: &Method, path_and_query: &str, headers: &HeaderMap) -> Vec<u8> {
-    let mut v = Vec::with_capacity(64 + path_and_query.len() + headers.len() * 40);
-    v.extend_from_slice(method.as_str().as_bytes());
-    v.push(b' ');
-    v.extend_from_slice(path_and_query.as_bytes());
-    v.extend_from_slice(b" HTTP/1.1\r\n");
+/// Every header of `headers` as a `name: value` line.
+fn header_lines(headers: &HeaderMap, v: &mut Vec<u8>) {
     for (name, value) in headers {
         v.extend_from_slice(name.as_str().as_bytes());
         v.extend_from_slice(b": ");
         v.extend_from_slice(value.as_bytes());
         v.extend_from_slice(b"\r\n");
     }
+}
+
+/// `METHOD target HTTP/1.1`, the header lines `headers` writes, the blank line. Nothing here can
+/// hold CR or LF: the target is canonical and header names and values come from `http` types.
+pub fn encode_request(
+    method: &Method,
+    path_and_query: &str,
+    headers: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    let mut v = Vec::with_capacity(256 + path_and_query.len());
+    v.extend_from_slice(method.as_str().as_bytes());
+    v.push(b' ');
+    v.extend_from_slice(path_and_query.as_bytes());
+    v.extend_from_slice(b" HTTP/1.1\r\n");
+    headers(&mut v);
     v.extend_from_slice(b"\r\n");
     v
 }
@@ -637,7 +668,7 @@ mod tests {
         h.insert(http::header::HOST, "169.254.169.254".parse().unwrap());
         h.append("x-a", "1".parse().unwrap());
         h.append("x-a", "2".parse().unwrap());
-        let r = encode_request(&Method::PUT, "/latest/api/token", &h);
+        let r = encode_request(&Method::PUT, "/latest/api/token", |v| header_lines(&h, v));
         assert_eq!(
             String::from_utf8(r).unwrap(),
             "PUT /latest/api/token HTTP/1.1\r\nhost: 169.254.169.254\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
