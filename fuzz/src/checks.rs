@@ -193,7 +193,10 @@ pub fn check_request_head(data: &[u8]) {
         .get(head.target.clone())
         .and_then(|t| std::str::from_utf8(t).ok())
     else {
-        panic!("parsed target outside the input or not UTF-8: {:?}", head.target);
+        panic!(
+            "parsed target outside the input or not UTF-8: {:?}",
+            head.target
+        );
     };
     let (method, version, map) = (head.method, head.version, head.headers);
     let Ok(target) = canon::canonicalize_str(&method, raw) else {
@@ -345,7 +348,10 @@ pub fn check_headers(data: &[u8]) {
         lines.extend_from_slice(v.as_bytes());
         lines.extend_from_slice(b"\r\n");
     }
-    assert_eq!(direct, lines, "written upstream headers differ from upstream_headers");
+    assert_eq!(
+        direct, lines,
+        "written upstream headers differ from upstream_headers"
+    );
     let hosts: Vec<&HeaderValue> = up.get_all("host").iter().collect();
     assert_eq!(hosts.len(), 1, "upstream Host headers: {hosts:?}");
     assert_eq!(hosts[0], "169.254.169.254");

@@ -11,7 +11,8 @@
 //! and must then be a plain printable ASCII word; duplicate keys (compared case-insensitively) are
 //! refused because servers disagree on which one wins.
 //!
-//! Note: `http::Uri` (and so hyper) silently drops a `#fragment` before we see it; the bytes that
+//! The pod-facing server hands over the raw target ([`canonicalize_str`]), which refuses `#`.
+//! [`canonicalize`] takes an `http::Uri` instead, which silently drops a `#fragment`; the bytes that
 //! remain are still checked and forwarded exactly, so the fragment cannot smuggle anything.
 
 use http::{Method, Uri};
@@ -99,7 +100,7 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// Canonicalise the target of a request as hyper parsed it. Only origin-form targets are accepted;
+/// Canonicalise a request target parsed into an `http::Uri`. Only origin-form targets are accepted;
 /// CONNECT and TRACE are refused whatever the target.
 pub fn canonicalize(method: &Method, uri: &Uri) -> Result<CanonicalTarget, Rejection> {
     check_method(method)?;

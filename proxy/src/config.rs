@@ -17,7 +17,8 @@ use std::time::Duration;
 /// gateway) cannot read metrics or probe readiness.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9169);
 
-/// hyper refuses a read buffer smaller than this (it panics), so the configuration does too.
+/// The smallest per-connection read cap accepted: less would refuse ordinary request heads (and
+/// configurations written when hyper served pods, which needed 8192, stay valid).
 pub const MIN_MAX_BUF_SIZE: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
@@ -139,13 +140,13 @@ pub struct LimitsConfig {
     /// Open connections from one source address; keeps one pod from starving the others.
     pub max_connections_per_source: usize,
     /// Time allowed to send a complete request head; also closes a kept-alive connection that
-    /// sends nothing for this long (hyper restarts the timer before each request).
+    /// sends nothing for this long (the timer restarts before each request).
     pub header_read_timeout_ms: u64,
     /// Size of the request line plus headers.
     pub max_header_bytes: usize,
     /// Number of request headers.
     pub max_headers: usize,
-    /// Per-connection read buffer cap (hyper's `max_buf_size`, at least 8192).
+    /// Bytes buffered from one pod connection at most, pipelined requests included (at least 8192).
     pub max_buf_size: usize,
     pub keep_alive: bool,
 }
@@ -411,6 +412,12 @@ impl Config {
         if l.max_headers == 0 || l.max_header_bytes == 0 {
             return bad("limits.max_headers and limits.max_header_bytes must be at least 1".into());
         }
+        if l.max_headers > crate::front::MAX_HEADERS_CAP {
+            return bad(format!(
+                "limits.max_headers must be at most {}",
+                crate::front::MAX_HEADERS_CAP
+            ));
+        }
         let u = &self.upstream;
         if u.connect_timeout_ms == 0 || u.response_timeout_ms == 0 {
             return bad("upstream timeouts must be at least 1 ms".into());
@@ -554,6 +561,7 @@ grace_ms = 1
             ("log_level = \"loud\"", "log_level"),
             ("[limits]\nmax_buf_size = 100", "max_buf_size"),
             ("[limits]\nmax_connections = 0", "at least 1"),
+            ("[limits]\nmax_headers = 1025", "at most 1024"),
             ("[upstream]\nresponse_timeout_ms = 0", "timeouts"),
             ("admin = \"127.0.0.1:8169\"", "admin port"),
             (

@@ -1,7 +1,7 @@
 //! Request framing and header rules, applied before policy (issue 3 item 5).
 //!
 //! Metadata requests carry no body, so every framing feature beyond "no body" is refused: that
-//! removes the request-smuggling surface hyper has had bugs in (multiple Transfer-Encoding, `+`
+//! removes the request-smuggling surface HTTP servers have had bugs in (multiple Transfer-Encoding, `+`
 //! in Content-Length). Forwarding headers are refused with 403 because the clouds reject them
 //! (AWS on the token PUT, GCP and Azure everywhere) and because a pod that sends them is trying
 //! to look like someone else. The proxy itself never adds X-Forwarded-For, Forwarded or Via.
@@ -189,7 +189,8 @@ fn named_in_connection(headers: &HeaderMap, name: &str) -> bool {
 }
 
 /// Drop hop-by-hop headers (and those named in the response's `Connection`) from an upstream
-/// response before it is relayed to the pod. hyper sets the framing of the relayed response.
+/// response before it is relayed to the pod. The pod-facing server (`front`) frames the relayed
+/// response itself.
 pub fn filter_response_headers(headers: &mut HeaderMap) {
     // Most answers carry none of these: one pass over the names (compared as `HeaderName`s, no
     // string parsing) decides whether anything needs removing at all.

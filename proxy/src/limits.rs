@@ -1,7 +1,7 @@
 //! Connection caps: in total, and per source address so one pod cannot starve the others.
 //!
 //! A slowloris pod opening many connections and sending nothing is held to
-//! `max_connections_per_source` of them, and each is closed by hyper's header-read timeout (which
+//! `max_connections_per_source` of them, and each is closed by the header-read timeout (which
 //! also restarts before every request on a kept-alive connection, so idle connections go too).
 //! Other pods keep their own share of `max_connections`.
 //!
