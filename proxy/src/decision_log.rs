@@ -399,15 +399,7 @@ fn writer(target: LogTarget, out: Box<dyn Write + Send>, shared: Arc<Shared>) {
                 while !b.wake_requested {
                     b = shared.wake.wait(b).unwrap_or_else(|e| e.into_inner());
                 }
-                b.writer_idle = false;
-                if b.acks.is_empty() && b.reopen_at.is_none() && b.data.len() < WAKE_BYTES {
-                    // Woken by the first line of a new batch: let the batch collect (below)
-                    // rather than write one line per wake-up, which under load meant a wake-up
-                    // and a `write` every few requests.
-                    b.wake_requested = false;
-                }
-            }
-            if !b.wake_requested {
+            } else if !b.wake_requested {
                 // Lines are arriving: let them collect for a while, then write them together.
                 let deadline = Instant::now() + FLUSH_INTERVAL;
                 while !b.wake_requested {

@@ -266,9 +266,13 @@ pub async fn handle(
                 .target(ctx.endpoint)
                 .map(|t| t.host.as_str())
                 .unwrap_or("");
-            let request = upstream::encode_request(&parts.method, &target.forward_target(), |v| {
-                headers::write_upstream_headers(&parts.headers, host, v)
-            });
+            // Exactly what was matched: the canonical path and the raw query (`forward_target`).
+            let request = upstream::encode_request(
+                &parts.method,
+                &target.path,
+                target.raw_query.as_deref(),
+                |v| headers::write_upstream_headers(&parts.headers, host, v),
+            );
             let up_start = Instant::now();
             let head_only = parts.method == Method::HEAD;
             let result = upstream

@@ -211,7 +211,7 @@ impl Upstream {
         path_and_query: &str,
         headers: HeaderMap,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let request = encode_request(&method, path_and_query, |v| header_lines(&headers, v));
+        let request = encode_request(&method, path_and_query, None, |v| header_lines(&headers, v));
         let deadline = tokio::time::sleep(self.response_timeout);
         tokio::pin!(deadline);
         self.send_encoded(endpoint, method == Method::HEAD, &request, deadline)
@@ -342,17 +342,22 @@ fn header_lines(headers: &HeaderMap, v: &mut Vec<u8>) {
     }
 }
 
-/// `METHOD target HTTP/1.1`, the header lines `headers` writes, the blank line. Nothing here can
-/// hold CR or LF: the target is canonical and header names and values come from `http` types.
+/// `METHOD path[?query] HTTP/1.1`, the header lines `headers` writes, the blank line. Nothing here
+/// can hold CR or LF: the target is canonical and header names and values come from `http` types.
 pub fn encode_request(
     method: &Method,
-    path_and_query: &str,
+    path: &str,
+    query: Option<&str>,
     headers: impl FnOnce(&mut Vec<u8>),
 ) -> Vec<u8> {
-    let mut v = Vec::with_capacity(256 + path_and_query.len());
+    let mut v = Vec::with_capacity(256 + path.len() + query.map_or(0, str::len));
     v.extend_from_slice(method.as_str().as_bytes());
     v.push(b' ');
-    v.extend_from_slice(path_and_query.as_bytes());
+    v.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
+        v.push(b'?');
+        v.extend_from_slice(q.as_bytes());
+    }
     v.extend_from_slice(b" HTTP/1.1\r\n");
     headers(&mut v);
     v.extend_from_slice(b"\r\n");
@@ -668,10 +673,23 @@ mod tests {
         h.insert(http::header::HOST, "169.254.169.254".parse().unwrap());
         h.append("x-a", "1".parse().unwrap());
         h.append("x-a", "2".parse().unwrap());
-        let r = encode_request(&Method::PUT, "/latest/api/token", |v| header_lines(&h, v));
+        let r = encode_request(&Method::PUT, "/latest/api/token", None, |v| {
+            header_lines(&h, v)
+        });
         assert_eq!(
             String::from_utf8(r).unwrap(),
             "PUT /latest/api/token HTTP/1.1\r\nhost: 169.254.169.254\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+        );
+        // The canonical target's parts, as `CanonicalTarget::forward_target` joins them.
+        let r = encode_request(
+            &Method::GET,
+            "/computeMetadata/v1/",
+            Some("recursive=true"),
+            |_| {},
+        );
+        assert_eq!(
+            String::from_utf8(r).unwrap(),
+            "GET /computeMetadata/v1/?recursive=true HTTP/1.1\r\n\r\n"
         );
     }
 
