@@ -15,7 +15,7 @@ use crate::policy::{Action, RequestView};
 use crate::records::Identity;
 use crate::upstream;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Response, StatusCode, Version};
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -294,10 +294,9 @@ pub async fn handle(
                     finish(app, ctx, rec, parts, Some(&target), &o, start);
                     let mut hm = up.headers;
                     headers::filter_response_headers(&mut hm);
-                    if parts.method != Method::HEAD {
-                        // The answer is framed by the exact length of the relayed body.
-                        hm.remove(CONTENT_LENGTH);
-                    }
+                    // The upstream's Content-Length stays: the pod-facing server frames the
+                    // answer by the exact length of the body it relays (and keeps the upstream's
+                    // only for HEAD).
                     if let (CacheUse::Miss, Some(ttl)) = (cache_use, d.cache_ttl) {
                         if cache::storable(up.status) {
                             let value = cache::Cached {

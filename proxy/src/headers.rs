@@ -158,7 +158,7 @@ pub fn upstream_headers(headers: &HeaderMap, upstream_host: &str) -> HeaderMap {
 pub fn forwarded(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
     // Only a request with a Connection header can name other headers in it (and accepted
     // requests only name hop-by-hop ones, but the filter does not rely on that).
-    let has_connection = headers.contains_key(header::CONNECTION);
+    let has_connection = headers.keys().any(|k| k == header::CONNECTION);
     headers.iter().filter(move |(name, _)| {
         !(HOP_BY_HOP_NAMES.contains(name)
             || *name == header::HOST

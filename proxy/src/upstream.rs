@@ -499,9 +499,13 @@ fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<(usize, Option<Head>
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut r = httparse::Response::new(&mut slots);
-    let len = match r.parse(buf) {
+    // Uninitialised slots: zeroing all of them on every parse cost more than the parse.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut r = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut r, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(broken(format!("malformed response: {e}"))),
@@ -515,19 +519,24 @@ fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<(usize, Option<Head>
     }
     let status = StatusCode::from_u16(code).map_err(|_| broken(format!("bad status {code}")))?;
     let mut headers = HeaderMap::with_capacity(r.headers.len());
+    // Noted while building the map, so the lookups below run only for headers that are there.
+    let (mut connection, mut te) = (false, false);
     for h in r.headers.iter() {
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| broken("bad header name"))?;
         let value = HeaderValue::from_bytes(h.value).map_err(|_| broken("bad header value"))?;
+        connection |= name == CONNECTION;
+        te |= name == TRANSFER_ENCODING;
         headers.append(name, value);
     }
     let http11 = r.version == Some(1);
-    let close = headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"));
-    let framing = framing(&headers, status, head_only)?;
+    let close = connection
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("close"));
+    let framing = framing(&headers, te, status, head_only)?;
     Ok(Some((
         len,
         Some(Head {
@@ -539,11 +548,17 @@ fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<(usize, Option<Head>
     )))
 }
 
-fn framing(headers: &HeaderMap, status: StatusCode, head_only: bool) -> Result<Framing, Failure> {
+/// `te`: the response has a Transfer-Encoding header.
+fn framing(
+    headers: &HeaderMap,
+    te: bool,
+    status: StatusCode,
+    head_only: bool,
+) -> Result<Framing, Failure> {
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if te {
         // Chunked must be the final coding; anything else runs to the end of the connection.
         let last = headers
             .get_all(TRANSFER_ENCODING)

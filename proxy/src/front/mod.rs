@@ -159,7 +159,11 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
 fn persistence(version: Version, headers: &HeaderMap) -> Persist {
     let mut close = false;
     let mut keep_alive = false;
-    for v in headers.get_all(CONNECTION) {
+    // Scanning the few headers a request has is cheaper than a lookup by name.
+    for v in headers
+        .iter()
+        .filter_map(|(n, v)| (*n == CONNECTION).then_some(v))
+    {
         // `check_request_headers` has refused non-ASCII Connection values already.
         for token in v.to_str().unwrap_or("close").split(',') {
             let token = token.trim();
