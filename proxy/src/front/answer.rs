@@ -17,9 +17,11 @@ pub enum Persist {
     Close,
 }
 
-/// Appends the answer to `out`. `head_request`: the request was HEAD (headers only; a forwarded
-/// answer keeps the upstream's `Content-Length`). The answer's own framing headers are replaced
-/// by the exact length of `body`, so the pod always gets a self-consistent message.
+/// Appends the answer to `out`. The answer's own framing headers are replaced by the exact length
+/// of `body`, so the pod always gets a self-consistent message. `head_request`: the request was
+/// HEAD, so no body is sent; a forwarded answer then keeps the upstream's `Content-Length` if it
+/// is one plain number (the length the GET body would have), and an answer with neither a length
+/// nor a body says nothing about a length.
 pub fn encode(resp: &Response<Bytes>, head_request: bool, persist: Persist, out: &mut Vec<u8>) {
     let status = resp.status();
     let body = resp.body();
@@ -39,7 +41,8 @@ pub fn encode(resp: &Response<Bytes>, head_request: bool, persist: Persist, out:
         }
         if name == CONTENT_LENGTH {
             // Only a HEAD answer relays the upstream's length (of the body it did not send).
-            if !head_request || bodiless || has_length {
+            let plain = !value.is_empty() && value.as_bytes().iter().all(u8::is_ascii_digit);
+            if !head_request || bodiless || has_length || !plain {
                 continue;
             }
             has_length = true;
@@ -54,7 +57,9 @@ pub fn encode(resp: &Response<Bytes>, head_request: bool, persist: Persist, out:
         http_date(out);
         out.extend_from_slice(b"\r\n");
     }
-    if !bodiless && !has_length {
+    // A HEAD answer without a body or a relayed length says nothing about a length.
+    let no_length = bodiless || has_length || (head_request && body.is_empty());
+    if !no_length {
         out.extend_from_slice(b"content-length: ");
         push_decimal(out, body.len());
         out.extend_from_slice(b"\r\n");
@@ -211,6 +216,22 @@ mod tests {
         assert_eq!(
             text(&r, true, Persist::KeepAlive10),
             "HTTP/1.1 403 Forbidden\ncontent-length: 3\nconnection: keep-alive\n\n"
+        );
+        // HEAD relayed without a length (the upstream chunked it): none is made up; a length
+        // that is not one plain number is not relayed.
+        let r = resp(200, &[("etag", "1")], "");
+        assert_eq!(
+            text(&r, true, Persist::KeepAlive),
+            "HTTP/1.1 200 OK\netag: 1\n\n"
+        );
+        let r = resp(
+            200,
+            &[("content-length", "abc, 7"), ("content-length", "7")],
+            "",
+        );
+        assert_eq!(
+            text(&r, true, Persist::KeepAlive),
+            "HTTP/1.1 200 OK\ncontent-length: 7\n\n"
         );
         for code in [204, 304] {
             let r = resp(code, &[("content-length", "5"), ("etag", "\"x\"")], "");

@@ -113,7 +113,10 @@ pub fn parse(buf: &[u8], lim: HeadLimits) -> Result<Option<ParsedHead>, HeadErro
     // httparse lets bytes 0x80-0xFF through in the target; take the raw bytes back from the
     // buffer and accept them only as UTF-8 (the canonicaliser then refuses anything non-ASCII).
     let start = (path.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
-    let target = start..start + path.len();
+    let Some(end) = start.checked_add(path.len()) else {
+        return Err(malformed("request target outside the head"));
+    };
+    let target = start..end;
     match buf.get(target.clone()) {
         Some(raw) if std::str::from_utf8(raw).is_ok() => {}
         _ => return Err(malformed("request target is not UTF-8")),

@@ -22,6 +22,8 @@
 //!   (and answered with `connection: close`).
 
 mod answer;
+#[cfg(test)]
+mod conn_tests;
 mod head;
 pub mod stop;
 
@@ -74,13 +76,17 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
     // deadline is a store, where a new timer per request is a registration and a removal.
     let deadline = tokio::time::sleep(lim.header_read_timeout);
     tokio::pin!(deadline);
+    // `buf[..start]` holds requests already answered: pipelined heads are parsed where they are,
+    // and the buffer is compacted only before it is read into again (moving the rest after every
+    // request would make a long pipeline quadratic).
+    let mut start = 0usize;
     loop {
         deadline
             .as_mut()
             .reset(Instant::now() + lim.header_read_timeout);
         // Read until the buffer starts with a whole head (it may already: pipelining).
         let parsed = loop {
-            match parse(&buf, lim.head) {
+            match parse(buf.get(start..).unwrap_or(&[]), lim.head) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {}
                 Err(e) => {
@@ -93,6 +99,10 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
                     linger_close(stream).await;
                     return;
                 }
+            }
+            if start > 0 {
+                buf.drain(..start);
+                start = 0;
             }
             let room = lim.max_buf_size.saturating_sub(buf.len());
             let mut limited = (&mut buf).limit(room);
@@ -115,7 +125,7 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
             }
         };
         let Some(target) = buf
-            .get(parsed.target.clone())
+            .get(start + parsed.target.start..start + parsed.target.end)
             .and_then(|t| std::str::from_utf8(t).ok())
         else {
             // `parse` checked both; never taken.
@@ -136,7 +146,16 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
         out.clear();
         encode(&answer.resp, req.method == Method::HEAD, persist, &mut out);
         drop(req);
-        buf.drain(..parsed.len);
+        start += parsed.len;
+        // Blank lines between requests are allowed (RFC 9112 2.2); skipping them here lets a
+        // connection whose buffer holds nothing else count as idle at shutdown.
+        while matches!(buf.get(start), Some(b'\r' | b'\n')) {
+            start += 1;
+        }
+        if start >= buf.len() {
+            buf.clear();
+            start = 0;
+        }
         if write_answer(&mut stream, &out, lim.header_read_timeout)
             .await
             .is_err()

@@ -40,6 +40,9 @@ pub fn signal() {
 /// runtime the connection runs on (the worker's).
 pub struct Stop {
     slot: usize,
+    /// The thread whose registry holds `slot` (checked in debug builds: polled elsewhere, the slot
+    /// would name another connection's waker).
+    thread: std::thread::ThreadId,
 }
 
 impl Stop {
@@ -54,7 +57,10 @@ impl Stop {
                 }
             }
         });
-        Stop { slot }
+        Stop {
+            slot,
+            thread: std::thread::current().id(),
+        }
     }
 
     /// Whether shutdown has begun.
@@ -63,6 +69,11 @@ impl Stop {
     }
 
     fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        debug_assert_eq!(
+            self.thread,
+            std::thread::current().id(),
+            "a connection's shutdown watch moved threads"
+        );
         STATE.with(|s| {
             let mut s = s.borrow_mut();
             if s.stopped {
