@@ -68,10 +68,10 @@ impl Entry<'_> {
         match self.src {
             IpAddr::V4(v4) => {
                 let [a, b, c, d] = v4.octets();
-                json_uint(out, a.into());
+                push_decimal(out, a.into());
                 for o in [b, c, d] {
                     out.push(b'.');
-                    json_uint(out, o.into());
+                    push_decimal(out, o.into());
                 }
             }
             IpAddr::V6(v6) => {
@@ -91,16 +91,16 @@ impl Entry<'_> {
         out.extend_from_slice(b",\"rule\":");
         json_opt_str(out, self.rule);
         out.extend_from_slice(b",\"status\":");
-        json_uint(out, u64::from(self.status));
+        push_decimal(out, u64::from(self.status));
         out.extend_from_slice(b",\"upstream_status\":");
         match self.upstream_status {
-            Some(s) => json_uint(out, u64::from(s)),
+            Some(s) => push_decimal(out, u64::from(s)),
             None => out.extend_from_slice(b"null"),
         }
         // Milliseconds with microsecond resolution: "1.250".
         let us = u64::try_from(self.latency.as_micros()).unwrap_or(u64::MAX);
         out.extend_from_slice(b",\"latency_ms\":");
-        json_uint(out, us / 1000);
+        push_decimal(out, us / 1000);
         let frac = us % 1000;
         out.extend_from_slice(&[
             b'.',
@@ -213,7 +213,8 @@ fn needs_escape(bytes: &[u8]) -> bool {
         .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
-fn json_uint(out: &mut Vec<u8>, mut n: u64) {
+/// `n` in decimal (JSON numbers and HTTP lengths alike).
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -679,6 +680,15 @@ mod tests {
         assert_eq!(v["src"], "fd00::5");
         assert!(v["upstream_status"].is_null());
         assert_eq!(v["latency_ms"], 0.0);
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0u64, 7, 10, 999, 1_048_576, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]

@@ -46,20 +46,7 @@ fn limits() -> FrontLimits {
 /// the input across reads), then reads until the server closes (or 3 s pass). Returns what came
 /// back and whether the server closed.
 async fn exchange(lim: FrontLimits, chunks: Vec<Vec<u8>>, gap: Duration) -> (String, bool) {
-    let dir = tempdir();
-    let app = app(dir.path());
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (s, peer) = l.accept().await.unwrap();
-        let ctx = ConnCtx {
-            peer: peer.ip(),
-            endpoint: 0,
-            worker: 0,
-        };
-        serve_connection(s, ctx, &app, &lim).await;
-    });
-    let mut c = TcpStream::connect(addr).await.unwrap();
+    let (mut c, server, _dir) = serve_one(lim).await;
     c.set_nodelay(true).unwrap();
     for ch in chunks {
         if c.write_all(&ch).await.is_err() {
@@ -84,6 +71,24 @@ async fn exchange(lim: FrontLimits, chunks: Vec<Vec<u8>>, gap: Duration) -> (Str
     drop(c);
     server.await.unwrap();
     (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+/// A server for one connection, and the client's end of it.
+async fn serve_one(lim: FrontLimits) -> (TcpStream, tokio::task::JoinHandle<()>, TempDir) {
+    let dir = tempdir();
+    let app = app(dir.path());
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (s, peer) = l.accept().await.unwrap();
+        let ctx = ConnCtx {
+            peer: peer.ip(),
+            endpoint: 0,
+            worker: 0,
+        };
+        serve_connection(s, ctx, &app, &lim).await;
+    });
+    (TcpStream::connect(addr).await.unwrap(), server, dir)
 }
 
 fn tempdir() -> TempDir {
@@ -218,24 +223,11 @@ fn slow_and_oversized_heads_are_cut_off() {
 #[test]
 fn shutdown_closes_an_idle_connection_at_once() {
     rt(async {
-        let dir = tempdir();
-        let app = app(dir.path());
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
         let lim = FrontLimits {
             header_read_timeout: Duration::from_secs(30),
             ..limits()
         };
-        let server = tokio::spawn(async move {
-            let (s, peer) = l.accept().await.unwrap();
-            let ctx = ConnCtx {
-                peer: peer.ip(),
-                endpoint: 0,
-                worker: 0,
-            };
-            serve_connection(s, ctx, &app, &lim).await;
-        });
-        let mut c = TcpStream::connect(addr).await.unwrap();
+        let (mut c, server, _dir) = serve_one(lim).await;
         // A blank line after the request leaves nothing of a next request: the connection is idle.
         c.write_all(b"GET /1 HTTP/1.1\r\n\r\n\r\n").await.unwrap();
         let mut b = [0u8; 4096];
