@@ -181,17 +181,14 @@ pub async fn accept_loop(
     }
 }
 
-/// Writes the refusal, half-closes and reads what the client sent until it closes (bounded by
-/// [`REFUSAL_LINGER`]): closing with unread data would send a reset that can destroy the answer
-/// before the client reads it.
+/// Writes the refusal (the socket buffer takes it at once; a client that does not read gets
+/// [`REFUSAL_LINGER`]), then closes the way every pod connection does (`front::linger_close`):
+/// closing with unread data would send a reset that can destroy the answer before it is read.
 async fn answer_refusal(mut stream: tokio::net::TcpStream, why: ConnRefusal) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-        stream.write_all(refusal_response(why)).await?;
-        stream.shutdown().await?;
-        let mut buf = [0u8; 1024];
-        while stream.read(&mut buf).await? > 0 {}
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
+    if front::write_answer(&mut stream, refusal_response(why), REFUSAL_LINGER)
+        .await
+        .is_ok()
+    {
+        front::linger_close(stream).await;
+    }
 }

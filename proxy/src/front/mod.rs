@@ -200,7 +200,7 @@ fn persistence(version: Version, headers: &HeaderMap) -> Persist {
 
 /// Writes the whole answer. The first attempt needs no timer (an answer nearly always fits in the
 /// socket buffer); a pod that stops reading gets `timeout` to take the rest.
-async fn write_answer(
+pub(crate) async fn write_answer(
     stream: &mut TcpStream,
     out: &[u8],
     timeout: Duration,
@@ -221,7 +221,7 @@ async fn write_answer(
 
 /// Half-closes and reads what the pod still sends until it closes (at most [`REFUSAL_LINGER`]):
 /// closing with unread input would send a reset that can destroy the answer before it is read.
-async fn linger_close(mut stream: TcpStream) {
+pub(crate) async fn linger_close(mut stream: TcpStream) {
     let _ = tokio::time::timeout(REFUSAL_LINGER, async {
         stream.shutdown().await?;
         let mut sink = [0u8; 1024];
