@@ -143,9 +143,13 @@ fn thousand_add_del_cycles_leave_nothing() {
         "pod rules left: {:?}",
         metaguard_tables(&pod.ns)
     );
-    assert!(
-        processes_in(&node.ns, "metaguard").is_empty(),
-        "plugin processes linger"
+    // Each DEL leaves its last nf_tables socket to a short-lived grandchild that outlives the
+    // plugin by one RCU grace period (plugin/src/nft/release.rs), so the last one may still be
+    // there now; none may stay, and none may pile up.
+    wait_for(
+        "plugin release helpers exit",
+        Duration::from_secs(5),
+        || processes_in(&node.ns, "metaguard").is_empty(),
     );
     // The proxy forgets removed records within a second; then its descriptors are back to normal.
     wait_for(
