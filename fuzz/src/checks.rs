@@ -13,6 +13,7 @@ use metaguard_proxy::canon::{self, CanonicalTarget};
 use metaguard_proxy::front;
 use metaguard_proxy::headers;
 use metaguard_proxy::policy::{Action, PolicySet, RequestView};
+use metaguard_proxy::relay::RelayedHead;
 use std::collections::{BTreeMap, HashMap};
 
 /// One fuzz target's check.
@@ -185,7 +186,8 @@ pub fn check_request_head(data: &[u8]) {
         max_header_bytes: 64 * 1024,
         max_headers: 64,
     };
-    let Ok(Some(head)) = front::parse(data, lim) else {
+    let mut map = HeaderMap::new();
+    let Ok(Some(head)) = front::parse(data, lim, &mut map) else {
         return;
     };
     assert!(head.len <= data.len(), "head longer than its input");
@@ -198,7 +200,7 @@ pub fn check_request_head(data: &[u8]) {
             head.target
         );
     };
-    let (method, version, map) = (head.method, head.version, head.headers);
+    let (method, version) = (head.method, head.version);
     let Ok(target) = canon::canonicalize_str(&method, raw) else {
         return;
     };
@@ -298,7 +300,8 @@ fn assert_headers_clean(map: &HeaderMap) {
 // --- header rules --------------------------------------------------------------------------------
 
 /// First byte: HTTP version; the rest: `name: value` lines. Checks `check_request_headers` and
-/// `upstream_headers`.
+/// `upstream_headers` (the lines as a request's headers), and the relay of an upstream answer's
+/// headers (the lines as a response's).
 pub fn check_headers(data: &[u8]) {
     let Some((&v, rest)) = data.split_first() else {
         return;
@@ -310,16 +313,20 @@ pub fn check_headers(data: &[u8]) {
         _ => Version::HTTP_2,
     };
     let mut map = HeaderMap::new();
+    // The same lines as a response's headers.
+    let mut raw: Vec<(&[u8], &[u8])> = Vec::new();
     for line in rest.split(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
         let (n, v) = (&line[..colon], &line[colon + 1..]);
         let v = v.strip_prefix(b" ").unwrap_or(v);
+        raw.push((n, v));
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
             map.append(n, v);
         }
     }
+    check_relay(&raw);
     if headers::check_request_headers(version, &map).is_ok() {
         assert!(
             version == Version::HTTP_10 || version == Version::HTTP_11,
@@ -408,6 +415,66 @@ pub fn check_headers(data: &[u8]) {
             );
         }
     }
+}
+
+/// `raw` as an upstream answer's headers, parsed as the upstream client parses a response: the
+/// relay gives the lines of the header map built from the same parse after
+/// `filter_response_headers` (Content-Length aside: the pod-facing server writes its own), the
+/// map's Date, and its first plain length; and whatever the parser took, the map takes too.
+fn check_relay(raw: &[(&[u8], &[u8])]) {
+    let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for (n, v) in raw {
+        head.extend_from_slice(n);
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut r = httparse::Response::new(&mut slots);
+    let Ok(httparse::Status::Complete(_)) = r.parse(&head) else {
+        return;
+    };
+    let parsed: &[httparse::Header<'_>] = r.headers;
+    let relayed = RelayedHead::from_parsed(parsed);
+    let mut map = HeaderMap::new();
+    for h in parsed {
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            panic!("the parser took a header a header map refuses: {h:?}");
+        };
+        map.append(n, v);
+    }
+    headers::filter_response_headers(&mut map);
+    let mut want: Vec<Vec<u8>> = map
+        .iter()
+        .filter(|(n, _)| *n != http::header::CONTENT_LENGTH)
+        .map(|(n, v)| [n.as_str().as_bytes(), b": ", v.as_bytes(), b"\r\n"].concat())
+        .collect();
+    let mut got: Vec<Vec<u8>> = relayed
+        .lines()
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(
+        got, want,
+        "relayed lines differ from the filtered map: {raw:?}"
+    );
+    assert_eq!(
+        relayed.has_date(),
+        map.contains_key(http::header::DATE),
+        "{raw:?}"
+    );
+    let first_plain = map
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .find(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit));
+    assert_eq!(relayed.length(), first_plain, "{raw:?}");
 }
 
 fn connection_tokens(map: &HeaderMap) -> impl Iterator<Item = &str> {

@@ -33,8 +33,9 @@
 //! fills its own copy (one upstream request per worker per path per TTL) and the configured bounds
 //! are split between workers.
 
+use crate::relay::RelayedHead;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -69,10 +70,11 @@ impl CacheUse {
     }
 }
 
-/// A stored upstream answer (always status 200; headers already filtered for relaying).
+/// A stored upstream answer (always status 200; its headers as relayed to the pod). Cloning
+/// one shares its buffers.
 #[derive(Debug, Clone)]
 pub struct Cached {
-    pub headers: HeaderMap,
+    pub head: RelayedHead,
     pub body: Bytes,
 }
 
@@ -158,7 +160,7 @@ impl ResponseCache {
         if !self.enabled() || ttl.is_zero() {
             return false;
         }
-        let bytes = key.len() + value.body.len() + header_bytes(&value.headers);
+        let bytes = key.len() + value.body.len() + value.head.byte_len();
         if let Some(old) = self.map.remove(key) {
             self.bytes -= old.bytes;
         }
@@ -191,10 +193,6 @@ impl ResponseCache {
         });
         self.bytes -= freed;
     }
-}
-
-fn header_bytes(h: &HeaderMap) -> usize {
-    h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
 /// Appends the cache key of a request to `out` (see the module comment for what it contains):
@@ -280,6 +278,7 @@ impl WorkerCaches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     fn hdrs(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -301,7 +300,10 @@ mod tests {
 
     fn val(body: &'static str) -> Cached {
         Cached {
-            headers: hdrs(&[("content-type", "text/plain")]),
+            head: RelayedHead::from_parsed(&[httparse::Header {
+                name: "content-type",
+                value: b"text/plain",
+            }]),
             body: Bytes::from_static(body.as_bytes()),
         }
     }

@@ -30,28 +30,29 @@ pub const MAX_QUERY_KEYS: usize = 32;
 /// A request target that passed every check. The proxy matches policy on it and forwards exactly
 /// [`CanonicalTarget::forward_target`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CanonicalTarget {
-    /// The path, starting with `/`, exactly as received (it contains nothing that needs decoding).
-    pub path: String,
+pub struct CanonicalTarget<'a> {
+    /// The path, starting with `/`, exactly as received (it contains nothing that needs decoding):
+    /// a slice of the request target, so canonicalising copies nothing.
+    pub path: &'a str,
     /// The raw query string after `?` (values untouched), or `None` when there is none or it was
     /// empty (`/x?` is forwarded as `/x`).
-    pub raw_query: Option<String>,
+    pub raw_query: Option<&'a str>,
     /// Each query key percent-decoded exactly once, in request order; no duplicates (ignoring case).
     pub query_keys: Vec<String>,
 }
 
-impl CanonicalTarget {
+impl CanonicalTarget<'_> {
     /// The request target to send upstream: `path` plus `?raw_query` when there is a query.
     pub fn forward_target(&self) -> String {
         match &self.raw_query {
             Some(q) => {
                 let mut s = String::with_capacity(self.path.len() + 1 + q.len());
-                s.push_str(&self.path);
+                s.push_str(self.path);
                 s.push('?');
                 s.push_str(q);
                 s
             }
-            None => self.path.clone(),
+            None => self.path.to_owned(),
         }
     }
 
@@ -102,7 +103,7 @@ impl std::error::Error for Rejection {}
 
 /// Canonicalise a request target parsed into an `http::Uri`. Only origin-form targets are accepted;
 /// CONNECT and TRACE are refused whatever the target.
-pub fn canonicalize(method: &Method, uri: &Uri) -> Result<CanonicalTarget, Rejection> {
+pub fn canonicalize<'u>(method: &Method, uri: &'u Uri) -> Result<CanonicalTarget<'u>, Rejection> {
     check_method(method)?;
     if uri.scheme().is_some() || uri.authority().is_some() {
         return Err(Rejection::bad_request(
@@ -119,7 +120,10 @@ pub fn canonicalize(method: &Method, uri: &Uri) -> Result<CanonicalTarget, Rejec
 /// Canonicalise a raw request-target string (the bytes after the method on the request line),
 /// for callers that have it without going through `http::Uri` (tests, fuzzing). Unlike `Uri`,
 /// this refuses `#`.
-pub fn canonicalize_str(method: &Method, target: &str) -> Result<CanonicalTarget, Rejection> {
+pub fn canonicalize_str<'t>(
+    method: &Method,
+    target: &'t str,
+) -> Result<CanonicalTarget<'t>, Rejection> {
     check_method(method)?;
     canonicalize_target(target)
 }
@@ -133,7 +137,7 @@ fn check_method(method: &Method) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn canonicalize_target(target: &str) -> Result<CanonicalTarget, Rejection> {
+fn canonicalize_target(target: &str) -> Result<CanonicalTarget<'_>, Rejection> {
     if target == "*" {
         return Err(Rejection::bad_request(
             "asterisk-form request target is not accepted",
@@ -151,10 +155,10 @@ fn canonicalize_target(target: &str) -> Result<CanonicalTarget, Rejection> {
     };
     let (raw_query, query_keys) = match query {
         None | Some("") => (None, Vec::new()),
-        Some(q) => (Some(q.to_owned()), query_keys(q)?),
+        Some(q) => (Some(q), query_keys(q)?),
     };
     Ok(CanonicalTarget {
-        path: path.to_owned(),
+        path,
         raw_query,
         query_keys,
     })
@@ -503,14 +507,14 @@ mod tests {
     /// Expected outcome: `Ok((forwarded target, decoded keys))` or `Err(status)`.
     type Want = Result<(&'static str, &'static [&'static str]), u16>;
 
-    fn run_str(target: &str) -> Result<CanonicalTarget, Rejection> {
+    fn run_str(target: &str) -> Result<CanonicalTarget<'_>, Rejection> {
         canonicalize_str(&Method::GET, target)
     }
 
-    /// Through `http::Uri` as hyper does, when it parses at all; else the raw-string path.
-    fn run_uri(target: &str) -> Option<Result<CanonicalTarget, Rejection>> {
+    /// Through `http::Uri`, when it parses at all: the forwarded target and keys, or the refusal.
+    fn run_uri(target: &str) -> Option<Result<(String, Vec<String>), Rejection>> {
         let uri: Uri = target.parse().ok()?;
-        Some(canonicalize(&Method::GET, &uri))
+        Some(canonicalize(&Method::GET, &uri).map(|t| (t.forward_target(), t.query_keys)))
     }
 
     fn check(target: &str, want: &Want) {
@@ -532,8 +536,8 @@ mod tests {
                     got.is_ok(),
                     "{target:?} via Uri: {via_uri:?}"
                 );
-                if let (Ok(a), Ok(b)) = (&via_uri, &got) {
-                    assert_eq!(a, b);
+                if let (Ok((fwd, keys)), Ok(b)) = (&via_uri, &got) {
+                    assert_eq!((fwd, keys), (&b.forward_target(), &b.query_keys));
                 }
             }
         }

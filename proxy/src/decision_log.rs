@@ -79,17 +79,17 @@ impl Entry<'_> {
             }
         }
         out.extend_from_slice(b"\",\"endpoint\":");
-        json_str(out, self.endpoint);
+        json_token(out, self.endpoint);
         out.extend_from_slice(b",\"method\":");
-        json_str(out, self.method);
+        json_token(out, self.method);
         out.extend_from_slice(b",\"path\":");
         json_str(out, self.path);
         out.extend_from_slice(b",\"decision\":");
-        json_str(out, self.decision);
+        json_token(out, self.decision);
         out.extend_from_slice(b",\"policy\":");
-        json_opt_str(out, self.policy);
+        json_opt_token(out, self.policy);
         out.extend_from_slice(b",\"rule\":");
-        json_opt_str(out, self.rule);
+        json_opt_token(out, self.rule);
         out.extend_from_slice(b",\"status\":");
         push_decimal(out, u64::from(self.status));
         out.extend_from_slice(b",\"upstream_status\":");
@@ -111,7 +111,7 @@ impl Entry<'_> {
         out.extend_from_slice(b",\"reason\":");
         json_opt_str(out, self.reason);
         out.extend_from_slice(b",\"cache\":");
-        json_str(out, self.cache);
+        json_token(out, self.cache);
         out.extend_from_slice(b"}\n");
     }
 
@@ -142,6 +142,24 @@ impl WhoJson {
 fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string of a value that never needs escaping, by how it was made: the method (an HTTP
+/// token), endpoint names, policy names and rule ids (checked against a small alphabet when the
+/// configuration and policies load) and the fixed decision and cache words. Skipping the escape
+/// check for these halves the cost of a line; tests check it would never have escaped anything.
+fn json_token(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(!needs_escape(s.as_bytes()), "{s:?} needs escaping");
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+fn json_opt_token(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_token(out, s),
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -215,6 +233,20 @@ fn needs_escape(bytes: &[u8]) -> bool {
 
 /// `n` in decimal (JSON numbers and HTTP lengths alike).
 pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    // Most numbers written here are address octets, statuses and lengths: up to three digits.
+    let d = |v: u64| b'0' + (v % 10) as u8;
+    if n < 10 {
+        out.push(d(n));
+        return;
+    }
+    if n < 100 {
+        out.extend_from_slice(&[d(n / 10), d(n)]);
+        return;
+    }
+    if n < 1000 {
+        out.extend_from_slice(&[d(n / 100), d(n / 10), d(n)]);
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -683,8 +715,28 @@ mod tests {
     }
 
     #[test]
+    fn tokens_written_unescaped_never_need_escaping() {
+        // Every byte of the alphabets these come from: HTTP token characters (methods), policy
+        // names and rule ids (`policy::load::check_name`), endpoint names (`config`).
+        let tchar =
+            b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let names = b"-_.:0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        assert!(!needs_escape(tchar) && !needs_escape(names));
+        for o in Outcome::ALL {
+            assert!(!needs_escape(o.as_str().as_bytes()));
+        }
+        for c in crate::cache::CacheUse::ALL {
+            assert!(!needs_escape(c.as_str().as_bytes()));
+        }
+        let set = crate::policy::PolicySet::builtin_default();
+        for name in set.policy_names() {
+            assert!(!needs_escape(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
     fn decimals() {
-        for n in [0u64, 7, 10, 999, 1_048_576, u64::MAX] {
+        for n in [0u64, 7, 9, 10, 99, 100, 101, 999, 1000, 1_048_576, u64::MAX] {
             let mut out = b"x".to_vec();
             push_decimal(&mut out, n);
             assert_eq!(out, format!("x{n}").into_bytes());

@@ -13,13 +13,14 @@ use crate::headers;
 use crate::outcome::Outcome;
 use crate::policy::{Action, RequestView};
 use crate::records::Identity;
+use crate::relay::RelayedHead;
 use crate::upstream;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Response, StatusCode, Version};
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
 /// An answer's body: every answer is one buffer, written with its head in one go.
@@ -32,14 +33,17 @@ pub struct RequestHead<'a> {
     /// The request-target exactly as received (not yet canonicalised).
     pub target: &'a str,
     pub version: Version,
-    pub headers: HeaderMap,
+    pub headers: &'a HeaderMap,
 }
 
 /// The handler's answer, and whether the connection must close after it: a request refused as
 /// invalid (target, framing or headers) ends the connection, so nothing sent after it is read.
 #[derive(Debug)]
 pub struct Answer {
+    /// Status and body; a local answer's headers.
     pub resp: Response<Body>,
+    /// A forwarded answer's headers, as relayed from the upstream (`resp` then has none).
+    pub relayed: Option<RelayedHead>,
     pub close: bool,
 }
 
@@ -112,21 +116,39 @@ impl<'a> Outcomes<'a> {
 }
 
 fn answer(resp: Response<Body>) -> Answer {
-    Answer { resp, close: false }
+    Answer {
+        resp,
+        relayed: None,
+        close: false,
+    }
+}
+
+/// A forwarded (or cached) upstream answer.
+fn relay(status: StatusCode, head: RelayedHead, body: Body) -> Answer {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    Answer {
+        resp,
+        relayed: Some(head),
+        close: false,
+    }
 }
 
 /// Decides and answers one request. `timer` is the connection's timer, lent for the upstream
-/// response timeout (the connection does not need it while a request is being handled).
+/// response timeout (the connection does not need it while a request is being handled);
+/// `scratch` is a buffer of the connection's, free while the request is handled, that holds the
+/// upstream request.
 pub async fn handle(
     app: &App,
     ctx: ConnCtx,
     parts: &RequestHead<'_>,
     timer: Pin<&mut Sleep>,
+    scratch: &mut Vec<u8>,
 ) -> Answer {
     let start = Instant::now();
     // One snapshot for the whole request: a reload meanwhile does not mix two policies.
     let snap = app.policy.current();
-    let caller = app.records.lookup(ctx.peer, &snap);
+    let caller = app.records.lookup_at(ctx.peer, &snap, start);
     let record: Option<&Identity> = caller
         .as_ref()
         .ok()
@@ -137,12 +159,12 @@ pub async fn handle(
         Ok(t) => t,
         Err(rej) => {
             let o = Outcomes::before_policy(Outcome::Invalid, status(rej.status), &rej.reason);
-            return refuse(app, ctx, record, parts, None, &o, start);
+            return refuse(app, ctx, record, parts, None, &o, start.elapsed());
         }
     };
-    if let Err(rej) = headers::check_request_headers(parts.version, &parts.headers) {
+    if let Err(rej) = headers::check_request_headers(parts.version, parts.headers) {
         let o = Outcomes::before_policy(Outcome::Invalid, status(rej.status), &rej.reason);
-        return refuse(app, ctx, record, parts, Some(&target), &o, start);
+        return refuse(app, ctx, record, parts, Some(&target), &o, start.elapsed());
     }
     let caller = match &caller {
         Ok(Some(c)) => c,
@@ -152,7 +174,7 @@ pub async fn handle(
                 StatusCode::FORBIDDEN,
                 "no pod record for this source address",
             );
-            return refuse(app, ctx, None, parts, Some(&target), &o, start);
+            return refuse(app, ctx, None, parts, Some(&target), &o, start.elapsed());
         }
         Err(e) => {
             // Fail closed: an unreadable record is no identity.
@@ -162,7 +184,7 @@ pub async fn handle(
                 StatusCode::FORBIDDEN,
                 "pod record unreadable",
             );
-            return refuse(app, ctx, None, parts, Some(&target), &o, start);
+            return refuse(app, ctx, None, parts, Some(&target), &o, start.elapsed());
         }
     };
 
@@ -170,7 +192,7 @@ pub async fn handle(
     let view = RequestView {
         method: &parts.method,
         target: &target,
-        headers: &parts.headers,
+        headers: parts.headers,
     };
     let d = policy.decide(&view);
     let rec = Some(&*caller.identity);
@@ -191,7 +213,7 @@ pub async fn handle(
                 reason: Some(reason),
                 cache: CacheUse::Off,
             };
-            finish(app, ctx, rec, parts, Some(&target), &o, start);
+            finish(app, ctx, rec, parts, Some(&target), &o, start.elapsed());
             let mut resp = text_body_response(st, body);
             add_headers(resp.headers_mut(), policy.response_headers());
             answer(resp)
@@ -211,7 +233,7 @@ pub async fn handle(
                 reason: None,
                 cache: CacheUse::Off,
             };
-            finish(app, ctx, rec, parts, Some(&target), &o, start);
+            finish(app, ctx, rec, parts, Some(&target), &o, start.elapsed());
             let mut resp = Response::new(body.clone());
             *resp.status_mut() = st;
             add_headers(resp.headers_mut(), policy.response_headers());
@@ -238,11 +260,11 @@ pub async fn handle(
                     cache::key(
                         &mut key,
                         ctx.endpoint,
-                        &target.path,
-                        target.raw_query.as_deref(),
-                        headers::forwarded(&parts.headers),
+                        target.path,
+                        target.raw_query,
+                        headers::forwarded(parts.headers),
                     );
-                    if let Some(hit) = c.get(snap.generation, &key, Instant::now()) {
+                    if let Some(hit) = c.get(snap.generation, &key, start) {
                         drop(c);
                         let o = Outcomes {
                             outcome,
@@ -253,10 +275,8 @@ pub async fn handle(
                             reason: None,
                             cache: CacheUse::Hit,
                         };
-                        finish(app, ctx, rec, parts, Some(&target), &o, start);
-                        let mut resp = Response::new(hit.body);
-                        *resp.headers_mut() = hit.headers;
-                        return answer(resp);
+                        finish(app, ctx, rec, parts, Some(&target), &o, start.elapsed());
+                        return relay(StatusCode::OK, hit.head, hit.body);
                     }
                     cache_use = CacheUse::Miss;
                 }
@@ -267,21 +287,22 @@ pub async fn handle(
                 .map(|t| t.host.as_str())
                 .unwrap_or("");
             // Exactly what was matched: the canonical path and the raw query (`forward_target`).
-            let request = upstream::encode_request(
-                &parts.method,
-                &target.path,
-                target.raw_query.as_deref(),
-                |v| headers::write_upstream_headers(&parts.headers, host, v),
-            );
+            scratch.clear();
+            upstream::encode_request(scratch, &parts.method, target.path, target.raw_query, |v| {
+                headers::write_upstream_headers(parts.headers, host, v)
+            });
             let up_start = Instant::now();
             let head_only = parts.method == Method::HEAD;
             let result = upstream
-                .send_encoded(ctx.endpoint, head_only, &request, timer)
+                .send_encoded(ctx.endpoint, head_only, scratch, timer, up_start)
                 .await;
+            // One clock read for the upstream latency and the request's.
+            let done = Instant::now();
+            let latency = done.saturating_duration_since(start);
             match result {
                 Ok(up) => {
                     app.metrics
-                        .observe_upstream(ctx.endpoint, up_start.elapsed());
+                        .observe_upstream(ctx.endpoint, done.saturating_duration_since(up_start));
                     let o = Outcomes {
                         outcome,
                         policy: Some(d.policy),
@@ -291,16 +312,13 @@ pub async fn handle(
                         reason: None,
                         cache: cache_use,
                     };
-                    finish(app, ctx, rec, parts, Some(&target), &o, start);
-                    let mut hm = up.headers;
-                    headers::filter_response_headers(&mut hm);
-                    // The upstream's Content-Length stays: the pod-facing server frames the
-                    // answer by the exact length of the body it relays (and keeps the upstream's
-                    // only for HEAD).
+                    finish(app, ctx, rec, parts, Some(&target), &o, latency);
+                    // The upstream's headers arrive filtered for relaying (`relay`); the
+                    // pod-facing server frames the answer by the exact length of the body.
                     if let (CacheUse::Miss, Some(ttl)) = (cache_use, d.cache_ttl) {
                         if cache::storable(up.status) {
                             let value = cache::Cached {
-                                headers: hm.clone(),
+                                head: up.head.clone(),
                                 body: up.body.clone(),
                             };
                             app.cache.lock(ctx.worker).insert(
@@ -308,14 +326,11 @@ pub async fn handle(
                                 &key,
                                 value,
                                 ttl,
-                                Instant::now(),
+                                done,
                             );
                         }
                     }
-                    let mut resp = Response::new(up.body);
-                    *resp.status_mut() = up.status;
-                    *resp.headers_mut() = hm;
-                    answer(resp)
+                    relay(up.status, up.head, up.body)
                 }
                 Err(e) => {
                     app.metrics.upstream_failed(ctx.endpoint, e.kind);
@@ -331,7 +346,7 @@ pub async fn handle(
                         reason: Some(&reason),
                         cache: cache_use,
                     };
-                    finish(app, ctx, rec, parts, Some(&target), &o, start);
+                    finish(app, ctx, rec, parts, Some(&target), &o, latency);
                     answer(text_response(st, &reason))
                 }
             }
@@ -348,11 +363,12 @@ fn refuse(
     parts: &RequestHead<'_>,
     target: Option<&CanonicalTarget>,
     o: &Outcomes<'_>,
-    start: Instant,
+    latency: Duration,
 ) -> Answer {
-    finish(app, ctx, record, parts, target, o, start);
+    finish(app, ctx, record, parts, target, o, latency);
     Answer {
         resp: text_response(o.status, o.reason.unwrap_or("")),
+        relayed: None,
         close: o.outcome == Outcome::Invalid,
     }
 }
@@ -371,13 +387,13 @@ fn finish(
     parts: &RequestHead<'_>,
     target: Option<&CanonicalTarget>,
     o: &Outcomes<'_>,
-    start: Instant,
+    latency: Duration,
 ) {
     let path = match target {
-        Some(t) => t.path.as_str(),
+        Some(t) => t.path,
         None => decision_log::truncate(parts.target, decision_log::MAX_LOGGED_TARGET),
     };
-    count_and_log(app, ctx, record, parts.method.as_str(), path, o, start);
+    count_and_log(app, ctx, record, parts.method.as_str(), path, o, latency);
 }
 
 /// Counts the request (metrics) and writes its decision line.
@@ -388,7 +404,7 @@ fn count_and_log(
     method: &str,
     path: &str,
     o: &Outcomes<'_>,
-    start: Instant,
+    latency: Duration,
 ) {
     app.metrics.count_request(
         ctx.worker,
@@ -409,7 +425,7 @@ fn count_and_log(
         rule: o.rule,
         status: o.status.as_u16(),
         upstream_status: o.upstream_status,
-        latency: start.elapsed(),
+        latency,
         reason: o.reason,
         cache: o.cache.as_str(),
     });
@@ -428,7 +444,7 @@ pub fn record_unparsed(app: &App, ctx: ConnCtx, status: StatusCode, reason: &str
         "",
         "",
         &o,
-        Instant::now(),
+        Duration::ZERO,
     );
 }
 

@@ -37,6 +37,23 @@ static HOP_BY_HOP_NAMES: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is a hop-by-hop header (any case). Runs for every header of every relayed
+/// answer: the length picks the one or two candidates (a test checks this agrees with
+/// [`HOP_BY_HOP`]).
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    let candidates: &[&str] = match name.len() {
+        2 => &["te"],
+        7 => &["trailer", "upgrade"],
+        10 => &["connection", "keep-alive"],
+        16 => &["proxy-connection"],
+        17 => &["transfer-encoding"],
+        18 => &["proxy-authenticate"],
+        19 => &["proxy-authorization"],
+        _ => return false,
+    };
+    candidates.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// Headers that claim the request was forwarded for someone else.
 const FORWARDING: &[&str] = &["forwarded", "via", "x-real-ip", "x-forwarded-for"];
 
@@ -177,7 +194,8 @@ pub fn write_upstream_headers(headers: &HeaderMap, upstream_host: &str, out: &mu
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if HeaderValue::from_str(upstream_host).is_ok() {
+    // The check `HeaderValue::from_str` makes (as in `upstream_headers`), without its copy.
+    if upstream_host.bytes().all(crate::relay::valid_value_byte) {
         out.extend_from_slice(b"host: ");
         out.extend_from_slice(upstream_host.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -189,8 +207,8 @@ fn named_in_connection(headers: &HeaderMap, name: &str) -> bool {
 }
 
 /// Drop hop-by-hop headers (and those named in the response's `Connection`) from an upstream
-/// response before it is relayed to the pod. The pod-facing server (`front`) frames the relayed
-/// response itself.
+/// response's header map. The proxy relays answers through [`crate::relay::RelayedHead`], which
+/// applies the same rule without a map; this is the reference it is tested against.
 pub fn filter_response_headers(headers: &mut HeaderMap) {
     // Most answers carry none of these: one pass over the names (compared as `HeaderName`s, no
     // string parsing) decides whether anything needs removing at all.
@@ -227,6 +245,32 @@ mod tests {
     fn hop_by_hop_lists_agree() {
         let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(HeaderName::as_str).collect();
         assert_eq!(names, HOP_BY_HOP);
+        for h in HOP_BY_HOP {
+            assert!(
+                is_hop_by_hop(h) && is_hop_by_hop(&h.to_ascii_uppercase()),
+                "{h}"
+            );
+        }
+        for other in [
+            "t",
+            "tee",
+            "trailers",
+            "connections",
+            "content-type",
+            "date",
+            "",
+        ] {
+            assert!(!is_hop_by_hop(other), "{other}");
+        }
+        // Every name of a hop-by-hop length that is not in the list (one byte changed) is not.
+        for h in HOP_BY_HOP {
+            for i in 0..h.len() {
+                let mut b = h.as_bytes().to_vec();
+                b[i] = b'x';
+                let n = String::from_utf8(b).unwrap();
+                assert_eq!(is_hop_by_hop(&n), HOP_BY_HOP.contains(&n.as_str()), "{n}");
+            }
+        }
     }
 
     type Case<'a> = (&'a [(&'a str, &'a str)], Result<(), u16>);

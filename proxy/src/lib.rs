@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod outcome;
 pub mod policy_store;
 pub mod records;
+pub mod relay;
 pub mod serve;
 pub mod upstream;

@@ -174,7 +174,19 @@ impl RecordCache {
     /// The caller at `ip` (already normalised) with its policy under `snap`, or `None` for an
     /// unknown caller.
     pub fn lookup(&self, ip: IpAddr, snap: &Snapshot) -> Result<Option<Caller>, StateError> {
-        let now = self.now_ms();
+        self.lookup_at(ip, snap, Instant::now())
+    }
+
+    /// [`RecordCache::lookup`] at `now` (the request's start: one clock read serves the whole
+    /// request).
+    pub fn lookup_at(
+        &self,
+        ip: IpAddr,
+        snap: &Snapshot,
+        now: Instant,
+    ) -> Result<Option<Caller>, StateError> {
+        let now = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
         let cached = self.read_map().get(&ip).cloned();
         if let Some(entry) = &cached {
             let age = now.saturating_sub(entry.checked_ms.load(Ordering::Relaxed));

@@ -16,9 +16,11 @@
 
 use crate::config::{EndpointConfig, UpstreamConfig};
 use crate::metrics::UpstreamFailure;
+use crate::relay::{tokens, visible_str, RelayedHead};
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, StatusCode};
+#[cfg(test)]
+use http::HeaderMap;
+use http::{Method, StatusCode};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -113,7 +115,8 @@ impl UpstreamError {
 #[derive(Debug)]
 pub struct UpstreamResponse {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    /// Its headers as the pod gets them (hop-by-hop and framing headers already left out).
+    pub head: RelayedHead,
     pub body: Bytes,
 }
 
@@ -214,22 +217,28 @@ impl Upstream {
         path_and_query: &str,
         headers: HeaderMap,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let request = encode_request(&method, path_and_query, None, |v| header_lines(&headers, v));
+        let mut request = Vec::new();
+        encode_request(&mut request, &method, path_and_query, None, |v| {
+            header_lines(&headers, v)
+        });
         let deadline = tokio::time::sleep(self.response_timeout);
         tokio::pin!(deadline);
-        self.send_encoded(endpoint, method == Method::HEAD, &request, deadline)
+        let head_only = method == Method::HEAD;
+        self.send_encoded(endpoint, head_only, &request, deadline, Instant::now())
             .await
     }
 
     /// Sends an encoded request (see [`encode_request`]) to `endpoint`. `deadline` is re-armed to
     /// the response timeout: a caller that has a timer of its own lends it, which is cheaper than
-    /// registering a new one per request.
+    /// registering a new one per request. `now` is the caller's reading of the clock just before
+    /// (it starts the timeout and dates the pool's idle connections: no clock read of our own).
     pub async fn send_encoded(
         &self,
         endpoint: usize,
         head_only: bool,
         request: &[u8],
         mut deadline: Pin<&mut Sleep>,
+        now: Instant,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let target = self
             .targets
@@ -237,20 +246,20 @@ impl Upstream {
             .ok_or_else(|| UpstreamError::new(UpstreamFailure::Connect, "no such endpoint"))?;
         deadline
             .as_mut()
-            .reset(tokio::time::Instant::now() + self.response_timeout);
+            .reset(tokio::time::Instant::from_std(now) + self.response_timeout);
         let exchange = async {
             // A pooled connection may have been closed by the upstream while idle; that shows as
             // nothing received, and deserves one more try on a fresh connection.
             let mut reused_failed = false;
             loop {
-                let (conn, reused) = match self.checkout(endpoint) {
+                let (conn, reused) = match self.checkout(endpoint, now) {
                     Some(c) if !reused_failed => (c, true),
                     _ => (Conn::new(self.connect(target).await?), false),
                 };
                 match exchange(conn, request, head_only, self.max_response_bytes).await {
                     Ok((resp, keep)) => {
                         if let Some(c) = keep {
-                            self.checkin(endpoint, c);
+                            self.checkin(endpoint, c, now);
                         }
                         return Ok(resp);
                     }
@@ -298,14 +307,14 @@ impl Upstream {
         }
     }
 
-    fn checkout(&self, endpoint: usize) -> Option<Conn> {
+    fn checkout(&self, endpoint: usize, now: Instant) -> Option<Conn> {
         let mut idle = self
             .pools
             .get(endpoint)?
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         while let Some(i) = idle.pop() {
-            if i.since.elapsed() > self.pool_idle_timeout {
+            if now.saturating_duration_since(i.since) > self.pool_idle_timeout {
                 continue;
             }
             // An idle connection has nothing to say: if it is readable, the upstream closed it
@@ -319,17 +328,16 @@ impl Upstream {
         None
     }
 
-    fn checkin(&self, endpoint: usize, mut conn: Conn) {
+    /// `now`: when the exchange that used `conn` started (its idle time is counted from there,
+    /// so it expires a little early, never late).
+    fn checkin(&self, endpoint: usize, mut conn: Conn, now: Instant) {
         if conn.buf.capacity() > KEEP_BUF_MAX {
             conn.buf = BytesMut::with_capacity(READ_BUF);
         }
         if let Some(pool) = self.pools.get(endpoint) {
             let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < self.pool_max_idle {
-                idle.push(Idle {
-                    conn,
-                    since: Instant::now(),
-                });
+                idle.push(Idle { conn, since: now });
             }
         }
     }
@@ -346,15 +354,16 @@ fn header_lines(headers: &HeaderMap, v: &mut Vec<u8>) {
     }
 }
 
-/// `METHOD path[?query] HTTP/1.1`, the header lines `headers` writes, the blank line. Nothing here
-/// can hold CR or LF: the target is canonical and header names and values come from `http` types.
+/// Appends `METHOD path[?query] HTTP/1.1`, the header lines `headers` writes and the blank line to
+/// `v` (the caller's buffer, reused from request to request). Nothing here can hold CR or LF: the
+/// target is canonical and header names and values come from `http` types.
 pub fn encode_request(
+    v: &mut Vec<u8>,
     method: &Method,
     path: &str,
     query: Option<&str>,
     headers: impl FnOnce(&mut Vec<u8>),
-) -> Vec<u8> {
-    let mut v = Vec::with_capacity(256 + path.len() + query.map_or(0, str::len));
+) {
     v.extend_from_slice(method.as_str().as_bytes());
     v.push(b' ');
     v.extend_from_slice(path.as_bytes());
@@ -363,9 +372,8 @@ pub fn encode_request(
         v.extend_from_slice(q.as_bytes());
     }
     v.extend_from_slice(b" HTTP/1.1\r\n");
-    headers(&mut v);
+    headers(v);
     v.extend_from_slice(b"\r\n");
-    v
 }
 
 fn broken(detail: impl Into<String>) -> Failure {
@@ -390,7 +398,7 @@ enum Framing {
 /// The parts of a response head we keep.
 struct Head {
     status: StatusCode,
-    headers: HeaderMap,
+    relayed: RelayedHead,
     framing: Framing,
     keep_alive: bool,
 }
@@ -490,7 +498,7 @@ async fn exchange(
     Ok((
         UpstreamResponse {
             status: head.status,
-            headers: head.headers,
+            head: head.relayed,
             body,
         },
         keep,
@@ -522,55 +530,36 @@ fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<(usize, Option<Head>
         return Ok(Some((len, None)));
     }
     let status = StatusCode::from_u16(code).map_err(|_| broken(format!("bad status {code}")))?;
-    let mut headers = HeaderMap::with_capacity(r.headers.len());
-    // Noted while building the map, so the lookups below run only for headers that are there.
-    let (mut connection, mut te) = (false, false);
-    for h in r.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| broken("bad header name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| broken("bad header value"))?;
-        connection |= name == CONNECTION;
-        te |= name == TRANSFER_ENCODING;
-        headers.append(name, value);
-    }
+    let headers: &[httparse::Header<'_>] = r.headers;
+    let relayed = RelayedHead::from_parsed(headers);
     let http11 = r.version == Some(1);
-    let close = connection
-        && headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("close"));
-    let framing = framing(&headers, te, status, head_only)?;
+    let close = tokens(headers, "connection").any(|t| t.eq_ignore_ascii_case("close"));
+    let framing = framing(headers, status, head_only)?;
     Ok(Some((
         len,
         Some(Head {
             status,
-            headers,
+            relayed,
             framing,
             keep_alive: http11 && !close,
         }),
     )))
 }
 
-/// `te`: the response has a Transfer-Encoding header.
 fn framing(
-    headers: &HeaderMap,
-    te: bool,
+    headers: &[httparse::Header<'_>],
     status: StatusCode,
     head_only: bool,
 ) -> Result<Framing, Failure> {
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
-    if te {
+    if headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+    {
         // Chunked must be the final coding; anything else runs to the end of the connection.
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty())
-            .unwrap_or("");
+        let last = tokens(headers, "transfer-encoding").last().unwrap_or("");
         return Ok(if last.eq_ignore_ascii_case("chunked") {
             Framing::Chunked
         } else {
@@ -578,17 +567,28 @@ fn framing(
         });
     }
     let mut length: Option<usize> = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for part in v.to_str().unwrap_or("x").split(',') {
+    let mut note = |n: usize| {
+        if length.is_some_and(|l| l != n) {
+            return Err(broken("conflicting Content-Length values"));
+        }
+        length = Some(n);
+        Ok(())
+    };
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        // Nearly always one plain number; a list (`5, 5`) takes the general way.
+        if let Some(n) = plain_number(h.value) {
+            note(n)?;
+            continue;
+        }
+        for part in visible_str(h.value).unwrap_or("x").split(',') {
             let part = part.trim();
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(broken("bad Content-Length"));
             }
-            let n: usize = part.parse().map_err(|_| broken("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(broken("conflicting Content-Length values"));
-            }
-            length = Some(n);
+            note(part.parse().map_err(|_| broken("bad Content-Length"))?)?;
         }
     }
     Ok(match length {
@@ -596,6 +596,15 @@ fn framing(
         Some(n) => Framing::Length(n),
         None => Framing::UntilClose,
     })
+}
+
+/// `v` as a number when it is 1-19 ASCII digits and nothing else (19 digits always fit a u64).
+fn plain_number(v: &[u8]) -> Option<usize> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = v.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0'));
+    usize::try_from(n).ok()
 }
 
 /// Decodes a chunked body from `buf` and `s`; on return `buf` holds whatever followed it.
@@ -692,7 +701,8 @@ mod tests {
         h.insert(http::header::HOST, "169.254.169.254".parse().unwrap());
         h.append("x-a", "1".parse().unwrap());
         h.append("x-a", "2".parse().unwrap());
-        let r = encode_request(&Method::PUT, "/latest/api/token", None, |v| {
+        let mut r = Vec::new();
+        encode_request(&mut r, &Method::PUT, "/latest/api/token", None, |v| {
             header_lines(&h, v)
         });
         assert_eq!(
@@ -700,7 +710,9 @@ mod tests {
             "PUT /latest/api/token HTTP/1.1\r\nhost: 169.254.169.254\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
         );
         // The canonical target's parts, as `CanonicalTarget::forward_target` joins them.
-        let r = encode_request(
+        let mut r = Vec::new();
+        encode_request(
+            &mut r,
             &Method::GET,
             "/computeMetadata/v1/",
             Some("recursive=true"),
@@ -801,7 +813,8 @@ mod tests {
             .unwrap();
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(&r.body[..], b"hello");
-        assert_eq!(r.headers["x-a"], "b");
+        // The length is the pod-facing server's to write; the rest is relayed.
+        assert_eq!(r.head.lines(), b"x-a: b\r\n");
         // Second request: same connection (the server accepts only one).
         let r = u.send(0, Method::GET, "/nope", host()).await.unwrap();
         assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -886,7 +899,7 @@ mod tests {
         let u = upstream(addr, 1024, 2000);
         let r = u.send(0, Method::HEAD, "/", host()).await.unwrap();
         assert!(r.body.is_empty());
-        assert_eq!(r.headers[CONTENT_LENGTH], "7");
+        assert_eq!(r.head.length(), Some(&b"7"[..]));
         // The HEAD connection goes back to the pool, but the server moves on to a new one:
         // the stale pooled connection is detected and the request retried on a fresh one.
         let r = tokio::time::timeout(Duration::from_secs(5), u.send(0, Method::GET, "/", host()))
@@ -956,6 +969,45 @@ mod tests {
         let e = get_fails(&u).await;
         assert_eq!(e.kind, UpstreamFailure::Connect, "{e:?}");
         assert!(e.reason().contains("refused"), "{}", e.reason());
+    }
+
+    #[test]
+    fn content_length_framing() {
+        let frame = |values: &[&str]| {
+            let hs: Vec<_> = values
+                .iter()
+                .map(|v| httparse::Header {
+                    name: "Content-Length",
+                    value: v.as_bytes(),
+                })
+                .collect();
+            match framing(&hs, StatusCode::OK, false) {
+                Ok(Framing::Length(n)) => Ok(n),
+                Ok(Framing::Empty) => Ok(0),
+                Ok(_) => Err("other framing"),
+                Err(_) => Err("broken"),
+            }
+        };
+        assert_eq!(frame(&["5"]), Ok(5));
+        assert_eq!(frame(&["0"]), Ok(0));
+        assert_eq!(frame(&["007"]), Ok(7));
+        assert_eq!(frame(&["5, 5", "5"]), Ok(5));
+        assert_eq!(frame(&["5", " 5 "]), Ok(5));
+        assert_eq!(
+            frame(&["9999999999999999999"]),
+            Ok(9_999_999_999_999_999_999)
+        );
+        for bad in [
+            &["5", "6"][..],
+            &["5, 6"],
+            &["+5"],
+            &["5,"],
+            &[""],
+            &["99999999999999999999"],
+            &["5\u{e9}"],
+        ] {
+            assert_eq!(frame(bad), Err("broken"), "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Writing an answer: status line, headers, framing and body into one buffer, sent with one write.
 
 use crate::decision_log::push_decimal;
+use crate::relay::RelayedHead;
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
@@ -18,12 +19,20 @@ pub enum Persist {
     Close,
 }
 
-/// Appends the answer to `out`. The answer's own framing headers are replaced by the exact length
-/// of `body`, so the pod always gets a self-consistent message. `head_request`: the request was
-/// HEAD, so no body is sent; a forwarded answer then keeps the upstream's `Content-Length` if it
-/// is one plain number (the length the GET body would have), and an answer with neither a length
-/// nor a body says nothing about a length.
-pub fn encode(resp: &Response<Bytes>, head_request: bool, persist: Persist, out: &mut Vec<u8>) {
+/// Appends the answer to `out`: `resp`'s status, headers and body, then the header lines
+/// `relayed` from the upstream (a forwarded answer's `resp` has no headers of its own). The
+/// answer's own framing headers are replaced by the exact length of `body`, so the pod always gets
+/// a self-consistent message. `head_request`: the request was HEAD, so no body is sent; a
+/// forwarded answer then keeps the upstream's `Content-Length` if it is one plain number (the
+/// length the GET body would have), and an answer with neither a length nor a body says nothing
+/// about a length.
+pub fn encode(
+    resp: &Response<Bytes>,
+    relayed: Option<&RelayedHead>,
+    head_request: bool,
+    persist: Persist,
+    out: &mut Vec<u8>,
+) {
     let status = resp.status();
     let body = resp.body();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -35,25 +44,28 @@ pub fn encode(resp: &Response<Bytes>, head_request: bool, persist: Persist, out:
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let mut has_length = false;
     for (name, value) in resp.headers() {
-        if name == TRANSFER_ENCODING || name == CONNECTION {
+        if name == TRANSFER_ENCODING || name == CONNECTION || name == CONTENT_LENGTH {
             continue;
-        }
-        if name == CONTENT_LENGTH {
-            // Only a HEAD answer relays the upstream's length (of the body it did not send).
-            let plain = !value.is_empty() && value.as_bytes().iter().all(u8::is_ascii_digit);
-            if !head_request || bodiless || has_length || !plain {
-                continue;
-            }
-            has_length = true;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !resp.headers().contains_key(DATE) {
+    let (mut has_date, mut has_length) = (false, false);
+    if let Some(r) = relayed {
+        out.extend_from_slice(r.lines());
+        has_date = r.has_date();
+        // Only a HEAD answer relays the upstream's length (of the body it did not send).
+        if let Some(l) = r.length().filter(|_| head_request && !bodiless) {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(l);
+            out.extend_from_slice(b"\r\n");
+            has_length = true;
+        }
+    }
+    if !has_date && !resp.headers().contains_key(DATE) {
         out.extend_from_slice(b"date: ");
         http_date(out);
         out.extend_from_slice(b"\r\n");
@@ -149,9 +161,14 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn text(resp: &Response<Bytes>, head: bool, p: Persist) -> String {
+    fn text(
+        resp: &Response<Bytes>,
+        relayed: Option<&RelayedHead>,
+        head: bool,
+        p: Persist,
+    ) -> String {
         let mut out = Vec::new();
-        encode(resp, head, p, &mut out);
+        encode(resp, relayed, head, p, &mut out);
         let s = String::from_utf8(out).unwrap();
         // The Date line changes every second: check its shape, then drop it.
         let mut lines = Vec::new();
@@ -166,7 +183,8 @@ mod tests {
         lines.join("\n")
     }
 
-    fn resp(status: u16, headers: &[(&str, &str)], body: &'static str) -> Response<Bytes> {
+    /// A local answer: status, headers of its own, body.
+    fn local(status: u16, headers: &[(&str, &str)], body: &'static str) -> Response<Bytes> {
         let mut r = Response::new(Bytes::from_static(body.as_bytes()));
         *r.status_mut() = StatusCode::from_u16(status).unwrap();
         for (n, v) in headers {
@@ -178,61 +196,95 @@ mod tests {
         r
     }
 
+    /// A forwarded answer as the pod-facing server gets it: status and body, the upstream's
+    /// headers relayed.
+    fn forwarded(
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &'static str,
+    ) -> (Response<Bytes>, RelayedHead) {
+        let parsed: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| httparse::Header {
+                name: n,
+                value: v.as_bytes(),
+            })
+            .collect();
+        (local(status, &[], body), RelayedHead::from_parsed(&parsed))
+    }
+
+    fn fwd_text(
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &'static str,
+        head: bool,
+        p: Persist,
+    ) -> String {
+        let (r, relayed) = forwarded(status, headers, body);
+        text(&r, Some(&relayed), head, p)
+    }
+
     #[test]
     fn framing() {
-        let r = resp(
-            200,
-            &[("content-type", "text/plain"), ("content-length", "99")],
-            "i-1",
-        );
+        let h = [("content-type", "text/plain"), ("content-length", "99")];
         assert_eq!(
-            text(&r, false, Persist::KeepAlive),
+            fwd_text(200, &h, "i-1", false, Persist::KeepAlive),
             "HTTP/1.1 200 OK\ncontent-type: text/plain\ncontent-length: 3\n\ni-1"
         );
         // HEAD: the relayed length, no body.
         assert_eq!(
-            text(&r, true, Persist::Close),
+            fwd_text(200, &h, "", true, Persist::Close),
             "HTTP/1.1 200 OK\ncontent-type: text/plain\ncontent-length: 99\nconnection: close\n\n"
         );
-        // HEAD of a local answer: its own length.
-        let r = resp(
+        // A local answer: its own length, whatever its headers say, for GET and HEAD.
+        let r = local(
             403,
-            &[("transfer-encoding", "chunked"), ("connection", "x")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("connection", "x"),
+                ("content-length", "9"),
+            ],
             "no\n",
         );
         assert_eq!(
-            text(&r, true, Persist::KeepAlive10),
+            text(&r, None, true, Persist::KeepAlive10),
             "HTTP/1.1 403 Forbidden\ncontent-length: 3\nconnection: keep-alive\n\n"
+        );
+        assert_eq!(
+            text(&r, None, false, Persist::KeepAlive),
+            "HTTP/1.1 403 Forbidden\ncontent-length: 3\n\nno\n"
         );
         // HEAD relayed without a length (the upstream chunked it): none is made up; a length
         // that is not one plain number is not relayed.
-        let r = resp(200, &[("etag", "1")], "");
         assert_eq!(
-            text(&r, true, Persist::KeepAlive),
+            fwd_text(200, &[("etag", "1")], "", true, Persist::KeepAlive),
             "HTTP/1.1 200 OK\netag: 1\n\n"
         );
-        let r = resp(
-            200,
-            &[("content-length", "abc, 7"), ("content-length", "7")],
-            "",
-        );
         assert_eq!(
-            text(&r, true, Persist::KeepAlive),
+            fwd_text(
+                200,
+                &[("content-length", "abc, 7"), ("content-length", "7")],
+                "",
+                true,
+                Persist::KeepAlive
+            ),
             "HTTP/1.1 200 OK\ncontent-length: 7\n\n"
         );
         for code in [204, 304] {
-            let r = resp(code, &[("content-length", "5"), ("etag", "\"x\"")], "");
-            let t = text(&r, false, Persist::KeepAlive);
-            assert!(!t.contains("content-length"), "{t}");
-            assert!(t.ends_with("etag: \"x\"\n\n"), "{t}");
+            for head in [false, true] {
+                let h = [("content-length", "5"), ("etag", "\"x\"")];
+                let t = fwd_text(code, &h, "", head, Persist::KeepAlive);
+                assert!(!t.contains("content-length"), "{t}");
+                assert!(t.ends_with("etag: \"x\"\n\n"), "{t}");
+            }
         }
     }
 
     #[test]
     fn an_upstream_date_is_kept() {
-        let r = resp(200, &[("date", "Sun, 06 Nov 1994 08:49:37 GMT")], "");
+        let (r, relayed) = forwarded(200, &[("Date", "Sun, 06 Nov 1994 08:49:37 GMT")], "");
         let mut out = Vec::new();
-        encode(&r, false, Persist::KeepAlive, &mut out);
+        encode(&r, Some(&relayed), false, Persist::KeepAlive, &mut out);
         let s = String::from_utf8(out).unwrap();
         assert_eq!(s.matches("date: ").count(), 1);
         assert!(s.contains("date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"));

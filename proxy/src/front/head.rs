@@ -14,13 +14,13 @@ use std::ops::Range;
 pub const MAX_HEADERS_CAP: usize = 1024;
 
 /// A parsed request head. The target is a range of the connection's buffer (checked to be UTF-8)
-/// rather than a borrow, so the connection can keep reading into that buffer while it waits.
+/// rather than a borrow, so the connection can keep reading into that buffer while it waits. The
+/// headers go into a map the caller passes (the connection keeps one for all its requests).
 #[derive(Debug)]
 pub struct ParsedHead {
     pub method: Method,
     pub target: Range<usize>,
     pub version: Version,
-    pub headers: HeaderMap,
     /// Bytes of the buffer the head took (request line, headers, blank line).
     pub len: usize,
 }
@@ -79,8 +79,13 @@ impl HeadLimits {
 }
 
 /// Parses the head at the start of `buf`: `Ok(None)` while it is incomplete (and still within
-/// the size cap).
-pub fn parse(buf: &[u8], lim: HeadLimits) -> Result<Option<ParsedHead>, HeadError> {
+/// the size cap). `headers` is cleared, then holds the head's headers when it is complete.
+pub fn parse(
+    buf: &[u8],
+    lim: HeadLimits,
+    headers: &mut HeaderMap,
+) -> Result<Option<ParsedHead>, HeadError> {
+    headers.clear();
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut slots[..lim.max_headers]) {
@@ -118,10 +123,11 @@ pub fn parse(buf: &[u8], lim: HeadLimits) -> Result<Option<ParsedHead>, HeadErro
     };
     let target = start..end;
     match buf.get(target.clone()) {
-        Some(raw) if std::str::from_utf8(raw).is_ok() => {}
+        // (ASCII, the usual case, is checked a word at a time.)
+        Some(raw) if raw.is_ascii() || std::str::from_utf8(raw).is_ok() => {}
         _ => return Err(malformed("request target is not UTF-8")),
     }
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    headers.reserve(req.headers.len());
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| malformed("invalid header name"))?;
@@ -133,7 +139,6 @@ pub fn parse(buf: &[u8], lim: HeadLimits) -> Result<Option<ParsedHead>, HeadErro
         method,
         target,
         version,
-        headers,
         len,
     }))
 }
@@ -147,6 +152,12 @@ mod tests {
         max_headers: 4,
     };
 
+    /// `parse` with a map of its own.
+    fn parse(buf: &[u8], lim: HeadLimits) -> Result<Option<(ParsedHead, HeaderMap)>, HeadError> {
+        let mut map = HeaderMap::new();
+        Ok(super::parse(buf, lim, &mut map)?.map(|h| (h, map)))
+    }
+
     fn target<'b>(buf: &'b [u8], h: &ParsedHead) -> &'b [u8] {
         &buf[h.target.clone()]
     }
@@ -154,20 +165,20 @@ mod tests {
     #[test]
     fn complete_heads() {
         let buf = b"GET /latest/meta-data/?x=1 HTTP/1.1\r\nHost: a\r\nX-Aws-Ec2-Metadata-Token: t\r\nhost: b\r\n\r\nGET /next";
-        let h = parse(buf, LIM).unwrap().unwrap();
+        let (h, headers) = parse(buf, LIM).unwrap().unwrap();
         assert_eq!(h.method, Method::GET);
         assert_eq!(target(buf, &h), b"/latest/meta-data/?x=1");
         assert_eq!(h.version, Version::HTTP_11);
         assert_eq!(h.len, buf.len() - b"GET /next".len());
         // Names are lower-cased; repeated headers are kept in order.
-        let hosts: Vec<_> = h.headers.get_all("host").iter().collect();
+        let hosts: Vec<_> = headers.get_all("host").iter().collect();
         assert_eq!(hosts, ["a", "b"]);
-        assert_eq!(h.headers["x-aws-ec2-metadata-token"], "t");
+        assert_eq!(headers["x-aws-ec2-metadata-token"], "t");
 
         let buf = b"PUT /latest/api/token HTTP/1.0\r\n\r\n";
-        let h = parse(buf, LIM).unwrap().unwrap();
+        let (h, headers) = parse(buf, LIM).unwrap().unwrap();
         assert_eq!((h.method, h.version), (Method::PUT, Version::HTTP_10));
-        assert!(h.headers.is_empty());
+        assert!(headers.is_empty());
         assert_eq!(h.len, buf.len());
     }
 
@@ -179,7 +190,7 @@ mod tests {
             b"GET / HTTP/1.1\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\n",
         ] {
-            assert_eq!(parse(buf, LIM).unwrap().map(|h| h.len), None, "{buf:?}");
+            assert_eq!(parse(buf, LIM).unwrap().map(|h| h.0.len), None, "{buf:?}");
         }
         let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
         long.resize(LIM.max_header_bytes, b'a');
@@ -233,7 +244,7 @@ mod tests {
     fn utf8_targets_reach_the_canonicaliser() {
         // Valid UTF-8 passes here; `canon` refuses it (non-ASCII) with its own reason.
         let buf = "GET /é HTTP/1.1\r\n\r\n".as_bytes();
-        let h = parse(buf, LIM).unwrap().unwrap();
+        let (h, _) = parse(buf, LIM).unwrap().unwrap();
         assert_eq!(target(buf, &h), "/é".as_bytes());
     }
 }

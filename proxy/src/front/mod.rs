@@ -72,6 +72,8 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
     let shutdown = stop::Stop::new();
     let mut buf: Vec<u8> = Vec::with_capacity(INITIAL_BUF);
     let mut out: Vec<u8> = Vec::with_capacity(INITIAL_BUF);
+    // One header map for all the connection's requests: cleared, not rebuilt, per request.
+    let mut headers = HeaderMap::new();
     // One timer for the connection's life: re-arming a registered tokio timer to a later
     // deadline is a store, where a new timer per request is a registration and a removal.
     let deadline = tokio::time::sleep(lim.header_read_timeout);
@@ -86,7 +88,7 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
             .reset(Instant::now() + lim.header_read_timeout);
         // Read until the buffer starts with a whole head (it may already: pipelining).
         let parsed = loop {
-            match parse(buf.get(start..).unwrap_or(&[]), lim.head) {
+            match parse(buf.get(start..).unwrap_or(&[]), lim.head, &mut headers) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {}
                 Err(e) => {
@@ -94,7 +96,7 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
                     handler::record_unparsed(app, ctx, status, &reason);
                     let resp = handler::text_response(status, &reason);
                     out.clear();
-                    encode(&resp, false, Persist::Close, &mut out);
+                    encode(&resp, None, false, Persist::Close, &mut out);
                     let _ = write_answer(&mut stream, &out, lim.header_read_timeout).await;
                     linger_close(stream).await;
                     return;
@@ -135,16 +137,23 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
             method: parsed.method,
             target,
             version: parsed.version,
-            headers: parsed.headers,
+            headers: &headers,
         };
-        let answer = handler::handle(app, ctx, &req, deadline.as_mut()).await;
+        // `out` is free until the answer is encoded: it carries the upstream request meanwhile.
+        let answer = handler::handle(app, ctx, &req, deadline.as_mut(), &mut out).await;
         let persist = if answer.close || !lim.keep_alive || shutdown.stopped() {
             Persist::Close
         } else {
-            persistence(req.version, &req.headers)
+            persistence(req.version, req.headers)
         };
         out.clear();
-        encode(&answer.resp, req.method == Method::HEAD, persist, &mut out);
+        encode(
+            &answer.resp,
+            answer.relayed.as_ref(),
+            req.method == Method::HEAD,
+            persist,
+            &mut out,
+        );
         drop(req);
         start += parsed.len;
         // Blank lines between requests are allowed (RFC 9112 2.2); skipping them here lets a
@@ -169,6 +178,10 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
         if out.capacity() > 64 * 1024 {
             // A large relayed body: do not keep its buffer for the rest of the connection.
             out = Vec::with_capacity(INITIAL_BUF);
+        }
+        if headers.capacity() > 64 {
+            // Nor the room of one request with very many headers.
+            headers = HeaderMap::new();
         }
     }
 }

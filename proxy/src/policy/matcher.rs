@@ -98,7 +98,7 @@ impl Rule {
                 .as_bytes()
                 .get(..p.len())
                 .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
-            (PathMatch::Glob(g), false) => g.matches(&t.path),
+            (PathMatch::Glob(g), false) => g.matches(t.path),
             // Only case-insensitive glob rules pay for the lower-cased copy.
             (PathMatch::Glob(g), true) => g.matches(&t.path.to_ascii_lowercase()),
         };

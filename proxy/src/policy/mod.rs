@@ -88,7 +88,7 @@ impl Action {
 /// The parts of a request a policy looks at.
 pub struct RequestView<'a> {
     pub method: &'a Method,
-    pub target: &'a CanonicalTarget,
+    pub target: &'a CanonicalTarget<'a>,
     pub headers: &'a HeaderMap,
 }
 
@@ -130,7 +130,7 @@ impl<'p> Decision<'p> {
         match self.action {
             Action::Deny { .. } if self.is_default_deny() => {
                 const PREFIX: &[u8] = b"no rule allows ";
-                let (m, p) = (req.method.as_str(), req.target.path.as_str());
+                let (m, p) = (req.method.as_str(), req.target.path);
                 let mut b = Vec::with_capacity(PREFIX.len() + m.len() + p.len() + 2);
                 b.extend_from_slice(PREFIX);
                 b.extend_from_slice(m.as_bytes());
