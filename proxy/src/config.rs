@@ -348,12 +348,7 @@ impl Config {
         let mut names = HashSet::new();
         let mut ports = HashSet::new();
         for e in &self.endpoints {
-            if e.name.is_empty()
-                || e.name.len() > 64
-                || !e
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            if e.name.is_empty() || e.name.len() > 64 || !e.name.bytes().all(is_endpoint_name_byte)
             {
                 return bad(format!(
                     "endpoint name {:?}: use 1-64 of [A-Za-z0-9_-]",
@@ -462,6 +457,12 @@ pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
 
 pub fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
+}
+
+/// The bytes endpoint names are made of. They appear unescaped in decision lines and as metric
+/// labels (`decision_log` tests that none of them needs escaping).
+pub(crate) fn is_endpoint_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
 #[cfg(test)]

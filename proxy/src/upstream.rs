@@ -1019,6 +1019,12 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
             b"NOT HTTP AT ALL\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            // Header bytes the relay must never pass on (it relies on the parser refusing them):
+            // an obsolete folded line, NUL, a bare CR, a name with a space.
+            b"HTTP/1.1 200 OK\r\nx-a: a\r\n b\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: a\0b\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: a\rb\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx a: 1\r\ncontent-length: 0\r\n\r\n",
         ] {
             let (addr, _h) = server(vec![vec![Some(reply)]]).await;
             let u = upstream(addr, 1024, 2000);

@@ -275,12 +275,15 @@ fn ensure_compiled(
     Ok(at)
 }
 
+/// The bytes policy names and rule ids are made of. They appear unescaped in decision lines and
+/// as metric labels (`decision_log` tests that none of them needs escaping).
+pub(crate) fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')
+}
+
 fn check_name(src: &Src<'_>, name: &Spanned<String>, what: &str) -> Result<(), PolicyError> {
     let n = name.get_ref();
-    let ok = !n.is_empty()
-        && n.len() <= 128
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    let ok = !n.is_empty() && n.len() <= 128 && n.bytes().all(is_name_byte);
     if ok {
         Ok(())
     } else {

@@ -6,6 +6,8 @@
 
 mod glob;
 mod load;
+#[cfg(test)]
+pub(crate) use load::is_name_byte;
 mod matcher;
 mod presets;
 mod schema;
