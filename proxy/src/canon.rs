@@ -101,8 +101,10 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// Canonicalise a request target parsed into an `http::Uri`. Only origin-form targets are accepted;
-/// CONNECT and TRACE are refused whatever the target.
+/// Canonicalise a request target parsed into an `http::Uri` (for callers that have one; the
+/// proxy itself uses [`canonicalize_str`], and tests and the `canon` fuzz target check that both
+/// agree). Only origin-form targets are accepted; CONNECT and TRACE are refused whatever the
+/// target.
 pub fn canonicalize<'u>(method: &Method, uri: &'u Uri) -> Result<CanonicalTarget<'u>, Rejection> {
     check_method(method)?;
     if uri.scheme().is_some() || uri.authority().is_some() {
@@ -117,9 +119,9 @@ pub fn canonicalize<'u>(method: &Method, uri: &'u Uri) -> Result<CanonicalTarget
     canonicalize_target(target)
 }
 
-/// Canonicalise a raw request-target string (the bytes after the method on the request line),
-/// for callers that have it without going through `http::Uri` (tests, fuzzing). Unlike `Uri`,
-/// this refuses `#`.
+/// Canonicalise a raw request-target string (the bytes after the method on the request line):
+/// what the pod-facing server (`front`) calls. Unlike `Uri`, this refuses `#`. The result borrows
+/// `target`.
 pub fn canonicalize_str<'t>(
     method: &Method,
     target: &'t str,

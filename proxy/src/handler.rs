@@ -124,7 +124,7 @@ fn answer(resp: Response<Body>) -> Answer {
 }
 
 /// A forwarded (or cached) upstream answer.
-fn relay(status: StatusCode, head: RelayedHead, body: Body) -> Answer {
+fn relayed_answer(status: StatusCode, head: RelayedHead, body: Body) -> Answer {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     Answer {
@@ -276,7 +276,7 @@ pub async fn handle(
                             cache: CacheUse::Hit,
                         };
                         finish(app, ctx, rec, parts, Some(&target), &o, start.elapsed());
-                        return relay(StatusCode::OK, hit.head, hit.body);
+                        return relayed_answer(StatusCode::OK, hit.head, hit.body);
                     }
                     cache_use = CacheUse::Miss;
                 }
@@ -330,7 +330,7 @@ pub async fn handle(
                             );
                         }
                     }
-                    relay(up.status, up.head, up.body)
+                    relayed_answer(up.status, up.head, up.body)
                 }
                 Err(e) => {
                     app.metrics.upstream_failed(ctx.endpoint, e.kind);

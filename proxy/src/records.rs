@@ -149,8 +149,9 @@ impl RecordCache {
         self.len() == 0
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// `at` as milliseconds since this cache was made (what entries are stamped with).
+    fn ms_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, FxHashMap<IpAddr, Arc<Entry>>> {
@@ -185,8 +186,7 @@ impl RecordCache {
         snap: &Snapshot,
         now: Instant,
     ) -> Result<Option<Caller>, StateError> {
-        let now = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
-            .unwrap_or(u64::MAX);
+        let now = self.ms_at(now);
         let cached = self.read_map().get(&ip).cloned();
         if let Some(entry) = &cached {
             let age = now.saturating_sub(entry.checked_ms.load(Ordering::Relaxed));
@@ -265,7 +265,7 @@ impl RecordCache {
                 return (0, errors);
             }
         };
-        let now = self.now_ms();
+        let now = self.ms_at(Instant::now());
         // key -> (identity, policy, addresses the record lists)
         let mut by_key: HashMap<String, (Arc<Identity>, u32, Vec<IpAddr>)> = HashMap::new();
         let mut loaded = Vec::new();
