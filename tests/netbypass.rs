@@ -4,9 +4,8 @@
 //! (as a CAP_NET_ADMIN container can), with raw IP sockets and AF_PACKET frames (CAP_NET_RAW, in
 //! the default capability set), and with a neighbour's source address.
 //!
-//! The judge is on the cloud side: an nftables `netdev` ingress counter on the cloud's interface
-//! counts every packet that arrives from anywhere but the node's own addresses (the proxy's
-//! upstream connections come from those, to port 80 only), listeners on other ports must accept
+//! The judge is on the cloud side: `metaguard_tests::observer` counts every packet that arrives
+//! from anywhere but the node's own addresses, listeners on other ports must accept
 //! nothing, UDP sockets must receive nothing, and fake-metadata must record no request from a pod
 //! address. Absence is checked by polling for a bounded time after the last probe.
 //!
@@ -14,16 +13,15 @@
 
 use metaguard_tests::cni::{Node, Pod};
 use metaguard_tests::netns::{accept_within, recv_within, Netns};
+use metaguard_tests::observer;
 use metaguard_tests::packets;
 use metaguard_tests::proxy::{request, Cloud, Proxy, ProxyOptions, IMDS_V4, IMDS_V6};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const V: &str = "1.0.0";
 const TCP_PORTS: &[u16] = &[1, 22, 81, 443, 8080, 8169, 8170, 9169];
 const UDP_PORTS: &[u16] = &[53, 80, 123, 161];
-/// How long to keep watching for something that must not arrive.
-const QUIET: Duration = Duration::from_millis(700);
 
 struct Lab {
     node: Node,
@@ -34,59 +32,12 @@ struct Lab {
 fn lab() -> Lab {
     let node = Node::new();
     let cloud = Cloud::attach(&node.ns);
-    install_observer(&cloud.ns);
+    observer::install(&cloud.ns);
     let proxy = Proxy::start(
         ProxyOptions::new(node.ns.name(), &node.state_dir()).policy("default = \"aws\"\n"),
     );
     proxy.wait_ready();
     Lab { node, cloud, proxy }
-}
-
-/// Counts, at the cloud's interface before anything else runs, every packet not from the node's
-/// own addresses, and every packet from them that is not TCP to port 80.
-fn install_observer(cloud: &Netns) {
-    cloud.sh("nft -f - <<'EOF'
-table netdev mgobs {
-  chain in {
-    type filter hook ingress device eth0 priority -500; policy accept;
-    ip saddr != 169.254.169.1 counter
-    ip saddr 169.254.169.1 ip protocol != tcp ip protocol != icmp counter
-    ip saddr 169.254.169.1 tcp dport != 80 counter
-    ip6 saddr != { fd00:ec2::1, fe80::/10 } counter
-    ip6 saddr fd00:ec2::1 tcp dport != 80 counter
-  }
-}
-EOF");
-}
-
-/// Packets counted by the observer so far.
-fn escaped(cloud: &Netns) -> u64 {
-    cloud
-        .ok("nft", &["list", "table", "netdev", "mgobs"])
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .filter(|w| w[0] == "packets")
-        .filter_map(|w| w[1].parse::<u64>().ok())
-        .sum()
-}
-
-/// Polls the observer for `QUIET`; returns the first non-zero count seen.
-fn assert_nothing_escaped(cloud: &Netns, what: &str) {
-    let deadline = Instant::now() + QUIET;
-    loop {
-        let n = escaped(cloud);
-        assert_eq!(
-            n,
-            0,
-            "{what}: {n} packets reached the cloud namespace:\n{}",
-            cloud.ok("nft", &["list", "table", "netdev", "mgobs"])
-        );
-        if Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Requests fake-metadata recorded from anything but the node (the proxy).
@@ -305,7 +256,7 @@ fn other_ports_protocols_and_address_forms_get_nothing_out() {
         }
     }
 
-    assert_nothing_escaped(&lab.cloud.ns, "other ports and protocols");
+    observer::assert_nothing_escaped(&lab.cloud.ns, "other ports and protocols");
     problems.extend(listeners_got(&listeners));
     problems.extend(pod_requests_recorded(&lab.cloud));
     assert!(problems.is_empty(), "{problems:#?}");
@@ -348,7 +299,7 @@ fn a_pod_that_flushed_its_own_rules_still_reaches_nothing() {
     probe_raw_protocols(&pod);
     probe_raw_syns(&lab.node, &pod, None);
 
-    assert_nothing_escaped(&lab.cloud.ns, "flushed pod rules");
+    observer::assert_nothing_escaped(&lab.cloud.ns, "flushed pod rules");
     problems.extend(listeners_got(&listeners));
     problems.extend(pod_requests_recorded(&lab.cloud));
     assert!(problems.is_empty(), "{problems:#?}");
@@ -364,7 +315,7 @@ fn raw_and_packet_sockets_do_not_reach_the_cloud() {
     let lab = lab();
     let pod = lab.node.pod(V);
     probe_raw_syns(&lab.node, &pod, None);
-    assert_nothing_escaped(
+    observer::assert_nothing_escaped(
         &lab.cloud.ns,
         "raw IP and AF_PACKET from a pod with its rules",
     );
@@ -434,7 +385,7 @@ fn a_forged_source_is_dropped_and_never_takes_another_pods_identity() {
     )
     .expect("send ARP");
 
-    assert_nothing_escaped(&lab.cloud.ns, "forged source");
+    observer::assert_nothing_escaped(&lab.cloud.ns, "forged source");
     // The proxy never saw a request from A's address (A has sent none yet).
     let from_a: Vec<_> = lab
         .proxy
@@ -500,6 +451,6 @@ fn control_without_the_host_guard_the_probes_do_escape() {
     metaguard_tests::netns::wait_for(
         "probes to reach the cloud observer",
         Duration::from_secs(5),
-        || escaped(&lab.cloud.ns) > 0,
+        || observer::escaped(&lab.cloud.ns) > 0,
     );
 }

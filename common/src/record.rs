@@ -36,6 +36,15 @@ pub struct PodRecord {
     /// Whether a host-side guard is attached to `host_interface`. `false` means the pod's own rules
     /// are the only enforcement, which a container with CAP_NET_ADMIN can remove.
     pub host_guard: bool,
+    /// The MAC of the pod's interface (`aa:bb:cc:dd:ee:ff`), from prevResult or read from the
+    /// pod's namespace at ADD; `None` when neither gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Whether the host guard pins the pod's Ethernet source (and ARP sender) to `mac`. `false`
+    /// with `host_guard` true means layer 2 is unguarded: the pod could send frames with a
+    /// neighbour's MAC and have the bridge deliver that neighbour's traffic to it.
+    #[serde(default)]
+    pub layer2_guard: bool,
     /// Seconds since the Unix epoch when ADD wrote the record.
     pub created_unix: u64,
 }

@@ -574,6 +574,8 @@ fn record() -> metaguard_common::record::PodRecord {
         annotations,
         host_interface: Some("veth0".into()),
         host_guard: true,
+        mac: None,
+        layer2_guard: false,
         created_unix: 0,
     }
 }

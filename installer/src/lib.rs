@@ -5,6 +5,7 @@
 //! - [`jsonspan`] and [`chain`]: the text edits (append metaguard, remove it, `.conf` to list);
 //! - [`atomic`]: write-then-rename with fsync and compare-and-swap;
 //! - [`install`]: install, uninstall and status on real directories;
+//! - [`node_settings`]: node settings that weaken the host guard, reported by `status`;
 //! - [`watch`], [`signals`], [`taint`]: the DaemonSet's long-running mode;
 //! - [`cli`]: the command line.
 
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod confdir;
 pub mod install;
 pub mod jsonspan;
+pub mod node_settings;
 pub mod signals;
 pub mod taint;
 pub mod watch;

@@ -6,6 +6,7 @@
 
 use metaguard_installer::cli::{self, Command, USAGE};
 use metaguard_installer::install::{self, ChainOutcome};
+use metaguard_installer::node_settings;
 use metaguard_installer::watch;
 use std::process::ExitCode;
 
@@ -110,6 +111,12 @@ fn run(cmd: Command) -> Result<ExitCode, install::InstallError> {
                 "metaguard in chain: {}",
                 if st.in_chain { "yes" } else { "no" }
             );
+            // Read here, not in install::status: watch mode calls that every pass and needs only
+            // readiness. Weak settings are warnings: the exit code still answers "is metaguard
+            // in the chain".
+            for line in node_settings::render(&node_settings::read_live()) {
+                println!("{line}");
+            }
             Ok(if st.ready() {
                 ExitCode::SUCCESS
             } else {

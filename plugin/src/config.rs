@@ -14,6 +14,8 @@
 //! | `endpoints` | list of `{name, address, port, proxyPort}` | 169.254.169.254:80→8169, [fd00:ec2::254]:80→8170, 100.100.100.200:80→8171 | metadata services redirected to the proxy |
 //! | `block` | list of opt-in names (`ecs`, `eks-pod-identity`, `azure-wireserver`), IPs or CIDRs | empty | addresses rejected outright, on top of every endpoint address |
 //! | `hostGuard` | bool | true | attach the host-side guard to the pod's host veth |
+//! | `blockTunnels` | bool | true | the host guard drops pod packets a node could decapsulate (IP protocols 4, 41, 47, 115, 137; UDP to the tunnel ports), to any destination |
+//! | `tunnelPorts` | list of UDP ports | empty | tunnel ports dropped on top of 4789, 8472 and 6081 (FOU/GUE, VXLAN elsewhere) |
 //! | `stateDir` | absolute path | /run/metaguard | where pod records go |
 //! | `logFile` | absolute path | none | also append log lines to this file |
 //! | `logLevel` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `warn` | log verbosity (stderr and logFile) |
@@ -65,6 +67,13 @@ pub struct Config {
     /// Attach the host-side guard (default true). Without it a container with CAP_NET_ADMIN can
     /// flush its own rules, and raw sockets skip them.
     pub host_guard: bool,
+    /// Drop pod packets a node could decapsulate (`blockTunnels`, default true): IP-in-IP, GRE
+    /// and friends, and UDP to the tunnel ports. Networks whose pods run their own overlays set
+    /// it to false.
+    pub block_tunnels: bool,
+    /// `tunnelPorts`: UDP ports dropped as tunnel ports in addition to
+    /// [`crate::rules::DEFAULT_TUNNEL_PORTS`] (FOU/GUE, a VXLAN on another port).
+    pub tunnel_ports: Vec<u16>,
     /// Default /run/metaguard.
     pub state_dir: PathBuf,
     pub log_file: Option<PathBuf>,
@@ -187,6 +196,8 @@ impl Config {
             endpoints: default_endpoints(),
             block: Vec::new(),
             host_guard: true,
+            block_tunnels: true,
+            tunnel_ports: Vec::new(),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             log_file: None,
             log_level: log::LevelFilter::Warn,
@@ -208,6 +219,18 @@ impl Config {
                 "hostGuard" => {
                     cfg.host_guard =
                         v.as_bool().ok_or_else(|| invalid(key, format!("expected true or false, got {v}")))?;
+                }
+                "blockTunnels" => {
+                    cfg.block_tunnels =
+                        v.as_bool().ok_or_else(|| invalid(key, format!("expected true or false, got {v}")))?;
+                }
+                "tunnelPorts" => {
+                    for (i, p) in as_array(key, v)?.iter().enumerate() {
+                        let p = as_port(&format!("{key}[{i}]"), p)?;
+                        if !cfg.tunnel_ports.contains(&p) {
+                            cfg.tunnel_ports.push(p);
+                        }
+                    }
                 }
                 "stateDir" => cfg.state_dir = as_abs_path(key, v)?,
                 "logFile" => cfg.log_file = Some(as_abs_path(key, v)?),
@@ -234,7 +257,7 @@ impl Config {
                 other => {
                     return Err(invalid(
                         other,
-                        format!("unknown key {other:?}; metaguard accepts cniVersion, name, type, proxy, endpoints, block, hostGuard, stateDir, logFile, logLevel, capabilities, runtimeConfig, args, prevResult"),
+                        format!("unknown key {other:?}; metaguard accepts cniVersion, name, type, proxy, endpoints, block, hostGuard, blockTunnels, tunnelPorts, stateDir, logFile, logLevel, capabilities, runtimeConfig, args, prevResult"),
                     ))
                 }
             }
@@ -262,6 +285,17 @@ impl Config {
             ));
         }
         Ok(cfg)
+    }
+
+    /// The UDP ports the host guard drops as tunnel ports: the defaults, then `tunnelPorts`.
+    pub fn all_tunnel_ports(&self) -> Vec<u16> {
+        let mut v = crate::rules::DEFAULT_TUNNEL_PORTS.to_vec();
+        for p in &self.tunnel_ports {
+            if !v.contains(p) {
+                v.push(*p);
+            }
+        }
+        v
     }
 
     /// Every address rejected inside the pod and dropped by the host guard: each endpoint's
@@ -611,6 +645,8 @@ mod tests {
         assert_eq!(c.endpoints, default_endpoints());
         assert!(c.block.is_empty());
         assert!(c.host_guard);
+        assert!(c.block_tunnels);
+        assert_eq!(c.all_tunnel_ports(), vec![4789, 8472, 6081]);
         assert_eq!(c.state_dir, PathBuf::from("/run/metaguard"));
         assert_eq!(c.log_file, None);
         assert_eq!(c.log_level, log::LevelFilter::Warn);
@@ -636,6 +672,7 @@ mod tests {
                           {"name": "other", "address": "fd00:ec2::254", "port": 8080, "proxyPort": 9001}],
             "block": ["ecs", "eks-pod-identity", "192.0.2.0/24", "2001:db8::1"],
             "hostGuard": false, "stateDir": "/tmp/mg", "logFile": "/var/log/mg.log", "logLevel": "debug",
+            "blockTunnels": false, "tunnelPorts": [5555, 4789, 5555],
             "capabilities": {"io.kubernetes.cri.pod-annotations": true},
             "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"metaguard.io/policy": "aws"}},
             "args": {"cni": {"labels": []}},
@@ -661,6 +698,9 @@ mod tests {
             ]
         );
         assert!(!c.host_guard);
+        assert!(!c.block_tunnels);
+        assert_eq!(c.tunnel_ports, vec![5555, 4789]);
+        assert_eq!(c.all_tunnel_ports(), vec![4789, 8472, 6081, 5555]);
         assert_eq!(c.state_dir, PathBuf::from("/tmp/mg"));
         assert_eq!(c.log_file, Some(PathBuf::from("/var/log/mg.log")));
         assert_eq!(c.log_level, log::LevelFilter::Debug);
@@ -816,6 +856,11 @@ mod tests {
             (with("block", json!(["224.0.0.0/4"])), "block[0]"),
             (with("hostGuard", json!("false")), "hostGuard"),
             (with("hostGuard", json!(0)), "hostGuard"),
+            (with("blockTunnels", json!("no")), "blockTunnels"),
+            (with("tunnelPorts", json!(5555)), "tunnelPorts"),
+            (with("tunnelPorts", json!([5555, 0])), "tunnelPorts[1]"),
+            (with("tunnelPorts", json!([70000])), "tunnelPorts[0]"),
+            (with("tunnelPorts", json!(["5555"])), "tunnelPorts[0]"),
             (with("stateDir", json!("relative/dir")), "stateDir"),
             (with("stateDir", json!(1)), "stateDir"),
             (with("logFile", json!("x.log")), "logFile"),

@@ -20,8 +20,11 @@
 
 use crate::cni::error::{code, CniError};
 use crate::cni::result::ResultView;
+use crate::netns::Netns;
+use crate::podlink::{self, PodLink, PodLinkError};
 use metaguard_common::ids::valid_ifname;
 use std::io;
+use std::path::Path;
 
 /// What the kernel says a network device is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +39,8 @@ pub enum LinkKind {
 pub trait LinkProbe {
     /// `Ok(None)` when there is no such device in the current network namespace.
     fn kind(&self, ifname: &str) -> io::Result<Option<LinkKind>>;
+    /// The pod's interface `ifname` inside the namespace at `netns` (see [`crate::podlink`]).
+    fn pod_link(&self, netns: &Path, ifname: &str) -> Result<PodLink, PodLinkError>;
 }
 
 /// The real probe: `SIOCETHTOOL` / `ETHTOOL_GDRVINFO` on a socket of the current netns.
@@ -62,6 +67,10 @@ struct EthtoolDrvinfo {
 }
 
 impl LinkProbe for KernelProbe {
+    fn pod_link(&self, netns: &Path, ifname: &str) -> Result<PodLink, PodLinkError> {
+        podlink::read(&Netns::open(netns)?, ifname)
+    }
+
     fn kind(&self, ifname: &str) -> io::Result<Option<LinkKind>> {
         if !valid_ifname(ifname) {
             return Err(io::Error::new(
@@ -182,6 +191,9 @@ mod tests {
     impl LinkProbe for Fake {
         fn kind(&self, ifname: &str) -> io::Result<Option<LinkKind>> {
             Ok(self.0.get(ifname).cloned())
+        }
+        fn pod_link(&self, _: &Path, _: &str) -> Result<PodLink, PodLinkError> {
+            Ok(PodLink::default())
         }
     }
 

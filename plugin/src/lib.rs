@@ -10,12 +10,13 @@ pub mod hostif;
 pub mod log;
 pub mod netns;
 pub mod nft;
+pub mod podlink;
 pub mod rules;
 
 use cni::error::CniError;
 use cni::{CniVersion, Command, Env};
 use config::Config;
-use metaguard_common::state::StateDir;
+use metaguard_common::state::{StateDir, StateError};
 use std::io::Read;
 
 /// What the process prints on stdout and its exit status.
@@ -97,6 +98,29 @@ fn dispatch(
     let cfg = Config::from_object(&obj?, env.command)?;
     log::configure(cfg.log_level, cfg.log_file.as_deref());
     let state = StateDir::new(&cfg.state_dir);
+    // Before anything is changed: a state directory someone else can steer makes every write
+    // there a write anywhere, and every record a possible lie. A command the configuration's
+    // version does not allow gets its own version error instead (it would not run anyway).
+    let v = cfg.cni_version;
+    match env.command {
+        Command::Add | Command::Del => check_state_dir(&state)?,
+        Command::Check if v.allows_check() => check_state_dir(&state)?,
+        Command::Gc if v.allows_gc_and_status() => check_state_dir(&state)?,
+        // STATUS's contract is 50 for "cannot service ADD".
+        Command::Status if v.allows_gc_and_status() => {
+            check_state_dir(&state).map_err(|e| {
+                CniError::new(
+                    cni::error::code::NOT_AVAILABLE,
+                    "metaguard is not ready",
+                    format!("{}: {}", e.msg, e.details),
+                )
+            })?;
+            // STATUS creates missing directories too; made here first they get mode 0755
+            // whatever the umask. A failure is STATUS's to report, with its own message.
+            let _ = state.create_dirs();
+        }
+        Command::Check | Command::Gc | Command::Status | Command::Version => {}
+    }
     match env.command {
         Command::Add => commands::add::add(env, &cfg, &state).map(Some),
         Command::Del => commands::del::del(env, &cfg, &state).map(|()| None),
@@ -105,6 +129,16 @@ fn dispatch(
         Command::Status => commands::status::status(&cfg, &state).map(|()| None),
         Command::Version => Ok(None),
     }
+}
+
+/// [`StateDir::check_secure`] as a CNI error: code 7 naming `stateDir` when the directory is
+/// refused (the operator must fix it), an I/O error when it cannot even be looked at. A missing
+/// directory passes (ADD creates it, DEL and GC have nothing to do there).
+fn check_state_dir(state: &StateDir) -> Result<(), CniError> {
+    state.check_secure().map_err(|e| match e {
+        e @ StateError::Insecure { .. } => CniError::invalid_config("stateDir", e.to_string()),
+        e => commands::state_error("checking", e),
+    })
 }
 
 #[cfg(test)]

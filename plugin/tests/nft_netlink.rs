@@ -236,6 +236,21 @@ fn guard(tag: &str) -> HostGuard {
             "169.254.169.254/32".parse().unwrap(),
             "fd00:ec2::254/128".parse().unwrap(),
         ],
+        pod_mac: None,
+        pod_link_locals: Vec::new(),
+        block_tunnels: true,
+        tunnel_ports: vec![4789, 8472, 6081],
+    }
+}
+
+/// [`guard`] for the pod of a lab: its MAC and link-local addresses as ADD reads them.
+fn guard_of(tag: &str, pod: &Ns) -> HostGuard {
+    let link = metaguard_plugin::podlink::read(&pod.ns, "eth0").expect("read the pod's link");
+    assert!(link.mac.is_some(), "the pod's eth0 has no MAC");
+    HostGuard {
+        pod_mac: link.mac,
+        pod_link_locals: link.link_locals,
+        ..guard(tag)
     }
 }
 
@@ -329,11 +344,37 @@ fn pod_rules_apply_idempotent_check_and_delete() {
     nft::check_pod_rules(pod.at(), &rs).unwrap();
     assert_eq!(pod.nft(&format!("list table inet {}", rs.table)), listing);
 
-    // A table of that name with another tag, or chains with other hooks, is replaced whole.
-    assert!(nft::delete_table(pod.at(), Family::Inet, &rs.table).unwrap());
+    // A table of that name with another tag is not ours: ADD refuses it, DEL leaves it.
+    assert!(
+        nft::delete_table(pod.at(), Family::Inet, &rs.table, &rs.tag)
+            .unwrap()
+            .removed()
+    );
     pod.nft(&format!(
-        "add table inet {} {{ comment \"someone else\" ; }}",
+        "add table inet {} {{ comment \"metaguard:v1:othernet:victim:eth0\" ; }}",
         rs.table
+    ));
+    let err = nft::apply_pod_rules(pod.at(), &rs).unwrap_err();
+    assert!(matches!(err, NftError::NotOurs { .. }), "{err}");
+    assert!(matches!(
+        nft::delete_table(pod.at(), Family::Inet, &rs.table, &rs.tag).unwrap(),
+        nft::Deleted::NotOurs { comment: Some(ref c) } if c == "metaguard:v1:othernet:victim:eth0"
+    ));
+    let err = nft::check_pod_rules(pod.at(), &rs).unwrap_err();
+    assert!(
+        matches!(err, NftError::Mismatch(ref m) if m.contains("comment")),
+        "{err}"
+    );
+    assert!(
+        pod.nft("list tables").contains(&rs.table),
+        "the foreign table was removed"
+    );
+    pod.nft(&format!("delete table inet {}", rs.table));
+
+    // Our tag with chains of other hooks: replaced whole.
+    pod.nft(&format!(
+        "add table inet {} {{ comment \"metaguard:v1:{}\" ; }}",
+        rs.table, rs.tag
     ));
     pod.nft(&format!(
         "add chain inet {} nat-output {{ type nat hook output priority 10 ; }}",
@@ -343,9 +384,17 @@ fn pod_rules_apply_idempotent_check_and_delete() {
     nft::check_pod_rules(pod.at(), &rs).unwrap();
     assert_eq!(pod.nft(&format!("list table inet {}", rs.table)), listing);
 
-    assert!(nft::delete_table(pod.at(), Family::Inet, &rs.table).unwrap());
+    assert!(
+        nft::delete_table(pod.at(), Family::Inet, &rs.table, &rs.tag)
+            .unwrap()
+            .removed()
+    );
     assert!(!pod.nft("list tables").contains(&rs.table));
-    assert!(!nft::delete_table(pod.at(), Family::Inet, &rs.table).unwrap());
+    assert!(
+        !nft::delete_table(pod.at(), Family::Inet, &rs.table, &rs.tag)
+            .unwrap()
+            .removed()
+    );
     let err = nft::check_pod_rules(pod.at(), &rs).unwrap_err();
     assert!(
         matches!(err, NftError::Mismatch(ref m) if m.contains("missing")),
@@ -424,7 +473,7 @@ fn host_guard_blocks_metadata_and_forged_sources() {
     assert!(accepted(&svc4, t).is_some());
 
     let rs = ruleset("testnet:guard:eth0");
-    let g = guard("testnet:guard:eth0");
+    let g = guard_of("testnet:guard:eth0", &pod);
     nft::apply_pod_rules(pod.at(), &rs).unwrap();
     nft::apply_host_guard(host.at(), &g).unwrap();
     nft::check_host_guard(host.at(), &g).unwrap();
@@ -436,7 +485,11 @@ fn host_guard_blocks_metadata_and_forged_sources() {
         "{listing}"
     );
     // The pod (with CAP_NET_ADMIN) removes its own rules.
-    assert!(nft::delete_table(pod.at(), Family::Inet, &rs.table).unwrap());
+    assert!(
+        nft::delete_table(pod.at(), Family::Inet, &rs.table, &rs.tag)
+            .unwrap()
+            .removed()
+    );
     pod.ip("neigh flush all");
     host.ip("neigh flush all");
 
@@ -494,8 +547,16 @@ fn host_guard_blocks_metadata_and_forged_sources() {
         "the pod could not resolve the host's link-local address: {neigh:?}"
     );
 
-    assert!(nft::delete_table(host.at(), Family::Netdev, &g.table).unwrap());
-    assert!(!nft::delete_table(host.at(), Family::Netdev, &g.table).unwrap());
+    assert!(
+        nft::delete_table(host.at(), Family::Netdev, &g.table, &g.tag)
+            .unwrap()
+            .removed()
+    );
+    assert!(
+        !nft::delete_table(host.at(), Family::Netdev, &g.table, &g.tag)
+            .unwrap()
+            .removed()
+    );
 }
 
 #[test]
@@ -538,7 +599,7 @@ fn host_guard_drops_neighbour_advertisements_for_other_addresses() {
     );
 
     reset("fd99::7");
-    let g = guard("testnet:na:eth0");
+    let g = guard_of("testnet:na:eth0", &pod);
     nft::apply_host_guard(host.at(), &g).unwrap();
     send_na(&pod, POD_V6, HOST_V6, "fd99::7", &pod_mac);
     let ll = link_local(&pod, "eth0");
@@ -556,7 +617,11 @@ fn host_guard_drops_neighbour_advertisements_for_other_addresses() {
         other_mac,
         "the guard let a foreign neighbour advertisement through"
     );
-    assert!(nft::delete_table(host.at(), Family::Netdev, &g.table).unwrap());
+    assert!(
+        nft::delete_table(host.at(), Family::Netdev, &g.table, &g.tag)
+            .unwrap()
+            .removed()
+    );
 }
 
 fn mac(ns: &Ns, dev: &str) -> String {
@@ -677,7 +742,11 @@ fn host_guard_missing_device_and_check() {
     host.ip(&format!("link del {HOST_IF}"));
     let err = nft::check_host_guard(host.at(), &g).unwrap_err();
     assert!(matches!(err, NftError::Mismatch(_)), "{err}");
-    assert!(nft::delete_table(host.at(), Family::Netdev, &g.table).unwrap());
+    assert!(
+        nft::delete_table(host.at(), Family::Netdev, &g.table, &g.tag)
+            .unwrap()
+            .removed()
+    );
 }
 
 #[test]
@@ -722,7 +791,11 @@ fn list_tables_returns_tags() {
     assert!(nft::list_tables(host.at(), Family::Inet)
         .unwrap()
         .is_empty());
-    assert!(nft::delete_table(host.at(), Family::Netdev, &g.table).unwrap());
+    assert!(
+        nft::delete_table(host.at(), Family::Netdev, &g.table, &g.tag)
+            .unwrap()
+            .removed()
+    );
 }
 
 /// Timing of apply / check / delete (run alone: `--test nft_netlink timing -- --ignored
@@ -766,7 +839,7 @@ fn timing() {
         println!("background release {background}:");
         for gap in [0, 10, 50].map(Duration::from_millis) {
             time("apply pod rules (new table)", gap, &mut || {
-                let _ = nft::delete_table(pod.at(), Family::Inet, &rs.table);
+                let _ = nft::delete_table(pod.at(), Family::Inet, &rs.table, &rs.tag);
                 std::thread::sleep(gap);
                 timed(&mut || nft::apply_pod_rules(pod.at(), &rs).unwrap())
             });
@@ -776,9 +849,13 @@ fn timing() {
             time("delete pod table", gap, &mut || {
                 nft::apply_pod_rules(pod.at(), &rs).unwrap();
                 std::thread::sleep(gap);
-                timed(
-                    &mut || assert!(nft::delete_table(pod.at(), Family::Inet, &rs.table).unwrap()),
-                )
+                timed(&mut || {
+                    assert!(
+                        nft::delete_table(pod.at(), Family::Inet, &rs.table, &rs.tag)
+                            .unwrap()
+                            .removed()
+                    )
+                })
             });
             time("apply host guard (replace)", gap, &mut || {
                 timed(&mut || nft::apply_host_guard(host.at(), &g).unwrap())
@@ -793,7 +870,11 @@ fn timing() {
         });
         time("delete table, absent", Duration::ZERO, &mut || {
             timed(&mut || {
-                assert!(!nft::delete_table(pod.at(), Family::Inet, "metaguard-nope").unwrap())
+                assert!(
+                    !nft::delete_table(pod.at(), Family::Inet, "metaguard-nope", "x:y:z")
+                        .unwrap()
+                        .removed()
+                )
             })
         });
         time("list tables", Duration::ZERO, &mut || {

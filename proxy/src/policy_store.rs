@@ -148,6 +148,8 @@ mod tests {
             annotations: Default::default(),
             host_interface: None,
             host_guard: true,
+            mac: None,
+            layer2_guard: false,
             created_unix: 0,
         }
     }

@@ -397,6 +397,8 @@ mod tests {
             annotations: BTreeMap::new(),
             host_interface: None,
             host_guard: true,
+            mac: None,
+            layer2_guard: false,
             created_unix: 1,
         }
     }

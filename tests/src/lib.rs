@@ -6,9 +6,11 @@
 pub mod bins;
 pub mod cni;
 pub mod corpus;
+#[cfg(feature = "cri")]
 pub mod cri;
 pub mod fake;
 pub mod netns;
+pub mod observer;
 pub mod packets;
 pub mod proxy;
 pub mod raw;

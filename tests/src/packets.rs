@@ -262,6 +262,194 @@ pub fn send_frame(netns: &Path, ifname: &str, frame: Vec<u8>) -> io::Result<()> 
     })?
 }
 
+fn pseudo_sum_v6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, len: usize) -> u32 {
+    let mut sum: u32 = 0;
+    for a in [src.octets(), dst.octets()] {
+        for w in a.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+    }
+    sum + u32::from(next) + len as u32
+}
+
+/// An IPv6 header (hop limit 255, as neighbour discovery requires) followed by `payload`, whose
+/// first header is `next`.
+pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+    h[6] = next;
+    h[7] = 255;
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(&dst.octets());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// An ICMPv6 message (type, code, body after the checksum), checksummed, in an IPv6 packet.
+pub fn ipv6_icmp(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, 0, 0, 0];
+    m.extend_from_slice(body);
+    let c = checksum(pseudo_sum_v6(src, dst, 58, m.len()), &m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv6(src, dst, 58, &m)
+}
+
+/// A neighbour advertisement (solicited=0, override=1) claiming `target` is at `lladdr`.
+pub fn nd_advert(src: Ipv6Addr, dst: Ipv6Addr, target: Ipv6Addr, lladdr: [u8; 6]) -> Vec<u8> {
+    let mut body = vec![0x20, 0, 0, 0]; // flags: override
+    body.extend_from_slice(&target.octets());
+    body.extend_from_slice(&[2, 1]); // option: target link-layer address, 8 bytes
+    body.extend_from_slice(&lladdr);
+    ipv6_icmp(src, dst, 136, &body)
+}
+
+/// A neighbour solicitation for `target` from `src`, whose source link-layer option says `src`
+/// is at `lladdr` (the receiver learns that mapping).
+pub fn nd_solicit(src: Ipv6Addr, dst: Ipv6Addr, target: Ipv6Addr, lladdr: [u8; 6]) -> Vec<u8> {
+    let mut body = vec![0, 0, 0, 0];
+    body.extend_from_slice(&target.octets());
+    body.extend_from_slice(&[1, 1]); // option: source link-layer address, 8 bytes
+    body.extend_from_slice(&lladdr);
+    ipv6_icmp(src, dst, 135, &body)
+}
+
+/// An IPv6 TCP SYN to `final_dst` source-routed through `via` with a segment routing header
+/// (RFC 8754): the IPv6 destination is `via`, the real one sits in the routing header.
+pub fn ipv6_srh_tcp_syn(
+    src: Ipv6Addr,
+    via: Ipv6Addr,
+    final_dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    // The transport checksum uses the final destination (RFC 8200 8.1).
+    let tcp = tcp_syn(sport, dport, pseudo_sum_v6(src, final_dst, 6, 20));
+    let mut srh = vec![6, 4, 4, 1, 1, 0, 0, 0]; // next TCP, len 4*8, type 4, left 1, last 1
+    srh.extend_from_slice(&final_dst.octets()); // segment 0: the last to visit
+    srh.extend_from_slice(&via.octets()); // segment 1: the current one
+    srh.extend_from_slice(&tcp);
+    ipv6(src, via, 43, &srh)
+}
+
+/// A VXLAN payload (RFC 7348: flags with the VNI bit, 24-bit VNI) carrying `inner` (a frame).
+pub fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x08, 0, 0, 0];
+    v.extend_from_slice(&(vni << 8).to_be_bytes());
+    v.extend_from_slice(inner);
+    v
+}
+
+/// An AF_PACKET socket on one interface of a namespace that sees every frame the interface
+/// receives, those addressed to other hosts included (what a pod's CAP_NET_RAW process sees).
+pub struct Capture {
+    fd: OwnedFd,
+}
+
+impl Capture {
+    pub fn open(netns: &Path, ifname: &str) -> io::Result<Capture> {
+        let ifname = std::ffi::CString::new(ifname).map_err(io::Error::other)?;
+        let fd = crate::raw::in_netns(netns, move || -> io::Result<OwnedFd> {
+            // SAFETY: if_nametoindex reads a valid C string.
+            let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+            if ifindex == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            let fd = check(unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW | libc::SOCK_NONBLOCK,
+                    i32::from(proto),
+                )
+            })?;
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = ifindex as i32;
+            check(unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            })?;
+            Ok(fd)
+        })??;
+        Ok(Capture { fd })
+    }
+
+    /// Every frame received since the last call (incoming only, not what this side sent).
+    pub fn drain(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: buffer and address are valid for the call.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&mut sll as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                return out;
+            }
+            if sll.sll_pkttype != libc::PACKET_OUTGOING {
+                out.push(buf[..n as usize].to_vec());
+            }
+        }
+    }
+}
+
+/// A sender of whole frames on one interface, opened once (for floods).
+pub struct FrameSender {
+    fd: OwnedFd,
+    sll: libc::sockaddr_ll,
+}
+
+impl FrameSender {
+    pub fn open(netns: &Path, ifname: &str) -> io::Result<FrameSender> {
+        let name = std::ffi::CString::new(ifname).map_err(io::Error::other)?;
+        crate::raw::in_netns(netns, move || -> io::Result<FrameSender> {
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if ifindex == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            let fd = check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) })?;
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = ifindex as i32;
+            sll.sll_halen = 6;
+            Ok(FrameSender { fd, sll })
+        })?
+    }
+
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: buffer and address are valid for the call.
+        check(unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&self.sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            ) as libc::c_int
+        })?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +471,17 @@ mod tests {
         );
         assert_eq!(checksum(pseudo, &p[20..]), 0, "TCP checksum");
         assert_eq!(checksum(0, &icmp_echo()), 0);
+        let (a, b): (Ipv6Addr, Ipv6Addr) = ("fe80::1".parse().unwrap(), "ff02::1".parse().unwrap());
+        let na = nd_advert(a, b, a, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(
+            checksum(pseudo_sum_v6(a, b, 58, na.len() - 40), &na[40..]),
+            0
+        );
+        let fin: Ipv6Addr = "fd00:ec2::254".parse().unwrap();
+        let sr = ipv6_srh_tcp_syn(a, b, fin, 1, 80);
+        assert_eq!(sr[6], 43);
+        assert_eq!(usize::from(sr[41]) * 8 + 8, 40, "SRH length");
+        assert_eq!(checksum(pseudo_sum_v6(a, fin, 6, 20), &sr[80..]), 0);
         assert_eq!(
             parse_mac("0a:1b:2c:3d:4e:5f"),
             Some([0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f])

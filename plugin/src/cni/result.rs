@@ -23,6 +23,9 @@ pub struct InterfaceView {
     /// The isolation domain (netns path) for container-side interfaces; `None` (or empty in the
     /// JSON) for host-side ones.
     pub sandbox: Option<String>,
+    /// `mac`, when it is a 6-byte Ethernet address (`aa:bb:cc:dd:ee:ff`). Anything else (absent,
+    /// another link type, malformed) is `None`: the MAC is then read from the pod's namespace.
+    pub mac: Option<[u8; 6]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +41,21 @@ pub struct IpView {
 pub struct ResultView {
     pub interfaces: Vec<InterfaceView>,
     pub ips: Vec<IpView>,
+}
+
+/// `aa:bb:cc:dd:ee:ff` (either case) to bytes; `None` for anything else.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        // from_str_radix alone would take "+a".
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 fn bad(field: &str, details: impl Into<String>) -> CniError {
@@ -80,9 +98,11 @@ impl ResultView {
                 let sandbox = opt_str(o, "sandbox", &format!("{field}.sandbox"))?
                     .filter(|s| !s.is_empty())
                     .map(str::to_string);
+                let mac = opt_str(o, "mac", &format!("{field}.mac"))?.and_then(parse_mac);
                 view.interfaces.push(InterfaceView {
                     name: name.to_string(),
                     sandbox,
+                    mac,
                 });
             }
         }
@@ -125,6 +145,14 @@ impl ResultView {
         self.pod_ip_entries()
             .filter(|ip| ip.address.is_ipv6() == v6)
             .find_map(|ip| ip.gateway)
+    }
+
+    /// The MAC prevResult gives for the pod's interface `ifname` (the one with a sandbox).
+    pub fn sandbox_mac(&self, ifname: &str) -> Option<[u8; 6]> {
+        self.interfaces
+            .iter()
+            .find(|i| i.sandbox.is_some() && i.name == ifname)
+            .and_then(|i| i.mac)
     }
 
     /// Host-side interfaces (no sandbox), in result order.
@@ -366,6 +394,32 @@ pub(crate) mod tests {
                 .unwrap();
         assert_eq!(r.pod_ips(), vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
         assert_eq!(r.gateway(false), None);
+    }
+
+    #[test]
+    fn macs_are_read_for_the_sandbox_interface() {
+        let v = ResultView::parse(&bridge_result_10()).unwrap();
+        assert_eq!(
+            v.sandbox_mac("eth0"),
+            Some([0xbe, 0x4c, 0xf7, 0x62, 0x83, 0x38])
+        );
+        // The host veth has a MAC too, but it is not the pod's.
+        assert_eq!(v.sandbox_mac("veth822b8c5f"), None);
+        assert_eq!(v.sandbox_mac("eth1"), None);
+        for (s, want) in [
+            (
+                "AA:bb:0c:dd:ee:01",
+                Some([0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x01]),
+            ),
+            ("aa:bb:cc:dd:ee", None),
+            ("aa:bb:cc:dd:ee:ff:00", None),
+            ("aa:bb:cc:dd:ee:f", None),
+            ("aa-bb-cc-dd-ee-ff", None),
+            ("", None),
+            ("+a:bb:cc:dd:ee:ff", None),
+        ] {
+            assert_eq!(parse_mac(s), want, "{s:?}");
+        }
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub fn add(env: &Env, cfg: &Config, state: &StateDir) -> Result<Value, CniError>
     );
 
     let undo_pod = || {
-        if let Err(e) = nft::delete_table(Where::In(&ns), Family::Inet, &plan.pod.table) {
+        if let Err(e) = nft::delete_table(Where::In(&ns), Family::Inet, &plan.pod.table, &plan.key)
+        {
             log::error!("undo: deleting inet {} failed: {e}", plan.pod.table);
         }
     };
@@ -48,7 +49,7 @@ pub fn add(env: &Env, cfg: &Config, state: &StateDir) -> Result<Value, CniError>
     }
     let undo_guard = || {
         if let Some(g) = &plan.guard {
-            if let Err(e) = nft::delete_table(Where::Current, Family::Netdev, &g.table) {
+            if let Err(e) = nft::delete_table(Where::Current, Family::Netdev, &g.table, &g.tag) {
                 log::error!("undo: deleting netdev {} failed: {e}", g.table);
             }
         }
@@ -68,11 +69,12 @@ pub fn add(env: &Env, cfg: &Config, state: &StateDir) -> Result<Value, CniError>
         }
     }
     log::info!(
-        "guarded {} ips={:?} host_interface={:?} host_guard={}",
+        "guarded {} ips={:?} host_interface={:?} host_guard={} layer2_guard={}",
         plan.record.display_name(),
         plan.record.ips,
         plan.record.host_interface,
-        plan.record.host_guard
+        plan.record.host_guard,
+        plan.record.layer2_guard
     );
     Ok(pass_through(prev, cfg.cni_version))
 }

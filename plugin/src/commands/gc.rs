@@ -64,8 +64,9 @@ pub fn gc(cfg: &Config, state: &StateDir) -> Result<(), CniError> {
                     continue;
                 }
                 log::info!("GC: removing orphaned host guard {} ({tag})", t.name);
-                match nft::delete_table(Where::Current, Family::Netdev, &t.name) {
-                    Ok(_) => removed += 1,
+                match nft::delete_table(Where::Current, Family::Netdev, &t.name, tag) {
+                    Ok(d) if d.removed() => removed += 1,
+                    Ok(_) => {}
                     Err(e) if e.is_not_found() => {}
                     Err(e) => errors.push(nft_error("deleting a stale host guard", e)),
                 }

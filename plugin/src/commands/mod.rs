@@ -14,7 +14,8 @@ use crate::cni::Env;
 use crate::config::Config;
 use crate::hostif::{self, LinkProbe};
 use crate::netns::{Netns, NetnsError};
-use crate::nft::{self, Family, NftError, Where};
+use crate::nft::{self, Deleted, Family, NftError, Where};
+use crate::podlink::{self, PodLink, PodLinkError};
 use crate::rules::{self, HostGuard, PodRuleset, Redirect};
 use ipnetwork::IpNetwork;
 use metaguard_common::ids::attachment_key;
@@ -104,13 +105,28 @@ pub fn plan(
     let table = rules::table_name(&key);
     let host_if = hostif::find(&view, probe)?;
     let guard = match (&host_if, cfg.host_guard) {
-        (Some(ifname), true) => Some(HostGuard {
-            table: table.clone(),
-            tag: key.clone(),
-            host_ifname: ifname.clone(),
-            pod_ips: pod_ips.clone(),
-            blocked: blocked.clone(),
-        }),
+        (Some(ifname), true) => {
+            let link = pod_link(env, probe)?;
+            // prevResult's MAC first (what the interface plugin set), else the kernel's.
+            let pod_mac = view.sandbox_mac(env.ifname()).or(link.mac);
+            if pod_mac.is_none() {
+                log::warn!(
+                    "no Ethernet MAC known for {}: layer 2 unguarded on {ifname} (the pod could send frames with a neighbour's MAC)",
+                    env.ifname()
+                );
+            }
+            Some(HostGuard {
+                table: table.clone(),
+                tag: key.clone(),
+                host_ifname: ifname.clone(),
+                pod_ips: pod_ips.clone(),
+                blocked: blocked.clone(),
+                pod_mac,
+                pod_link_locals: link.link_locals,
+                block_tunnels: cfg.block_tunnels,
+                tunnel_ports: cfg.all_tunnel_ports(),
+            })
+        }
         (Some(ifname), false) => {
             log::info!("hostGuard is false: {ifname} not guarded");
             None
@@ -122,6 +138,13 @@ pub fn plan(
             None
         }
     };
+    if let Some(g) = guard.as_ref().filter(|g| !g.block_tunnels) {
+        log::info!(
+            "blockTunnels is false: pod packets a node could decapsulate pass {}",
+            g.host_ifname
+        );
+    }
+    let pod_mac = guard.as_ref().and_then(|g| g.pod_mac);
     let record = PodRecord {
         version: RECORD_VERSION,
         container_id: env.container_id().to_string(),
@@ -135,6 +158,8 @@ pub fn plan(
         annotations: cfg.annotations.clone(),
         host_interface: host_if,
         host_guard: guard.is_some(),
+        mac: pod_mac.as_ref().map(podlink::format_mac),
+        layer2_guard: pod_mac.is_some(),
         created_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -192,7 +217,11 @@ pub fn open_netns(path: Option<&str>) -> Result<Netns, CniError> {
     let Some(path) = path else {
         return Err(CniError::invalid_env("CNI_NETNS", "CNI_NETNS is not set"));
     };
-    Netns::open(Path::new(path)).map_err(|e| match &e {
+    Netns::open(Path::new(path)).map_err(|e| netns_error(path, e))
+}
+
+fn netns_error(path: &str, e: NetnsError) -> CniError {
+    match &e {
         e if e.is_not_found() => {
             CniError::invalid_env("CNI_NETNS", format!("{path} does not exist"))
         }
@@ -200,7 +229,26 @@ pub fn open_netns(path: Option<&str>) -> Result<Netns, CniError> {
             CniError::invalid_env("CNI_NETNS", format!("{path} is not a network namespace"))
         }
         _ => CniError::io("cannot open the pod's network namespace", e.to_string()),
-    })
+    }
+}
+
+/// The pod interface's MAC and link-local addresses, for the host guard.
+fn pod_link(env: &Env, probe: &dyn LinkProbe) -> Result<PodLink, CniError> {
+    let Some(path) = env.netns.as_deref() else {
+        return Err(CniError::invalid_env("CNI_NETNS", "CNI_NETNS is not set"));
+    };
+    probe
+        .pod_link(Path::new(path), env.ifname())
+        .map_err(|e| match e {
+            PodLinkError::Netns(e) => netns_error(path, e),
+            PodLinkError::NoInterface(i) => CniError::invalid_env(
+                "CNI_IFNAME",
+                format!("the pod's namespace {path} has no interface {i:?}"),
+            ),
+            e @ PodLinkError::List(_) => {
+                CniError::io("cannot read the pod's interface", e.to_string())
+            }
+        })
 }
 
 /// nf_tables errors as CNI errors.
@@ -221,6 +269,19 @@ pub fn nft_error(what: &str, e: NftError) -> CniError {
 
 pub fn state_error(what: &str, e: StateError) -> CniError {
     CniError::io(&format!("state directory: {what} failed"), e.to_string())
+}
+
+/// Logs what a delete found. A table of our name with another tag is not an error of this DEL
+/// (failing would make the runtime retry forever) but it is reported: it is either a hash
+/// collision with another attachment, whose guard must survive, or someone else's table.
+fn report_delete(d: &Deleted, what: &str, key: &str) {
+    match d {
+        Deleted::Removed => log::info!("deleted {what}"),
+        Deleted::Absent => log::debug!("no {what}"),
+        Deleted::NotOurs { comment } => {
+            log::warn!("{what} is not {key}'s (its comment is {comment:?}): left alone")
+        }
+    }
 }
 
 /// Removes everything metaguard owns for one attachment: the pod's table (when its netns still
@@ -245,9 +306,8 @@ pub fn teardown(state: &StateDir, key: &str, netns: Option<&str>) -> Vec<CniErro
     });
     if let Some(path) = netns {
         match Netns::open(Path::new(&path)) {
-            Ok(ns) => match nft::delete_table(Where::In(&ns), Family::Inet, &table) {
-                Ok(true) => log::info!("deleted inet {table} in {path}"),
-                Ok(false) => log::debug!("no inet {table} in {path}"),
+            Ok(ns) => match nft::delete_table(Where::In(&ns), Family::Inet, &table, key) {
+                Ok(d) => report_delete(&d, &format!("inet {table} in {path}"), key),
                 Err(e) if e.is_not_found() => log::debug!("no inet {table} in {path}"),
                 Err(e) => errors.push(nft_error("deleting the pod's table", e)),
             },
@@ -261,9 +321,8 @@ pub fn teardown(state: &StateDir, key: &str, netns: Option<&str>) -> Vec<CniErro
             )),
         }
     }
-    match nft::delete_table(Where::Current, Family::Netdev, &table) {
-        Ok(true) => log::info!("deleted netdev {table}"),
-        Ok(false) => log::debug!("no netdev {table}"),
+    match nft::delete_table(Where::Current, Family::Netdev, &table, key) {
+        Ok(d) => report_delete(&d, &format!("netdev {table}"), key),
         Err(e) if e.is_not_found() => log::debug!("no netdev {table}"),
         Err(e) => errors.push(nft_error("deleting the host guard", e)),
     }
@@ -287,6 +346,16 @@ mod tests {
     impl LinkProbe for Fake {
         fn kind(&self, ifname: &str) -> std::io::Result<Option<LinkKind>> {
             Ok(self.0.get(ifname).cloned())
+        }
+        fn pod_link(&self, netns: &Path, ifname: &str) -> Result<PodLink, PodLinkError> {
+            assert_eq!(netns, Path::new("/var/run/netns/pod"));
+            if ifname != "eth0" {
+                return Err(PodLinkError::NoInterface(ifname.into()));
+            }
+            Ok(PodLink {
+                mac: Some([2, 0, 0, 0, 0, 0x99]),
+                link_locals: vec!["fe80::99".parse().unwrap()],
+            })
         }
     }
 
@@ -408,6 +477,68 @@ mod tests {
             .contains(&"fd00:ec2::254/128".parse().unwrap()));
         assert_eq!(p.record.ips, vec![ip("10.1.0.5")]);
         assert_eq!(p.guard.unwrap().host_ifname, "veth1234");
+    }
+
+    #[test]
+    fn guard_pins_the_pods_mac_and_link_locals() {
+        // prevResult's MAC wins over the one read from the namespace.
+        let p = plan(&env(), &cfg(json!({})), &bridge_result_10(), &probe()).unwrap();
+        let g = p.guard.as_ref().unwrap();
+        assert_eq!(g.pod_mac, Some([0xbe, 0x4c, 0xf7, 0x62, 0x83, 0x38]));
+        assert_eq!(
+            g.pod_link_locals,
+            vec!["fe80::99".parse::<std::net::Ipv6Addr>().unwrap()]
+        );
+        assert!(g.block_tunnels);
+        assert_eq!(g.tunnel_ports, vec![4789, 8472, 6081]);
+        assert_eq!(p.record.mac.as_deref(), Some("be:4c:f7:62:83:38"));
+        assert!(p.record.layer2_guard);
+
+        // Without a MAC in prevResult, the namespace's.
+        let mut prev = bridge_result_10();
+        prev["interfaces"][2].as_object_mut().unwrap().remove("mac");
+        let p = plan(
+            &env(),
+            &cfg(json!({"blockTunnels": false, "tunnelPorts": [5555]})),
+            &prev,
+            &probe(),
+        )
+        .unwrap();
+        let g = p.guard.unwrap();
+        assert_eq!(g.pod_mac, Some([2, 0, 0, 0, 0, 0x99]));
+        assert!(!g.block_tunnels);
+        assert_eq!(p.record.mac.as_deref(), Some("02:00:00:00:00:99"));
+    }
+
+    #[test]
+    fn no_mac_anywhere_is_recorded_as_layer2_unguarded() {
+        struct NoMac;
+        impl LinkProbe for NoMac {
+            fn kind(&self, ifname: &str) -> std::io::Result<Option<LinkKind>> {
+                probe().kind(ifname)
+            }
+            fn pod_link(&self, _: &Path, _: &str) -> Result<PodLink, PodLinkError> {
+                Ok(PodLink::default())
+            }
+        }
+        let mut prev = bridge_result_10();
+        prev["interfaces"][2]["mac"] = json!("not-a-mac");
+        let p = plan(&env(), &cfg(json!({})), &prev, &NoMac).unwrap();
+        assert!(p.record.host_guard);
+        assert!(!p.record.layer2_guard);
+        assert_eq!(p.record.mac, None);
+        assert_eq!(p.guard.unwrap().pod_mac, None);
+    }
+
+    #[test]
+    fn a_missing_pod_interface_is_refused() {
+        let mut e = env();
+        e.ifname = Some("net1".into());
+        let mut prev = bridge_result_10();
+        prev["interfaces"][2]["name"] = json!("net1");
+        let err = plan(&e, &cfg(json!({})), &prev, &probe()).unwrap_err();
+        assert_eq!(err.code, 4, "{err}");
+        assert!(err.msg.contains("CNI_IFNAME"), "{err}");
     }
 
     #[test]

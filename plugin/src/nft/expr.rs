@@ -71,6 +71,10 @@ pub enum Expr {
     },
     /// `reject type <type> [code <code>]`
     Reject { kind: u32, icmp_code: Option<u8> },
+    /// `exthdr load <op> 1b @ <ty> + 0 present => reg`: 1 when the packet carries IPv6
+    /// extension header `ty` (`op` IPv6) or IPv4 option `ty` (`op` IPv4) anywhere in its
+    /// header chain, else 0. The kernel walks the chain, so padding or reordering cannot hide it.
+    ExthdrPresent { op: u32, ty: u8, dreg: u32 },
 }
 
 impl Expr {
@@ -83,6 +87,7 @@ impl Expr {
             Expr::Immediate { .. } | Expr::Verdict(_) => "immediate",
             Expr::Dnat { .. } => "nat",
             Expr::Reject { .. } => "reject",
+            Expr::ExthdrPresent { .. } => "exthdr",
         }
     }
 
@@ -151,6 +156,14 @@ impl Expr {
                 if let Some(code) = icmp_code {
                     b.attr_u8(NFTA_REJECT_ICMP_CODE, code);
                 }
+            }
+            Expr::ExthdrPresent { op, ty, dreg } => {
+                b.attr_u32_be(NFTA_EXTHDR_DREG, dreg);
+                b.attr_u8(NFTA_EXTHDR_TYPE, ty);
+                b.attr_u32_be(NFTA_EXTHDR_OFFSET, 0);
+                b.attr_u32_be(NFTA_EXTHDR_LEN, 1);
+                b.attr_u32_be(NFTA_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
+                b.attr_u32_be(NFTA_EXTHDR_OP, op);
             }
         }
         b.nest_end(data);
@@ -235,6 +248,11 @@ mod tests {
             Expr::Reject {
                 kind: NFT_REJECT_ICMPX_UNREACH,
                 icmp_code: Some(NFT_REJECT_ICMPX_PORT_UNREACH),
+            },
+            Expr::ExthdrPresent {
+                op: NFT_EXTHDR_OP_IPV4,
+                ty: IPOPT_LSRR,
+                dreg: NFT_REG_1,
             },
         ];
         for e in all {

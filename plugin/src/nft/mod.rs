@@ -49,6 +49,15 @@ pub enum NftError {
     /// The input cannot be expressed (bad names, lengths, mixed address families).
     #[error("invalid nf_tables input: {0}")]
     Invalid(String),
+    /// A table with the name metaguard derives for this attachment exists with another tag (or
+    /// none): another attachment's whose key hashes to the same name, or not metaguard's at all.
+    /// It is left alone.
+    #[error("{family} table {table} exists with comment {comment:?}, not this attachment's tag: left alone")]
+    NotOurs {
+        family: &'static str,
+        table: String,
+        comment: Option<String>,
+    },
 }
 
 impl NftError {
@@ -113,30 +122,59 @@ pub fn apply_host_guard(at: Where, g: &HostGuard) -> Result<(), NftError> {
     })
 }
 
-/// Deletes a table; `Ok(false)` when it did not exist.
-pub fn delete_table(at: Where, family: Family, name: &str) -> Result<bool, NftError> {
+/// What [`delete_table`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    Removed,
+    Absent,
+    /// A table of that name exists but is not this attachment's (its comment is not
+    /// `TAG_PREFIX` + the expected tag): left alone. Names are a 64-bit hash of the attachment
+    /// key, so whoever chooses container IDs could find a collision; the tag is the key itself.
+    NotOurs {
+        comment: Option<String>,
+    },
+}
+
+impl Deleted {
+    pub fn removed(&self) -> bool {
+        *self == Deleted::Removed
+    }
+}
+
+/// Deletes the table `name` if it carries the attachment tag `tag`.
+pub fn delete_table(at: Where, family: Family, name: &str, tag: &str) -> Result<Deleted, NftError> {
     if name.is_empty() || name.len() > 255 || name.contains('\0') {
         return Err(NftError::Invalid(format!("table name {name:?}")));
     }
     let mut sock = open(at)?;
-    // Look first: a batch the kernel refuses is rolled back synchronously, and the rollback waits
-    // for an RCU grace period (10+ ms here), while this lookup costs microseconds. A table that
-    // vanishes between the two is still reported as absent below.
+    // Look first: the tag must be checked before deleting, and a batch the kernel refuses is
+    // rolled back synchronously, which waits for an RCU grace period (10+ ms here), while this
+    // lookup costs microseconds. A table that vanishes between the two is reported as absent.
     let found = sock.get(
         sys::NFT_MSG_GETTABLE,
         family_proto(family),
         |b| b.attr_str(sys::NFTA_TABLE_NAME, name),
         objects::parse_table,
     )?;
-    if found.is_none() {
-        return Ok(false);
+    let Some(found) = found else {
+        return Ok(Deleted::Absent);
+    };
+    let ours = found
+        .comment
+        .as_deref()
+        .and_then(|c| c.strip_prefix(TAG_PREFIX))
+        == Some(tag);
+    if !ours {
+        return Ok(Deleted::NotOurs {
+            comment: found.comment,
+        });
     }
     let mut b = sock.batch();
     objects::del_table(&mut b, family, name);
     let refused = sock.send_batch(b)?;
     match refused.first() {
-        None => Ok(true),
-        Some(r) if r.errno == nix::errno::Errno::ENOENT => Ok(false),
+        None => Ok(Deleted::Removed),
+        Some(r) if r.errno == nix::errno::Errno::ENOENT => Ok(Deleted::Absent),
         Some(_) => Err(batch_error(&refused, |_, _| {
             format!("delete table {} {name}", family_name(family))
         })),
@@ -197,13 +235,15 @@ pub fn set_background_release(on: bool) {
 /// One batch that leaves exactly `spec` in the kernel, committed atomically.
 ///
 /// - No table yet (the usual ADD): create table, chains and rules.
+/// - The table is there with another tag, or none: not ours (a name collision, or someone
+///   else's table); refused with [`NftError::NotOurs`] and left alone.
 /// - The table is there with the right tag and base chains (a repeated ADD, or a repair): keep
 ///   table and chains, flush their rules and add ours. Packets see the old rules until the
 ///   commit, and the chains' hooks stay registered throughout.
-/// - Anything else there (other tag, chains with other hooks or priorities, extra chains): create
-///   the table (so the delete cannot fail), delete it with everything in it, create it again.
-///   Still one transaction, but the new base chains are hooked in before the commit fills them,
-///   so for that instant their policy applies (a drop-policy guard drops).
+/// - Our tag but other chains (other hooks or priorities, extra chains): create the table (so
+///   the delete cannot fail), delete it with everything in it, create it again. Still one
+///   transaction, but the new base chains are hooked in before the commit fills them, so for
+///   that instant their policy applies (a drop-policy guard drops).
 fn apply(sock: &mut NlSocket, spec: &TableSpec) -> Result<(), NftError> {
     let fam = family_proto(spec.family);
     let existing = sock.get(
@@ -215,7 +255,13 @@ fn apply(sock: &mut NlSocket, spec: &TableSpec) -> Result<(), NftError> {
     let existing_found = existing.is_some();
     let replace = match existing {
         None => false,
-        Some(t) if t.comment.as_deref() != Some(spec.comment.as_str()) => true,
+        Some(t) if t.comment.as_deref() != Some(spec.comment.as_str()) => {
+            return Err(NftError::NotOurs {
+                family: family_name(spec.family),
+                table: spec.name.clone(),
+                comment: t.comment,
+            })
+        }
         Some(_) => {
             let chains: Vec<_> = sock
                 .dump(sys::NFT_MSG_GETCHAIN, fam, |_| {}, objects::parse_chain)?

@@ -74,11 +74,20 @@ pub enum Match {
     L4Proto(u8),
     Saddr(Net),
     Daddr(Net),
-    TcpDport(u16),
+    /// The transport destination port, after `L4Proto` (TCP and UDP keep it at the same offset).
+    Dport(u16),
+    /// `ether saddr != mac`
+    EtherSaddrNot([u8; 6]),
+    /// `ip option <ty> exists` (after an IPv4 protocol match).
+    Ipv4Option(u8),
+    /// `exthdr <ty> exists` (after an IPv6 protocol match).
+    Ipv6ExtHdr(u8),
     /// `arp htype 1 ptype ip hlen 6 plen 4`: the layout the sender-address offset assumes.
     ArpEthIpv4,
     /// `arp saddr ip`
     ArpSpa(Ipv4Addr),
+    /// `arp saddr ether`: the sender hardware address.
+    ArpSha([u8; 6]),
     /// `icmpv6 type` (after `L4Proto(IPPROTO_ICMPV6)`).
     Icmp6Type(u8),
     /// `icmpv6 taddr != net`: the target address of a neighbour solicitation/advertisement.
@@ -252,7 +261,7 @@ pub fn pod_spec(rs: &PodRuleset) -> Result<TableSpec, NftError> {
                     Match::NfProto { v4 },
                     Match::L4Proto(IPPROTO_TCP),
                     Match::Daddr(Net::host(r.dest)),
-                    Match::TcpDport(r.dest_port),
+                    Match::Dport(r.dest_port),
                 ],
                 action: Action::Dnat {
                     to: r.to,
@@ -262,6 +271,7 @@ pub fn pod_spec(rs: &PodRuleset) -> Result<TableSpec, NftError> {
         }
     }
     for c in [2, 3] {
+        rules.extend(source_route_drops(c, |v4| Match::NfProto { v4 }));
         for n in &rs.blocked {
             let net = Net::from(*n);
             let v4 = net.is_v4();
@@ -290,7 +300,19 @@ pub fn pod_spec(rs: &PodRuleset) -> Result<TableSpec, NftError> {
     })
 }
 
-/// The `netdev` table on the host side of the pod's link (see [`HostGuard`]).
+/// IP protocols a node may decapsulate and route on: IPIP (4), IPv6-in-IP (41, SIT and ip6tnl),
+/// GRE (47, also ERSPAN and gretap), L2TPv3 over IP (115) and MPLS-in-IP (137, ipip/ip6tnl in
+/// `mplsip` mode). `meta l4proto` sees them after IPv6 extension headers too.
+pub const TUNNEL_PROTOCOLS: [u8; 5] = [
+    IPPROTO_IPIP,
+    IPPROTO_IPV6,
+    IPPROTO_GRE,
+    IPPROTO_L2TP,
+    IPPROTO_MPLS,
+];
+
+/// The `netdev` table on the host side of the pod's link (see [`HostGuard`] for the semantics,
+/// in the same order as the rules below).
 pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
     check_name("table", &g.table)?;
     if !metaguard_common::ids::valid_ifname(&g.host_ifname) {
@@ -315,46 +337,70 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
         action,
     };
     let mut rules = Vec::new();
-    for n in &g.blocked {
-        let net = Net::from(*n);
+    // 1. Layer 2: one MAC per port, for every ethertype.
+    if let Some(mac) = g.pod_mac {
+        rules.push(rule(vec![Match::EtherSaddrNot(mac)], Action::Drop));
+    }
+    // 2. Metadata and loopback destinations. Loopback: with route_localnet=1 (kube-proxy sets it)
+    // the node accepts 127.0.0.0/8 from a pod and answers from its own loopback listeners.
+    let loopback = [
+        Net {
+            addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
+            prefix: 8,
+        },
+        Net::host(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        Net {
+            addr: IpAddr::V6(Ipv4Addr::new(127, 0, 0, 0).to_ipv6_mapped()),
+            prefix: 104,
+        },
+    ];
+    for net in g.blocked.iter().map(|n| Net::from(*n)).chain(loopback) {
         rules.push(rule(
             vec![ether(net.is_v4()), Match::Daddr(net)],
             Action::Drop,
         ));
     }
-    // A neighbour advertisement claims its target address, whatever its source: one for an
-    // address that is not the pod's would redirect the host's traffic for that address (another
-    // pod's) to this pod. Allowed targets: the pod's IPv6 addresses and link-local ones.
-    let link_local_net = Net {
-        addr: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
-        prefix: 10,
-    };
+    // 3. Source routes.
+    rules.extend(source_route_drops(0, ether));
+    // 4. Tunnels: to any destination, see docs/plugin.md for why not only the node's addresses.
+    if g.block_tunnels {
+        for p in TUNNEL_PROTOCOLS {
+            rules.push(rule(vec![Match::L4Proto(p)], Action::Drop));
+        }
+        for port in &g.tunnel_ports {
+            rules.push(rule(
+                vec![Match::L4Proto(IPPROTO_UDP), Match::Dport(*port)],
+                Action::Drop,
+            ));
+        }
+    }
+    // 5. A neighbour advertisement claims its target address, whatever its source: one for an
+    // address that is not the pod's would redirect traffic for that address (another pod's, or
+    // the gateway's in a neighbour pod's cache) to this pod.
     let mut na = vec![
         ether(false),
         Match::L4Proto(IPPROTO_ICMPV6),
         Match::Icmp6Type(ICMPV6_NEIGHBOR_ADVERT),
-        Match::NdTargetNot(link_local_net),
     ];
-    na.extend(
-        g.pod_ips
-            .iter()
-            .filter(|ip| ip.is_ipv6())
-            .map(|ip| Match::NdTargetNot(Net::host(*ip))),
-    );
+    let own_v6 = g
+        .pod_ips
+        .iter()
+        .copied()
+        .filter(IpAddr::is_ipv6)
+        .chain(g.pod_link_locals.iter().map(|a| IpAddr::V6(*a)));
+    na.extend(own_v6.map(|ip| Match::NdTargetNot(Net::host(ip))));
     rules.push(rule(na, Action::Drop));
+    // 6. The pod's own addresses.
     for ip in &g.pod_ips {
         rules.push(rule(
             vec![ether(ip.is_ipv4()), Match::Saddr(Net::host(*ip))],
             Action::Accept,
         ));
     }
-    // Neighbour and router solicitation, DAD and MLD reports use link-local or unspecified
+    // 7. Neighbour and router solicitation, DAD and MLD reports use link-local or unspecified
     // sources; nothing else a pod sends needs them (router advertisements and redirects are for
-    // routers, and the pod is not one).
-    let link_local = Net {
-        addr: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
-        prefix: 10,
-    };
+    // routers, and the pod is not one). Only the pod's own link-local sources: a solicitation
+    // from another's would plant that address in the node's neighbour cache.
     let unspecified = Net::host(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     let icmp6 = |src, ty| {
         vec![
@@ -372,8 +418,10 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
         ICMPV6_MLD_DONE,
         ICMPV6_MLD2_REPORT,
     ];
-    for ty in from_link_local {
-        rules.push(rule(icmp6(link_local, ty), Action::Accept));
+    for ll in &g.pod_link_locals {
+        for ty in from_link_local {
+            rules.push(rule(icmp6(Net::host(IpAddr::V6(*ll)), ty), Action::Accept));
+        }
     }
     for ty in [
         ICMPV6_ROUTER_SOLICIT,
@@ -383,6 +431,7 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
     ] {
         rules.push(rule(icmp6(unspecified, ty), Action::Accept));
     }
+    // 8. ARP from the pod's own addresses (and probes), with its own hardware address.
     let arp_senders = g
         .pod_ips
         .iter()
@@ -392,14 +441,13 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
         })
         .chain([Ipv4Addr::UNSPECIFIED]);
     for spa in arp_senders {
-        rules.push(rule(
-            vec![
-                Match::EtherType(ETH_P_ARP),
-                Match::ArpEthIpv4,
-                Match::ArpSpa(spa),
-            ],
-            Action::Accept,
-        ));
+        let mut m = vec![
+            Match::EtherType(ETH_P_ARP),
+            Match::ArpEthIpv4,
+            Match::ArpSpa(spa),
+        ];
+        m.extend(g.pod_mac.map(Match::ArpSha));
+        rules.push(rule(m, Action::Accept));
     }
     Ok(TableSpec {
         family: Family::Netdev,
@@ -462,11 +510,21 @@ fn match_exprs(out: &mut Vec<Expr>, m: Match) {
         Match::Icmp6Type(t) => load_cmp(out, payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1), &[t]),
         // The target follows type, code, checksum and 4 bytes of flags/reserved.
         Match::NdTargetNot(n) => addr_exprs(out, n, NFT_PAYLOAD_TRANSPORT_HEADER, 8, false),
-        Match::TcpDport(p) => load_cmp(
+        Match::Dport(p) => load_cmp(
             out,
             payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
             &p.to_be_bytes(),
         ),
+        Match::EtherSaddrNot(mac) => {
+            out.push(payload(NFT_PAYLOAD_LL_HEADER, 6, 6));
+            out.push(Expr::CmpNeq {
+                sreg: NFT_REG_1,
+                data: Data::new(&mac),
+            });
+        }
+        Match::Ipv4Option(ty) => exthdr_present(out, NFT_EXTHDR_OP_IPV4, ty),
+        Match::Ipv6ExtHdr(ty) => exthdr_present(out, NFT_EXTHDR_OP_IPV6, ty),
+        Match::ArpSha(mac) => load_cmp(out, payload(NFT_PAYLOAD_NETWORK_HEADER, 8, 6), &mac),
         Match::ArpEthIpv4 => load_cmp(
             out,
             payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 6),
@@ -474,6 +532,34 @@ fn match_exprs(out: &mut Vec<Expr>, m: Match) {
         ),
         Match::ArpSpa(a) => load_cmp(out, payload(NFT_PAYLOAD_NETWORK_HEADER, 14, 4), &a.octets()),
     }
+}
+
+fn exthdr_present(out: &mut Vec<Expr>, op: u32, ty: u8) {
+    out.push(Expr::ExthdrPresent {
+        op,
+        ty,
+        dreg: NFT_REG_1,
+    });
+    out.push(Expr::CmpEq {
+        sreg: NFT_REG_1,
+        data: Data::new(&[1]),
+    });
+}
+
+/// Drops for packets that name their real destination inside themselves: IPv4 loose/strict
+/// source routes and any IPv6 routing header (type 0, 2 or SRv6). `proto` states the family
+/// the way the table's family needs it (`meta nfproto` in inet, `ether type` in netdev).
+fn source_route_drops(chain: usize, proto: impl Fn(bool) -> Match) -> Vec<RuleSpec> {
+    let rule = |matches| RuleSpec {
+        chain,
+        matches,
+        action: Action::Drop,
+    };
+    vec![
+        rule(vec![proto(true), Match::Ipv4Option(IPOPT_LSRR)]),
+        rule(vec![proto(true), Match::Ipv4Option(IPOPT_SSRR)]),
+        rule(vec![proto(false), Match::Ipv6ExtHdr(NEXTHDR_ROUTING)]),
+    ]
 }
 
 /// Compares the address at `base + offset` with `net` (`eq`: must be in it; else: must not be):
@@ -589,9 +675,27 @@ pub(crate) mod tests {
         let s = pod_spec(&pod()).unwrap();
         assert_eq!(s.comment, "metaguard:v1:net:abc:eth0");
         assert_eq!(s.chains.len(), 4);
-        // 2 redirects in each nat chain, 2 rejects per blocked net in each filter chain.
+        // 2 redirects in each nat chain; in each filter chain 3 source-route drops and 2
+        // rejects per blocked net.
         assert_eq!(s.rules.iter().filter(|r| r.chain == 0).count(), 2);
-        assert_eq!(s.rules.iter().filter(|r| r.chain == 3).count(), 4);
+        assert_eq!(s.rules.iter().filter(|r| r.chain == 3).count(), 3 + 4);
+        let srcroute: Vec<_> = s
+            .rules
+            .iter()
+            .filter(|r| r.chain == 2 && r.action == Action::Drop)
+            .map(|r| r.matches.clone())
+            .collect();
+        assert_eq!(
+            srcroute,
+            vec![
+                vec![Match::NfProto { v4: true }, Match::Ipv4Option(IPOPT_LSRR)],
+                vec![Match::NfProto { v4: true }, Match::Ipv4Option(IPOPT_SSRR)],
+                vec![
+                    Match::NfProto { v4: false },
+                    Match::Ipv6ExtHdr(NEXTHDR_ROUTING)
+                ],
+            ]
+        );
         let dnat = s.rules[0].exprs();
         assert!(matches!(
             dnat.last(),
@@ -699,36 +803,155 @@ pub(crate) mod tests {
         assert_eq!(out.len(), 2);
     }
 
-    #[test]
-    fn host_guard_layout() {
-        let g = HostGuard {
+    pub(crate) fn guard() -> HostGuard {
+        HostGuard {
             table: "metaguard-0123456789abcdef".into(),
             tag: "net:abc:eth0".into(),
             host_ifname: "veth1234".into(),
             pod_ips: vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
             blocked: vec!["169.254.169.254/32".parse().unwrap()],
-        };
+            pod_mac: Some([0x02, 0, 0, 0, 0, 5]),
+            pod_link_locals: vec!["fe80::5".parse().unwrap()],
+            block_tunnels: true,
+            tunnel_ports: vec![4789, 8472, 6081],
+        }
+    }
+
+    fn drops(s: &TableSpec) -> Vec<Vec<Match>> {
+        s.rules
+            .iter()
+            .filter(|r| r.action == Action::Drop)
+            .map(|r| r.matches.clone())
+            .collect()
+    }
+
+    #[test]
+    fn host_guard_layout() {
+        let g = guard();
         let s = host_spec(&g).unwrap();
         assert_eq!(s.chains[0].device.as_deref(), Some("veth1234"));
         assert_eq!(s.chains[0].policy, NF_DROP);
-        // drop blocked, drop foreign NA targets, accept 2 pod ips, 6 + 4 ICMPv6 rules, ARP from
-        // the v4 ip and from 0.0.0.0
-        assert_eq!(s.rules.len(), 1 + 1 + 2 + 10 + 2);
-        assert_eq!(s.rules[0].action, Action::Drop);
-        assert_eq!(s.rules[1].action, Action::Drop);
-        assert_eq!(
-            s.rules[1].matches[3..],
-            [
-                Match::NdTargetNot(Net {
-                    addr: "fe80::".parse().unwrap(),
-                    prefix: 10
+        let mac = [0x02, 0, 0, 0, 0, 5];
+        let d = drops(&s);
+        // The MAC pin comes first, so nothing after it sees a forged source.
+        assert_eq!(d[0], vec![Match::EtherSaddrNot(mac)]);
+        for want in [
+            vec![
+                Match::EtherType(ETH_P_IP),
+                Match::Daddr(Net::host("169.254.169.254".parse().unwrap())),
+            ],
+            vec![
+                Match::EtherType(ETH_P_IP),
+                Match::Daddr(Net {
+                    addr: "127.0.0.0".parse().unwrap(),
+                    prefix: 8,
                 }),
-                Match::NdTargetNot(Net::host("fd00::5".parse().unwrap()))
-            ]
-        );
+            ],
+            vec![
+                Match::EtherType(ETH_P_IPV6),
+                Match::Daddr(Net::host("::1".parse().unwrap())),
+            ],
+            vec![
+                Match::EtherType(ETH_P_IPV6),
+                Match::Daddr(Net {
+                    addr: "::ffff:127.0.0.0".parse().unwrap(),
+                    prefix: 104,
+                }),
+            ],
+            vec![Match::EtherType(ETH_P_IP), Match::Ipv4Option(IPOPT_LSRR)],
+            vec![Match::EtherType(ETH_P_IP), Match::Ipv4Option(IPOPT_SSRR)],
+            vec![
+                Match::EtherType(ETH_P_IPV6),
+                Match::Ipv6ExtHdr(NEXTHDR_ROUTING),
+            ],
+            vec![Match::L4Proto(IPPROTO_IPIP)],
+            vec![Match::L4Proto(IPPROTO_IPV6)],
+            vec![Match::L4Proto(IPPROTO_GRE)],
+            vec![Match::L4Proto(IPPROTO_UDP), Match::Dport(8472)],
+            vec![
+                Match::EtherType(ETH_P_IPV6),
+                Match::L4Proto(IPPROTO_ICMPV6),
+                Match::Icmp6Type(ICMPV6_NEIGHBOR_ADVERT),
+                Match::NdTargetNot(Net::host("fd00::5".parse().unwrap())),
+                Match::NdTargetNot(Net::host("fe80::5".parse().unwrap())),
+            ],
+        ] {
+            assert!(d.contains(&want), "missing drop {want:?} in {d:#?}");
+        }
+        // Every drop precedes every accept: an accept by source address must not let a tunnel,
+        // a source route or a loopback destination through.
+        let first_accept = s
+            .rules
+            .iter()
+            .position(|r| r.action == Action::Accept)
+            .unwrap();
+        assert!(s.rules[first_accept..]
+            .iter()
+            .all(|r| r.action == Action::Accept));
+        // Link-local ICMPv6 only from the pod's own link-local; ARP only with its own MAC.
+        let accepts: Vec<_> = s.rules[first_accept..].iter().map(|r| &r.matches).collect();
+        assert!(accepts
+            .iter()
+            .filter(|m| m.contains(&Match::L4Proto(IPPROTO_ICMPV6)))
+            .all(
+                |m| m[1] == Match::Saddr(Net::host("fe80::5".parse().unwrap()))
+                    || m[1] == Match::Saddr(Net::host("::".parse().unwrap()))
+            ));
+        let arp: Vec<_> = accepts
+            .iter()
+            .filter(|m| m[0] == Match::EtherType(ETH_P_ARP))
+            .collect();
+        assert_eq!(arp.len(), 2);
+        assert!(arp.iter().all(|m| m.last() == Some(&Match::ArpSha(mac))));
+
         let mut bad = g.clone();
         bad.host_ifname = "a/b".into();
         assert!(matches!(host_spec(&bad), Err(NftError::Invalid(_))));
+    }
+
+    #[test]
+    fn host_guard_options_change_only_their_rules() {
+        let full = host_spec(&guard()).unwrap();
+        let mut g = guard();
+        g.pod_mac = None;
+        let no_mac = host_spec(&g).unwrap();
+        assert!(!drops(&no_mac)
+            .iter()
+            .flatten()
+            .any(|m| matches!(m, Match::EtherSaddrNot(_))));
+        assert!(!no_mac
+            .rules
+            .iter()
+            .flat_map(|r| &r.matches)
+            .any(|m| matches!(m, Match::ArpSha(_))));
+        assert_eq!(no_mac.rules.len(), full.rules.len() - 1);
+
+        let mut g = guard();
+        g.block_tunnels = false;
+        let open = host_spec(&g).unwrap();
+        assert_eq!(
+            open.rules.len(),
+            full.rules.len() - TUNNEL_PROTOCOLS.len() - 3
+        );
+        assert!(!open
+            .rules
+            .iter()
+            .flat_map(|r| &r.matches)
+            .any(|m| matches!(m, Match::Dport(_))));
+
+        let mut g = guard();
+        g.tunnel_ports.push(5555);
+        let fou = host_spec(&g).unwrap();
+        assert!(drops(&fou).contains(&vec![Match::L4Proto(IPPROTO_UDP), Match::Dport(5555)]));
+
+        // No link-local known: no link-local source is accepted at all.
+        let mut g = guard();
+        g.pod_link_locals.clear();
+        let s = host_spec(&g).unwrap();
+        assert!(!s.rules.iter().flat_map(|r| &r.matches).any(|m| matches!(
+            m,
+            Match::Saddr(n) if matches!(n.addr, IpAddr::V6(a) if a.segments()[0] == 0xfe80)
+        )));
     }
 
     #[test]

@@ -148,6 +148,18 @@ pub const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
 pub const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
 pub const NFT_NAT_DNAT: u32 = 1;
 
+// exthdr: IPv6 extension headers and IPv4 options, found by walking the header chain
+pub const NFTA_EXTHDR_DREG: u16 = 1;
+pub const NFTA_EXTHDR_TYPE: u16 = 2;
+pub const NFTA_EXTHDR_OFFSET: u16 = 3;
+pub const NFTA_EXTHDR_LEN: u16 = 4;
+pub const NFTA_EXTHDR_FLAGS: u16 = 5;
+pub const NFTA_EXTHDR_OP: u16 = 6;
+/// Load 1 into the register when the header or option is present, 0 when not.
+pub const NFT_EXTHDR_F_PRESENT: u32 = 1;
+pub const NFT_EXTHDR_OP_IPV6: u32 = 0;
+pub const NFT_EXTHDR_OP_IPV4: u32 = 2;
+
 // reject
 pub const NFTA_REJECT_TYPE: u16 = 1;
 pub const NFTA_REJECT_ICMP_CODE: u16 = 2;
@@ -157,6 +169,18 @@ pub const NFT_REJECT_ICMPX_PORT_UNREACH: u8 = 1;
 
 // Protocol numbers and ethertypes.
 pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+/// Tunnel payloads a node may decapsulate (see `ruleset::TUNNEL_PROTOCOLS`).
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_IPV6: u8 = 41;
+pub const IPPROTO_GRE: u8 = 47;
+pub const IPPROTO_L2TP: u8 = 115;
+pub const IPPROTO_MPLS: u8 = 137;
+/// IPv6 routing header (extension header type 43): source routing and SRv6.
+pub const NEXTHDR_ROUTING: u8 = 43;
+/// IPv4 loose and strict source-and-record-route options (RFC 791).
+pub const IPOPT_LSRR: u8 = 131;
+pub const IPOPT_SSRR: u8 = 137;
 pub const IPPROTO_ICMPV6: u8 = 58;
 // ICMPv6 message types (RFC 4443, 4861, 2710, 3810)
 pub const ICMPV6_MLD_QUERY: u8 = 130;

@@ -847,6 +847,8 @@ fn rec(ns: Option<&str>, pod: Option<&str>, ann: &[(&str, &str)]) -> PodRecord {
             .collect::<BTreeMap<_, _>>(),
         host_interface: None,
         host_guard: true,
+        mac: None,
+        layer2_guard: false,
         created_unix: 0,
     }
 }

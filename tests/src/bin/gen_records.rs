@@ -68,6 +68,8 @@ fn run() -> Result<(), String> {
             annotations,
             host_interface: Some(format!("veth{i:08x}")),
             host_guard: true,
+            mac: None,
+            layer2_guard: false,
             created_unix: now,
         };
         state.write_record(&rec).map_err(|e| e.to_string())?;
