@@ -52,7 +52,7 @@ CNI_BENCH=$(bench_bin cni-bench)
 bench_trap_cleanup
 bench_mkwork bench-plugin
 W=$BENCH_WORK
-mkdir -p "$W/cni-bin" "$W/cache" "$W/ipam" "$W/state"
+mkdir -p -m 0755 "$W/cni-bin" "$W/cache" "$W/ipam" "$W/state"
 # One plugin directory, like a runtime's bin dir: Debian's plugins plus the metaguard under test.
 for p in bridge host-local portmap; do ln -s "$CNI_PLUGIN_DIR/$p" "$W/cni-bin/$p"; done
 SKIP=()

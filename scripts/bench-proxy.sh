@@ -85,7 +85,7 @@ FAKE=$(bench_bin fake-metadata)
 bench_trap_cleanup
 bench_mkwork bench-proxy
 W=$BENCH_WORK
-mkdir -p "$W/cni-bin" "$W/cache" "$W/ipam" "$W/state"
+mkdir -p -m 0755 "$W/cni-bin" "$W/cache" "$W/ipam" "$W/state"
 for p in bridge host-local; do ln -s "$CNI_PLUGIN_DIR/$p" "$W/cni-bin/$p"; done
 SKIP=(--skip portmap)
 if [ "$EMULATE" = 0 ]; then

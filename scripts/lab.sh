@@ -162,6 +162,8 @@ make_dirs() {
   mkdir -p "$LAB"/{cni/net.d,cni/bin,cni/ipam,state,netns,run-containerd} \
     "$LAB"/containerd/{root,state,opt} \
     "$LAB"/overlay/{etc,opt,var-lib}/{upper,work}
+  # metaguard refuses a state directory that group or others can write, whatever the umask.
+  chmod 0755 "$LAB/state"
   : >"$RECORD"
   : >"$DECISIONS"
 }

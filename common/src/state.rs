@@ -8,15 +8,34 @@
 //! Every file is written to a temporary name in the same directory and renamed into place, so a
 //! reader sees the old file or the new one, never half of one. The record is written before its
 //! address entries and removed after them: whoever finds an address entry finds its record.
+//!
+//! The plugin writing here runs as root, and what the proxy reads here decides who a caller is,
+//! so nobody else may steer the directory:
+//! - [`StateDir::check_secure`] refuses a state directory (or `pods/`, `ips/`) that is a symlink,
+//!   not owned by root (or the process's own uid), or writable by group or others. The plugin
+//!   runs it before every command that touches the directory, the proxy at start;
+//! - directories are created with mode 0755 whatever the umask;
+//! - temporary files get an unpredictable name and are created with `O_CREAT|O_EXCL|O_NOFOLLOW`,
+//!   so an entry planted at a temporary name is never written through;
+//! - records and address entries are opened with `O_NOFOLLOW` and must be regular files: a
+//!   symlink there is an error ([`StateError::NotRegularFile`]), never followed.
 
 use crate::ids::{split_attachment_key, valid_cni_name, valid_ifname};
 use crate::record::{PodRecord, RECORD_VERSION};
-use std::fs;
-use std::io::{self, Write};
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Read, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_STATE_DIR: &str = "/run/metaguard";
+
+/// Mode of the directories the plugin creates (also what an operator should set).
+pub const DIR_MODE: u32 = 0o755;
+/// Mode of the files the plugin writes: the proxy may run as another user and must read them.
+pub const FILE_MODE: u32 = 0o644;
+/// How many fresh temporary names [`write_atomic`] tries when one already exists.
+const TEMP_ATTEMPTS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -24,6 +43,57 @@ pub enum StateError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: not a valid pod record: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    /// A record or address entry that is not a regular file (`kind` says what it is, e.g. "is a
+    /// symlink"). The plugin only ever writes regular files, so someone else put it there; it is
+    /// neither followed nor read.
+    #[error("{path}: {kind}; refused (pod records and address entries must be regular files)")]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+    /// The state directory, or its `pods/` or `ips/`, is one someone other than root could steer.
+    #[error("{}", insecure_message(.path, .problem))]
+    Insecure { path: PathBuf, problem: Insecurity },
+}
+
+/// Why a state directory is refused (see [`StateDir::check_secure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insecurity {
+    /// The path itself is a symlink: whoever can change it (or its target) chooses where the root
+    /// plugin writes and what the proxy reads.
+    Symlink,
+    NotADirectory,
+    /// Owned by this uid, which is neither root nor the process's effective uid.
+    Owner {
+        uid: u32,
+    },
+    /// Writable by group or others (`mode` is the permission bits).
+    Writable {
+        mode: u32,
+    },
+}
+
+fn insecure_message(path: &Path, problem: &Insecurity) -> String {
+    let p = path.display();
+    const WHY: &str =
+        "anyone who can create entries there can make the root plugin overwrite any file and give \
+         addresses a pod identity at the proxy";
+    match problem {
+        Insecurity::Symlink => format!(
+            "state directory {p} is a symlink: refused ({WHY}); make it a real directory owned \
+             by root with mode 0755 (rm {p} && mkdir -m 0755 {p}), or point stateDir/state_dir \
+             at the real directory"
+        ),
+        Insecurity::NotADirectory => format!(
+            "state directory {p} exists and is not a directory; remove it (the plugin creates \
+             the directory, mode 0755, at the next ADD)"
+        ),
+        Insecurity::Owner { uid } => format!(
+            "state directory {p} is owned by uid {uid}, not root: refused ({WHY}); fix with \
+             chown root:root {p}"
+        ),
+        Insecurity::Writable { mode } => format!(
+            "state directory {p} has mode {mode:04o}, writable by group or others: refused \
+             ({WHY}); fix with chmod go-w {p} (mode 0755)"
+        ),
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
@@ -63,12 +133,41 @@ impl StateDir {
         self.ips_dir().join(ip.to_string())
     }
 
+    /// Refuses a state directory someone other than root could steer: the directory, `pods/` and
+    /// `ips/` must each be a real directory (not a symlink), owned by root or by this process's
+    /// effective uid (so an unprivileged proxy or a rootless test can use its own directory), and
+    /// not writable by group or others. Missing directories are fine: the plugin creates them
+    /// with mode 0755. Parent directories are not checked.
+    pub fn check_secure(&self) -> Result<(), StateError> {
+        // SAFETY: geteuid has no arguments and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        for dir in [self.root.clone(), self.pods_dir(), self.ips_dir()] {
+            if !check_dir(&dir, euid)? {
+                // Nothing below a missing directory exists either.
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the directory, `pods/` and `ips/` (and missing parents) with mode 0755 whatever
+    /// the umask, so they are never group- or other-writable. Existing directories are left as
+    /// they are ([`StateDir::check_secure`] is what refuses bad ones).
+    pub fn create_dirs(&self) -> Result<(), StateError> {
+        for dir in [self.pods_dir(), self.ips_dir()] {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(&dir)
+                .map_err(io_err(&dir))?;
+        }
+        Ok(())
+    }
+
     /// Writes the record and then its address entries, each atomically.
     pub fn write_record(&self, rec: &PodRecord) -> Result<(), StateError> {
         let key = rec.key();
-        for dir in [self.pods_dir(), self.ips_dir()] {
-            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        }
+        self.create_dirs()?;
         let body = serde_json::to_vec_pretty(rec).map_err(|e| StateError::Invalid {
             path: self.record_path(&key),
             reason: e.to_string(),
@@ -83,12 +182,10 @@ impl StateDir {
     /// Reads one record by key. `Ok(None)` when there is none.
     pub fn read_record(&self, key: &str) -> Result<Option<PodRecord>, StateError> {
         let path = self.record_path(key);
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        parse_record(&path, &data).map(Some)
+        match read_state_file(&path)? {
+            Some(data) => parse_record(&path, &data).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Removes the address entries that still point at this key, then the record. Missing files
@@ -113,15 +210,22 @@ impl StateDir {
                 let p = self.ip_path(ip);
                 // Only remove an entry that is still ours: the address may already belong to a
                 // newer pod whose ADD overwrote it.
-                match fs::read(&p) {
-                    Ok(owner) if owner == key.as_bytes() => {
+                match read_state_file(&p) {
+                    Ok(Some(owner)) if owner == key.as_bytes() => {
                         if let Err(e) = remove_if_exists(&p) {
                             errors.push(e);
                         }
                     }
                     Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => errors.push(io_err(&p)(e)),
+                    Err(e @ StateError::NotRegularFile { .. }) => {
+                        // Nobody's entry (the plugin writes regular files only): remove it
+                        // (unlink does not follow a symlink) and say so.
+                        if let Err(e) = remove_if_exists(&p) {
+                            errors.push(e);
+                        }
+                        errors.push(e);
+                    }
+                    Err(e) => errors.push(e),
                 }
             }
         }
@@ -158,23 +262,20 @@ impl StateDir {
     /// The key owning `ip`, from `ips/<ip>`; `Ok(None)` when no record claims it.
     pub fn owner_of(&self, ip: &IpAddr) -> Result<Option<String>, StateError> {
         let p = self.ip_path(ip);
-        match fs::read(&p) {
-            Ok(d) => {
-                let key = String::from_utf8(d).map_err(|_| StateError::Invalid {
-                    path: p.clone(),
-                    reason: "address entry is not UTF-8".into(),
-                })?;
-                if split_attachment_key(&key).is_none() {
-                    return Err(StateError::Invalid {
-                        path: p,
-                        reason: "bad key".into(),
-                    });
-                }
-                Ok(Some(key))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&p)(e)),
+        let Some(d) = read_state_file(&p)? else {
+            return Ok(None);
+        };
+        let key = String::from_utf8(d).map_err(|_| StateError::Invalid {
+            path: p.clone(),
+            reason: "address entry is not UTF-8".into(),
+        })?;
+        if split_attachment_key(&key).is_none() {
+            return Err(StateError::Invalid {
+                path: p,
+                reason: "bad key".into(),
+            });
         }
+        Ok(Some(key))
     }
 
     /// Resolves a source address to its record: the address entry, then the record, and only if
@@ -215,20 +316,122 @@ pub fn parse_record(path: &Path, data: &[u8]) -> Result<PodRecord, StateError> {
 }
 
 /// Writes `data` to `path` through a temporary file in the same directory and a rename.
+///
+/// The temporary name ends in 16 random hex digits and the file is created with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW` (mode 0644): an entry someone planted at a name they guessed is
+/// never opened, let alone written through (a symlink there makes the open fail, and a fresh
+/// name is tried). The rename replaces whatever is at `path`, a symlink included, without
+/// following it.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    write_atomic_named(path, data, random_suffix)
+}
+
+/// [`write_atomic`] with the temporary names' suffixes from `suffix` (tests choose them).
+fn write_atomic_named(
+    path: &Path,
+    data: &[u8],
+    mut suffix: impl FnMut() -> io::Result<String>,
+) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let res = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        fs::rename(&tmp, path)
-    })();
+    let mut attempts = 0;
+    let (mut file, tmp) = loop {
+        let tmp = dir.join(format!(".{name}.tmp.{}", suffix().map_err(io_err(path))?));
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp);
+        match opened {
+            Ok(f) => break (f, tmp),
+            // Taken (by chance, or planted): another random name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts + 1 < TEMP_ATTEMPTS => {
+                attempts += 1;
+            }
+            Err(e) => return Err(io_err(&tmp)(e)),
+        }
+    };
+    let res = file.write_all(data).and_then(|()| fs::rename(&tmp, path));
     if let Err(e) = res {
+        // The name is ours (O_EXCL created it), so removing it removes nobody else's file.
         let _ = fs::remove_file(&tmp);
         return Err(io_err(path)(e));
     }
     Ok(())
+}
+
+/// 64 random bits as hex: a temporary name nobody can guess ahead of the write.
+fn random_suffix() -> io::Result<String> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b)?;
+    Ok(format!("{:016x}", u64::from_ne_bytes(b)))
+}
+
+/// Reads a record or address entry: `Ok(None)` when it does not exist. Opened with `O_NOFOLLOW`
+/// (a symlink is refused, not followed) and `O_NONBLOCK` (a FIFO planted there cannot hang the
+/// reader; regular files ignore the flag), and read only if it is a regular file.
+pub fn read_state_file(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    let not_regular = |kind| StateError::NotRegularFile {
+        path: path.to_path_buf(),
+        kind,
+    };
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut f = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // O_NOFOLLOW's answer when the last component is a symlink.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular("is a symlink")),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let md = f.metadata().map_err(io_err(path))?;
+    let ft = md.file_type();
+    if !ft.is_file() {
+        return Err(not_regular(if ft.is_dir() {
+            "is a directory"
+        } else if ft.is_fifo() {
+            "is a FIFO"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "is a device"
+        } else {
+            "is not a regular file"
+        }));
+    }
+    let mut data = Vec::with_capacity(usize::try_from(md.len()).unwrap_or(0));
+    f.read_to_end(&mut data).map_err(io_err(path))?;
+    Ok(Some(data))
+}
+
+/// One directory of [`StateDir::check_secure`]: `Ok(false)` when it does not exist.
+fn check_dir(dir: &Path, euid: u32) -> Result<bool, StateError> {
+    let insecure = |problem| StateError::Insecure {
+        path: dir.to_path_buf(),
+        problem,
+    };
+    // lstat: a symlink is judged as itself, never by its target.
+    let md = match fs::symlink_metadata(dir) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        return Err(insecure(Insecurity::Symlink));
+    }
+    if !ft.is_dir() {
+        return Err(insecure(Insecurity::NotADirectory));
+    }
+    if md.uid() != 0 && md.uid() != euid {
+        return Err(insecure(Insecurity::Owner { uid: md.uid() }));
+    }
+    let mode = md.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(insecure(Insecurity::Writable { mode }));
+    }
+    Ok(true)
 }
 
 fn remove_if_exists(path: &Path) -> Result<(), StateError> {
@@ -264,6 +467,8 @@ mod tests {
             annotations: BTreeMap::new(),
             host_interface: Some("veth1".into()),
             host_guard: true,
+            mac: None,
+            layer2_guard: false,
             created_unix: 1,
         }
     }
@@ -334,5 +539,341 @@ mod tests {
         let mut r = rec("c1", &["10.0.0.1"]);
         r.container_id = "../etc".into();
         assert!(parse_record(p, &serde_json::to_vec(&r).unwrap()).is_err());
+    }
+
+    // --- the state directory against whoever can create entries in it (issue 11 item 6) ---
+
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// A file outside the state directory that an attacker would like the root plugin to write.
+    fn victim(d: &Path) -> PathBuf {
+        fs::create_dir_all(d).unwrap();
+        let v = d.join("victim");
+        fs::write(&v, b"precious").unwrap();
+        v
+    }
+
+    fn assert_untouched(v: &Path) {
+        assert_eq!(
+            fs::read(v).unwrap(),
+            b"precious",
+            "{} was written",
+            v.display()
+        );
+    }
+
+    fn is_regular(p: &Path) -> bool {
+        fs::symlink_metadata(p).unwrap().file_type().is_file()
+    }
+
+    fn temp_files(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter(|n| n.contains(".tmp."))
+            .collect()
+    }
+
+    #[test]
+    fn temporary_names_are_unpredictable() {
+        let d = tmpdir("tmpnames");
+        fs::create_dir_all(&d).unwrap();
+        let target = d.join("10.0.0.1");
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            write_atomic_named(&target, b"k", || {
+                let s = random_suffix()?;
+                seen.push(s.clone());
+                Ok(s)
+            })
+            .unwrap();
+        }
+        assert_eq!(seen.len(), 2);
+        assert_ne!(seen[0], seen[1], "two writes used the same temporary name");
+        for s in &seen {
+            assert_eq!(s.len(), 16, "{s}");
+            assert!(s.chars().all(|c| c.is_ascii_hexdigit()), "{s}");
+            // Not the old scheme's process id.
+            assert_ne!(s, &std::process::id().to_string());
+        }
+        assert!(temp_files(&d).is_empty(), "temporary file left behind");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn planted_symlink_at_a_temporary_name_is_not_followed() {
+        let d = tmpdir("tmplink");
+        let s = StateDir::new(d.join("state"));
+        s.create_dirs().unwrap();
+        let v = victim(&d);
+        let target = s.ip_path(&"10.0.0.1".parse().unwrap());
+        // The name the old plugin used (pid-based), and a name the attacker guessed right.
+        symlink(
+            &v,
+            s.ips_dir()
+                .join(format!(".10.0.0.1.tmp.{}", std::process::id())),
+        )
+        .unwrap();
+        symlink(&v, s.ips_dir().join(".10.0.0.1.tmp.guessed")).unwrap();
+        let mut names = vec!["guessed".to_string()].into_iter();
+        write_atomic_named(&target, b"net:c1:eth0", || {
+            Ok(names.next().unwrap_or_else(|| random_suffix().unwrap()))
+        })
+        .unwrap();
+        assert_untouched(&v);
+        assert!(is_regular(&target));
+        assert_eq!(fs::read(&target).unwrap(), b"net:c1:eth0");
+        // The real write_atomic past the old predictable name.
+        write_atomic(&target, b"net:c2:eth0").unwrap();
+        assert_untouched(&v);
+        assert_eq!(fs::read(&target).unwrap(), b"net:c2:eth0");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn every_temporary_name_taken_fails_without_writing() {
+        let d = tmpdir("tmpfull");
+        fs::create_dir_all(&d).unwrap();
+        let v = victim(&d);
+        let target = d.join("f");
+        symlink(&v, d.join(".f.tmp.same")).unwrap();
+        let mut calls = 0;
+        let e = write_atomic_named(&target, b"x", || {
+            calls += 1;
+            Ok("same".into())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&e, StateError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+            "{e}"
+        );
+        assert_eq!(calls, TEMP_ATTEMPTS);
+        assert_untouched(&v);
+        assert!(!target.exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn write_replaces_planted_entries_instead_of_following_them() {
+        let d = tmpdir("plantent");
+        let s = StateDir::new(d.join("state"));
+        s.create_dirs().unwrap();
+        let v = victim(&d);
+        let r = rec("c1", &["10.0.0.5"]);
+        let ip_path = s.ip_path(&"10.0.0.5".parse().unwrap());
+        symlink(&v, &ip_path).unwrap();
+        symlink(&v, s.record_path(&r.key())).unwrap();
+        s.write_record(&r).unwrap();
+        assert_untouched(&v);
+        assert!(is_regular(&ip_path));
+        assert!(is_regular(&s.record_path(&r.key())));
+        assert_eq!(
+            s.lookup_ip(&"10.0.0.5".parse().unwrap()).unwrap(),
+            Some(r.clone())
+        );
+        for dir in [s.pods_dir(), s.ips_dir()] {
+            assert!(temp_files(&dir).is_empty());
+            let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode & 0o022, 0, "{} mode {mode:o}", dir.display());
+        }
+        let mode = fs::metadata(&ip_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o133, 0, "file mode {mode:o}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn symlinked_record_or_address_entry_is_refused_on_read() {
+        let d = tmpdir("readlink");
+        let s = StateDir::new(d.join("state"));
+        let r = rec("c1", &["10.0.0.6"]);
+        let ip: IpAddr = "10.0.0.6".parse().unwrap();
+        s.write_record(&r).unwrap();
+        // Valid content behind the links: only the link itself can be what is refused.
+        let rec_copy = d.join("record-copy.json");
+        let ip_copy = d.join("ip-copy");
+        fs::copy(s.record_path(&r.key()), &rec_copy).unwrap();
+        fs::copy(s.ip_path(&ip), &ip_copy).unwrap();
+
+        fs::remove_file(s.record_path(&r.key())).unwrap();
+        symlink(&rec_copy, s.record_path(&r.key())).unwrap();
+        let e = s.read_record(&r.key()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StateError::NotRegularFile {
+                    kind: "is a symlink",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("is a symlink"), "{e}");
+        assert!(s.lookup_ip(&ip).is_err());
+
+        s.write_record(&r).unwrap();
+        fs::remove_file(s.ip_path(&ip)).unwrap();
+        symlink(&ip_copy, s.ip_path(&ip)).unwrap();
+        let e = s.owner_of(&ip).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StateError::NotRegularFile {
+                    kind: "is a symlink",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(s.lookup_ip(&ip).is_err());
+
+        // A FIFO is refused without blocking the reader.
+        fs::remove_file(s.ip_path(&ip)).unwrap();
+        let st = std::process::Command::new("mkfifo")
+            .arg(s.ip_path(&ip))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let e = s.owner_of(&ip).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StateError::NotRegularFile {
+                    kind: "is a FIFO",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn removal_unlinks_a_planted_address_link_without_following_it() {
+        let d = tmpdir("rmlink");
+        let s = StateDir::new(d.join("state"));
+        let v = victim(&d);
+        let r = rec("c1", &["10.0.0.8"]);
+        let ip: IpAddr = "10.0.0.8".parse().unwrap();
+        s.write_record(&r).unwrap();
+        fs::remove_file(s.ip_path(&ip)).unwrap();
+        symlink(&v, s.ip_path(&ip)).unwrap();
+        let errors = s.remove_record(&r.key());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(matches!(errors[0], StateError::NotRegularFile { .. }));
+        assert!(fs::symlink_metadata(s.ip_path(&ip)).is_err(), "link left");
+        assert!(!s.record_path(&r.key()).exists());
+        assert_untouched(&v);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn set_mode(p: &Path, mode: u32) {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn insecurity(s: &StateDir) -> (PathBuf, Insecurity, String) {
+        match s.check_secure() {
+            Err(e @ StateError::Insecure { .. }) => {
+                let msg = e.to_string();
+                let StateError::Insecure { path, problem } = e else {
+                    unreachable!()
+                };
+                (path, problem, msg)
+            }
+            other => panic!("expected Insecure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn secure_and_missing_state_dirs_pass() {
+        let d = tmpdir("secok");
+        let s = StateDir::new(d.join("state"));
+        // Missing entirely, and the root without pods/ ips/: the plugin creates them.
+        s.check_secure().unwrap();
+        DirBuilder::new().mode(0o755).create(&d).unwrap();
+        DirBuilder::new().mode(0o755).create(s.root()).unwrap();
+        set_mode(s.root(), 0o755);
+        s.check_secure().unwrap();
+        s.create_dirs().unwrap();
+        s.check_secure().unwrap();
+        // Read-only for others, or private, is fine; so is the sticky bit alone.
+        set_mode(&s.pods_dir(), 0o700);
+        set_mode(&s.ips_dir(), 0o1755);
+        s.check_secure().unwrap();
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn writable_state_dirs_are_refused() {
+        let d = tmpdir("secmode");
+        let s = StateDir::new(d.join("state"));
+        s.create_dirs().unwrap();
+        for (dir, mode) in [
+            (s.root().to_path_buf(), 0o775),
+            (s.root().to_path_buf(), 0o757),
+            (s.root().to_path_buf(), 0o1777),
+            (s.pods_dir(), 0o777),
+            (s.ips_dir(), 0o775),
+        ] {
+            set_mode(&dir, mode);
+            let (path, problem, msg) = insecurity(&s);
+            assert_eq!(path, dir);
+            assert_eq!(problem, Insecurity::Writable { mode });
+            assert!(msg.contains(&dir.display().to_string()), "{msg}");
+            assert!(msg.contains("chmod go-w"), "{msg}");
+            set_mode(&dir, 0o755);
+        }
+        s.check_secure().unwrap();
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn symlinked_state_dirs_are_refused() {
+        let d = tmpdir("seclink");
+        let real = StateDir::new(d.join("real"));
+        real.create_dirs().unwrap();
+        // The state directory itself a link to a perfectly good directory.
+        symlink(real.root(), d.join("state")).unwrap();
+        let s = StateDir::new(d.join("state"));
+        let (path, problem, msg) = insecurity(&s);
+        assert_eq!((path, problem), (d.join("state"), Insecurity::Symlink));
+        assert!(msg.contains("is a symlink"), "{msg}");
+        // ips/ a link inside a real state directory.
+        let s = StateDir::new(d.join("state2"));
+        s.create_dirs().unwrap();
+        fs::remove_dir(s.ips_dir()).unwrap();
+        symlink(real.ips_dir(), s.ips_dir()).unwrap();
+        let (path, problem, _) = insecurity(&s);
+        assert_eq!((path, problem), (s.ips_dir(), Insecurity::Symlink));
+        // Not a directory at all.
+        let s = StateDir::new(d.join("file"));
+        fs::write(s.root(), b"").unwrap();
+        assert_eq!(insecurity(&s).1, Insecurity::NotADirectory);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn state_dirs_owned_by_someone_else_are_refused() {
+        // SAFETY: geteuid has no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let d = tmpdir("secown");
+        let s = StateDir::new(d.join("state"));
+        s.create_dirs().unwrap();
+        for dir in [s.root().to_path_buf(), s.pods_dir()] {
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            let (path, problem, msg) = insecurity(&s);
+            assert_eq!(
+                (path, problem),
+                (dir.clone(), Insecurity::Owner { uid: 65534 })
+            );
+            assert!(msg.contains("chown root"), "{msg}");
+            std::os::unix::fs::chown(&dir, Some(0), None).unwrap();
+        }
+        // Another group owning it is fine as long as the group cannot write.
+        std::os::unix::fs::chown(s.root(), None, Some(65534)).unwrap();
+        s.check_secure().unwrap();
+        fs::remove_dir_all(&d).unwrap();
     }
 }

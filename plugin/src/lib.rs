@@ -115,9 +115,6 @@ fn dispatch(
                     format!("{}: {}", e.msg, e.details),
                 )
             })?;
-            // STATUS creates missing directories too; made here first they get mode 0755
-            // whatever the umask. A failure is STATUS's to report, with its own message.
-            let _ = state.create_dirs();
         }
         Command::Check | Command::Gc | Command::Status | Command::Version => {}
     }

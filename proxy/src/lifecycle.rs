@@ -1,8 +1,10 @@
 //! Start-up, signals and shutdown.
 //!
-//! Start-up binds every socket first (FREEBIND: the addresses need not exist yet), so the daemon
-//! serves before the first pod exists; records are preloaded in the background (a miss reads the
-//! files directly, so nothing waits for the preload).
+//! Start-up refuses a state directory someone other than root could steer
+//! ([`StateDir::check_secure`]; a missing one is fine), then binds every socket (FREEBIND: the
+//! addresses need not exist yet), so the daemon serves before the first pod exists; records are
+//! preloaded in the background (a miss reads the files directly, so nothing waits for the
+//! preload).
 //! SIGHUP: reload the policy (a bad file keeps the old one, logs why and counts a failed reload)
 //! and reopen the decision log file. SIGTERM/SIGINT: stop accepting (listeners closed, so pods get
 //! connection refused, never the real service), let requests in flight finish within the grace
@@ -36,6 +38,10 @@ pub enum RunError {
     Upstream(#[from] crate::upstream::UpstreamSetupError),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    /// The state directory is one someone other than root could steer (or cannot be examined):
+    /// its records would decide who callers are, so the daemon does not start on it.
+    #[error("refusing to start: {0}")]
+    StateDir(#[from] metaguard_common::state::StateError),
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Errors are start-up errors.
@@ -45,6 +51,9 @@ pub enum RunError {
 /// (`worker_threads` in all) is a thread with its own single-threaded runtime. See
 /// [`serve::Dispatcher`] for why.
 pub fn run(cfg: Config) -> Result<(), RunError> {
+    // First, before anything is bound or started. A state directory that does not exist yet is
+    // fine: the plugin creates it (mode 0755) at the first ADD, and until then no caller is known.
+    StateDir::new(&cfg.state_dir).check_secure()?;
     let policy = policy_store::load(cfg.policy.as_deref())?;
     let names: Vec<String> = policy.policy_names().map(str::to_owned).collect();
     log::info!(

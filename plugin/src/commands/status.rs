@@ -13,7 +13,7 @@ use super::nft_error;
 use crate::cni::error::{code, CniError};
 use crate::config::Config;
 use crate::nft::{self, Family, Where};
-use metaguard_common::state::StateDir;
+use metaguard_common::state::{write_atomic, StateDir};
 use std::fs;
 
 fn not_ready(details: String) -> CniError {
@@ -36,18 +36,21 @@ pub fn status(cfg: &Config, state: &StateDir) -> Result<(), CniError> {
             return Err(not_ready(format!("nf_tables is not usable: {}", e.details)));
         }
     }
+    // Created with mode 0755 whatever the umask, like ADD does.
+    if let Err(e) = state.create_dirs() {
+        return Err(not_ready(format!("state directory: {e}")));
+    }
     for dir in [state.pods_dir(), state.ips_dir()] {
-        if let Err(e) = fs::create_dir_all(&dir) {
-            return Err(not_ready(format!("state directory {}: {e}", dir.display())));
-        }
-        let probe = dir.join(format!(".status-probe.{}", std::process::id()));
-        if let Err(e) = fs::write(&probe, b"ok").and_then(|()| fs::remove_file(&probe)) {
-            let _ = fs::remove_file(&probe);
+        // Written the way records are (unpredictable temporary name, O_EXCL|O_NOFOLLOW, rename),
+        // so a planted symlink cannot turn the probe into a write elsewhere.
+        let probe = dir.join(".status-probe");
+        if let Err(e) = write_atomic(&probe, b"ok") {
             return Err(not_ready(format!(
                 "state directory {} is not writable: {e}",
                 dir.display()
             )));
         }
+        let _ = fs::remove_file(&probe);
     }
     Ok(())
 }
