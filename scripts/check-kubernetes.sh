@@ -5,13 +5,18 @@
 #   2. security scan: checkov finds nothing in the manifests (and the Containerfile) that is not
 #      skipped with a written reason (`checkov.io/skipN` annotations, `# checkov:skip=` comments);
 #   3. cross-checks with the built binaries, when they exist: the ConfigMap's policy passes
-#      `metaguard-proxy check-policy`, and the plugin configuration the DaemonSet passes to the
-#      installer is accepted by `metaguard-install install` on a fake node (Calico fixture).
+#      `metaguard-proxy check-policy`, the plugin configuration the DaemonSet passes to the
+#      installer is accepted by `metaguard-install install` on a fake node (Calico fixture), and the
+#      uninstall Job's command (conf/kubernetes/uninstall/) restores that node byte for byte; the
+#      DaemonSet's installer keeps metaguard in the chain on exit (restarts fail closed).
+# The manifests are conf/kubernetes/*.yaml (what `kubectl apply -f conf/kubernetes/` applies) and
+# conf/kubernetes/uninstall/*.yaml (the removal Job template).
 # Each tool is also fed a deliberately broken control manifest, which must fail: a check that
 # cannot fail proves nothing.
 #
 # The tools are installed once into a virtualenv under the cargo target directory, pinned by
-# conf/kubernetes/check-requirements.txt (reinstalled when that file changes). As root, the checks
+# conf/kubernetes/check-requirements.txt (reinstalled when that file changes), with python3 3.11 or
+# newer (Debian 12's 3.11.2 and Debian 13's 3.13 work; PYTHON=... picks another). As root, the checks
 # run inside a throwaway network namespace with no interfaces, which proves they work offline
 # (checkov also gets --skip-download so it does not try to phone home).
 #
@@ -49,12 +54,32 @@ T0=$(now)
 want=$(sha256sum "$REQ" | cut -d' ' -f1)
 if [ "$(cat "$VENV/.requirements-sha256" 2>/dev/null || true)" != "$want" ]; then
     t=$(now)
-    echo "installing checkov and kubernetes-validate into $VENV (once; pinned by $REQ)"
+    # The pins need Python 3.11 or newer (numpy 2.4, pulled in by checkov, does).
+    command -v "$PY" >/dev/null || {
+        echo "check-kubernetes: $PY not found: install python3 and python3-venv (Debian), or set PYTHON=/path/to/python3.11+"
+        exit 1
+    }
+    pyver=$("$PY" -c 'import platform; print(platform.python_version())')
+    if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "check-kubernetes: $PY is Python $pyver; the pinned tools ($REQ) need Python 3.11 or newer."
+        echo "  Debian 12's python3 (3.11.2) and Debian 13's (3.13) work. Install one, then run"
+        echo "  PYTHON=/path/to/python3.11 scripts/check-kubernetes.sh"
+        exit 1
+    fi
+    echo "installing checkov and kubernetes-validate into $VENV with Python $pyver (once; pinned by $REQ)"
     rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
+    "$PY" -m venv "$VENV" >"$WORK/venv.log" 2>&1 || {
+        cat "$WORK/venv.log"
+        echo "check-kubernetes: '$PY -m venv' failed: on Debian, apt-get install python3-venv (scripts/lib/deps.sh does)"
+        exit 1
+    }
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ" >"$WORK/pip.log" 2>&1 || {
         cat "$WORK/pip.log"
-        echo "check-kubernetes: pip install failed"
+        echo "check-kubernetes: pip could not install the pinned tools for Python $pyver."
+        echo "  The pins are checked on Python 3.11.2 (Debian 12) and 3.13.5 (Debian 13). 'Requires-Python' or"
+        echo "  'No matching distribution' above means a pin does not support $pyver: run with PYTHON= set to"
+        echo "  one of those versions, or re-pin as $REQ explains. Otherwise pip could not reach the index."
+        rm -rf "$VENV"
         exit 1
     }
     echo "$want" >"$VENV/.requirements-sha256"
@@ -79,6 +104,10 @@ fi
 mkdir -p "$WORK/manifests" "$WORK/controls" "$WORK/scan"
 cp "$K8S_DIR"/*.yaml "$WORK/manifests/"
 cp "$K8S_DIR"/*.yaml "$WORK/scan/"
+for f in "$K8S_DIR"/uninstall/*.yaml; do
+    cp "$f" "$WORK/manifests/uninstall-$(basename "$f")"
+    cp "$f" "$WORK/scan/uninstall-$(basename "$f")"
+done
 cp "$ROOT/Containerfile" "$WORK/scan/Dockerfile"
 cat >"$WORK/controls/control-invalid.yaml" <<'EOF'
 # Control: "containerz" is not a field of PodSpec; strict validation must reject it.
@@ -226,12 +255,25 @@ if proxy=$(find_bin metaguard-proxy); then
 else
     echo "SKIP: metaguard-proxy not built (cargo build --workspace --bins); policy not cross-checked"
 fi
+# Restarts fail closed: the install container must not restore the configuration on SIGTERM
+# (`--on-exit=keep`, or no --on-exit at all: keep is the default).
+on_exit=$(yq "$K8S_DIR/30-daemonset.yaml" \
+    '",".join(a for a in d["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["args"] if a.startswith("--on-exit"))')
+if [ -z "$on_exit" ] || [ "$on_exit" = "--on-exit=keep" ]; then
+    pass "the DaemonSet's installer leaves metaguard in the chain on SIGTERM (${on_exit:-default keep})"
+else
+    fail "the DaemonSet's installer has $on_exit: a restart would leave new pods unguarded"
+fi
 if installer=$(find_bin metaguard-install); then
     # The --config argument of the install container, with the kubelet's $(HOST_IP) expanded.
     cfg=$(yq "$K8S_DIR/30-daemonset.yaml" \
         '[a for a in d["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["args"] if a.startswith("--config=")][0][len("--config="):]')
     cfg=${cfg//\$(HOST_IP)/192.0.2.10}
+    # The uninstall Job's arguments, with the node's /host mounts mapped onto the fake node.
     node=$WORK/node
+    mapfile -t job_args < <(yq "$K8S_DIR/uninstall/uninstall-job.yaml" \
+        '"\n".join(d["Job"]["spec"]["template"]["spec"]["containers"][0]["args"])')
+    job_args=("${job_args[@]//=\/host\//=$node/}")
     mkdir -p "$node/etc/cni/net.d" "$node/opt/cni/bin"
     cp "$ROOT"/installer/tests/fixtures/calico/* "$node/etc/cni/net.d/"
     before=$(cd "$node" && find . -type f -exec sha256sum {} + | sort)
@@ -239,15 +281,16 @@ if installer=$(find_bin metaguard-install); then
     if "$installer" install "${dirs[@]}" --plugin "$installer" --config "$cfg" >"$WORK/install.log" 2>&1 &&
         "$installer" status "${dirs[@]}" >>"$WORK/install.log" 2>&1 &&
         grep -q '"ipv4": "192.0.2.10"' "$node/etc/cni/net.d/10-calico.conflist" &&
-        "$installer" uninstall "${dirs[@]}" >>"$WORK/install.log" 2>&1 &&
+        [ "${job_args[0]:-}" = uninstall ] &&
+        "$installer" "${job_args[@]}" >>"$WORK/install.log" 2>&1 &&
         [ "$(cd "$node" && find . -type f -exec sha256sum {} + | sort)" = "$before" ]; then
-        pass "the DaemonSet's plugin config is accepted by metaguard-install on a Calico node and uninstall restores it"
+        pass "the DaemonSet's plugin config installs on a Calico node and the uninstall Job's command (${job_args[*]}) restores it"
     else
         cat "$WORK/install.log"
-        fail "the DaemonSet's plugin config ($cfg) does not install cleanly"
+        fail "the DaemonSet's plugin config ($cfg) or the uninstall Job's command (${job_args[*]}) does not work on a Calico node"
     fi
 else
-    echo "SKIP: metaguard-install not built; DaemonSet plugin config not cross-checked"
+    echo "SKIP: metaguard-install not built; DaemonSet plugin config and uninstall Job not cross-checked"
 fi
 echo "cross-checks: $(since "$t")"
 

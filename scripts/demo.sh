@@ -4,10 +4,17 @@
 #
 #   sudo scripts/demo.sh
 #
-# It builds the binaries (release, quietly), brings up the lab (scripts/lab.sh), shows an allowed
+# It sets itself up first: installs the Debian packages it needs (scripts/lib/deps.sh demo), finds
+# the Rust toolchain (also the sudo user's, scripts/lib/cargo-env.sh) and builds the four binaries it
+# runs (metaguard, metaguard-proxy, fake-metadata, mgcurl; debug profile, no protoc needed), one line
+# per phase with the time taken. Then it brings up the lab (scripts/lab.sh), shows an allowed
 # request answered, a credentials request denied with the reason, another port refused, the same
 # over IPv6, the proxy's decision log, and what happens when the proxy is down; then tears
 # everything down, even when interrupted. Exits non-zero if anything did not behave as shown.
+#
+# Environment: DEMO_NO_BUILD=1 skips the packages and the build and uses the binaries lab.sh finds
+# (METAGUARD_BIN_DIR or the newest cargo build: what CI does after the tests); DEMO_RELEASE=1
+# builds the release profile instead (slower to build: link-time optimisation).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,30 +32,51 @@ cmdline() { printf '  %s$ %s%s\n' "$D" "$*" "$N"; }
 ok() { printf '  %s✔ %s%s\n' "$G" "$*" "$N"; }
 bad() { printf '  %s✘ %s%s\n' "$R" "$*" "$N"; FAILED=1; }
 
-[ "$(id -u)" -eq 0 ] || { echo "run as root: sudo scripts/demo.sh" >&2; exit 1; }
-command -v cargo >/dev/null || { echo "cargo not found: install the stable Rust toolchain" >&2; exit 1; }
-command -v jq >/dev/null || { echo "jq not found: run scripts/lib/deps.sh (installs the demo's packages)" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "run as root: sudo scripts/demo.sh (it creates network namespaces and runs containerd)" >&2; exit 1; }
 
 heading "metaguard demo"
 say "A container asks the cloud metadata service for things. metaguard (a CNI plugin) sends its"
 say "metadata traffic to metaguard-proxy, which answers what the policy allows and refuses the rest."
 
+SETUP_START=$SECONDS
 if [ "${DEMO_NO_BUILD:-0}" = 1 ]; then
-  # For quick reruns: the binaries lab.sh finds (METAGUARD_BIN_DIR or the newest cargo build).
-  heading "Not building (DEMO_NO_BUILD=1)"
+  # The binaries lab.sh finds (METAGUARD_BIN_DIR or the newest cargo build); packages as they are.
+  heading "Set-up skipped (DEMO_NO_BUILD=1)"
+  command -v jq >/dev/null || { echo "jq not found: run scripts/lib/deps.sh demo (or drop DEMO_NO_BUILD)" >&2; exit 1; }
 else
-  heading "Building (cargo build --release --workspace --bins)"
-  t0=$SECONDS
+  heading "Setting up (first run: packages, crates and a build; later runs: seconds)"
+  bash scripts/lib/deps.sh demo
+  # shellcheck source=lib/cargo-env.sh
+  . scripts/lib/cargo-env.sh
+  cargo_env
+  profile=dev profile_dir=debug
+  if [ "${DEMO_RELEASE:-0}" = 1 ]; then profile=release profile_dir=release; fi
   BUILD_LOG=$(mktemp /tmp/metaguard-demo-build.XXXXXX)
-  # Quiet: the compiler's output is shown only when the build fails.
-  if ! cargo build --release --workspace --bins --quiet >"$BUILD_LOG" 2>&1; then
-    cat "$BUILD_LOG" >&2
-    rm -f "$BUILD_LOG"
-    exit 1
-  fi
+  # cargo_phase TITLE ARGS...: one line with the time taken; cargo's output only when it fails.
+  cargo_phase() {
+    local title=$1 t0=$SECONDS
+    shift
+    printf '  %-58s ' "$title ..."
+    if cargo "$@" >"$BUILD_LOG" 2>&1; then
+      printf '%ss\n' "$((SECONDS - t0))"
+    else
+      printf 'failed after %ss\n' "$((SECONDS - t0))"
+      cat "$BUILD_LOG" >&2
+      rm -f "$BUILD_LOG"
+      exit 1
+    fi
+  }
+  # Only the binaries the lab runs. metaguard-tests without its default "cri" feature: the CRI
+  # client's build script needs protoc, which only the test suite installs.
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  cargo_phase "cargo fetch (downloads crates on the first run)" fetch --target "$host"
+  cargo_phase "cargo build: metaguard, metaguard-proxy, fake-metadata, mgcurl" \
+    build --profile "$profile" --no-default-features \
+    -p metaguard-plugin -p metaguard-proxy -p metaguard-tests \
+    --bin metaguard --bin metaguard-proxy --bin fake-metadata --bin mgcurl
   rm -f "$BUILD_LOG"
-  export METAGUARD_BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
-  ok "built in $((SECONDS - t0))s ($METAGUARD_BIN_DIR)"
+  export METAGUARD_BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/$profile_dir
+  ok "set up in $((SECONDS - SETUP_START))s (binaries in $METAGUARD_BIN_DIR)"
 fi
 DEMO_START=$SECONDS
 

@@ -16,8 +16,17 @@ fi
 step "installing system packages"
 bash scripts/lib/deps.sh
 
+# Under sudo, PATH no longer has the user's ~/.cargo/bin: find the toolchain (or say what to run).
+# shellcheck source=lib/cargo-env.sh
+. scripts/lib/cargo-env.sh
+cargo_env
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "no import circles between modules (plugin/src, proxy/src)"
+python3 scripts/check-import-cycles.py --self-test
+python3 scripts/check-import-cycles.py plugin/src proxy/src
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings

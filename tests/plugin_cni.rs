@@ -3,7 +3,7 @@
 //! `cargo build --workspace --bins`).
 
 use metaguard_common::ids::short_hash;
-use metaguard_tests::cni::{exec_plugin, nft_tables, Node, Pod};
+use metaguard_tests::cni::{exec_plugin, nft_tables, with_env, Node, Pod};
 use metaguard_tests::netns::{accept_within, recv_within};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -598,18 +598,8 @@ fn bad_inputs_get_the_right_code_and_leave_nothing_behind() {
     let regular_file = node.dir.path().join("not-a-netns");
     std::fs::write(&regular_file, b"").unwrap();
     let base = pod.call("ADD");
-    let base_env: Vec<(String, String)> = base
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let env_with = |k: &str, v: Option<&str>| -> Vec<(String, String)> {
-        let mut e: Vec<_> = base_env.iter().filter(|(n, _)| n != k).cloned().collect();
-        if let Some(v) = v {
-            e.push((k.to_string(), v.to_string()));
-        }
-        e
-    };
+    let base_env = base.owned_env();
+    let env_with = |k: &str, v: Option<&str>| with_env(base_env.clone(), k, v);
     let conf_with = |k: &str, v: Option<Value>| -> Vec<u8> {
         let mut c = good_conf.clone();
         match v {

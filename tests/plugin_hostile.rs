@@ -12,7 +12,7 @@
 //! Run: `cargo build --workspace --bins && cargo test -p metaguard-tests --test plugin_hostile`.
 
 use metaguard_tests::bins;
-use metaguard_tests::cni::{exec_plugin, nft_tables, Node, PluginOutput, Pod};
+use metaguard_tests::cni::{exec_plugin, nft_tables, with_env, Node, PluginOutput, Pod};
 use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -31,23 +31,7 @@ struct Hostile {
 }
 
 fn base_env(pod: &Pod<'_>, command: &str) -> Vec<(String, String)> {
-    pod.call(command)
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn with_env(
-    mut env: Vec<(String, String)>,
-    key: &str,
-    value: Option<&str>,
-) -> Vec<(String, String)> {
-    env.retain(|(k, _)| k != key);
-    if let Some(v) = value {
-        env.push((key.to_string(), v.to_string()));
-    }
-    env
+    pod.call(command).owned_env()
 }
 
 fn with_key(conf: &Value, key: &str, value: Option<Value>) -> Vec<u8> {

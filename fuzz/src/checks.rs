@@ -10,11 +10,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use metaguard_plugin::cni::{CniArgs, Command, Env};
 use metaguard_plugin::config::Config;
 use metaguard_proxy::canon::{self, CanonicalTarget};
-use metaguard_proxy::front;
-use metaguard_proxy::headers;
+use metaguard_proxy::http1::relay::RelayedHead;
+use metaguard_proxy::http1::request as front;
 use metaguard_proxy::policy::{Action, PolicySet, RequestView};
-use metaguard_proxy::relay::RelayedHead;
 use std::collections::{BTreeMap, HashMap};
+
+/// The proxy's request rules and, behind its `reference` feature, their header-map versions.
+mod headers {
+    pub use metaguard_proxy::http1::reference::{filter_response_headers, upstream_headers};
+    pub use metaguard_proxy::http1::rules::{check_request_headers, write_upstream_headers};
+}
 
 /// One fuzz target's check.
 pub type Check = fn(&[u8]);

@@ -1,47 +1,152 @@
-//! Command line of `metaguard-install`.
+//! Command line of `metaguard-install`, parsed by clap (help, errors and `--version` as users
+//! expect). Each command takes only its own options, to catch typos.
 
 use crate::chain::{ChainError, Entry};
 use crate::install::Layout;
 use crate::taint::{self, Kubectl, Taint};
 use crate::watch::{OnExit, TaintRemoval, WatchOptions};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-pub const USAGE: &str = "\
-usage: metaguard-install COMMAND [OPTIONS]
+const AFTER_HELP: &str = "\
+Exit codes: 0 success (status: metaguard is in the chain); 1 failure; 2 bad usage;
+3 status/probe: not in the chain / not ready; 75 install: the file changed while it was being
+edited (nothing half-written; run again).";
 
-Commands:
-  install     copy the plugin into the CNI bin dir and chain metaguard into the CNI config
-  uninstall   restore the original CNI config and remove the plugin binary
-  watch       install, keep metaguard in the chain, restore on SIGTERM (for the DaemonSet)
-  status      tell whether metaguard is in the chain containerd uses (exit 0 yes, 3 no)
-  probe       exit 0 when --ready-file exists and/or --heartbeat-file is fresh (exec probes)
+#[derive(Debug, Parser)]
+#[command(
+    name = "metaguard-install",
+    version,
+    about = "Adds the metaguard CNI plugin to a node's CNI configuration and keeps it there.",
+    after_help = AFTER_HELP,
+    subcommand_required = true,
+    arg_required_else_help = true,
+    args_override_self = true,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Sub,
+}
 
-Options:
-  --cni-bin-dir DIR     CNI plugin directory (default /opt/cni/bin)
-  --cni-conf-dir DIR    CNI configuration directory (default /etc/cni/net.d)
-  --backup-dir DIR      where originals are kept (default <cni-conf-dir>/.metaguard-backup)
-  --plugin PATH         the metaguard plugin binary to install (default: `metaguard` next to
-                        this program)
-  --config JSON|@FILE   the plugin's configuration (a JSON object; `type` and the
-                        io.kubernetes.cri.pod-annotations capability are added)
-  --keep-plugin         uninstall/watch: leave the plugin binary in the CNI bin dir
-  --ready-file PATH     watch: present exactly while metaguard is in the chain; probe: checked
-  --heartbeat-file PATH watch: rewritten after every check; probe: must be fresh
-  --max-age-ms N        probe: how fresh the heartbeat must be (default 10000)
-  --interval-ms N       watch: pause between two checks (default 500)
-  --on-exit uninstall|keep
-                        watch: what to do with the chain on SIGTERM (default uninstall)
-  --remove-taint        watch: remove the node taint once metaguard is in the chain
-  --node-name NAME      watch: this node's name (default $NODE_NAME)
-  --taint KEY:EFFECT    watch: the taint (default metaguard.io/not-ready:NoSchedule)
-  --kubectl PATH        watch: kubectl to run (default kubectl, from PATH)
-  -h, --help            this text
-  -V, --version         version
-";
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Copy the plugin into the CNI bin dir and chain metaguard into the CNI config
+    Install {
+        #[command(flatten)]
+        dirs: Dirs,
+        #[command(flatten)]
+        plugin: PluginArgs,
+    },
+    /// Restore the original CNI config and remove the plugin binary
+    Uninstall {
+        #[command(flatten)]
+        dirs: Dirs,
+        /// Leave the plugin binary in the CNI bin dir
+        #[arg(long)]
+        keep_plugin: bool,
+    },
+    /// Install and keep metaguard in the chain until SIGTERM (for the DaemonSet)
+    Watch(Box<WatchArgs>),
+    /// Tell whether metaguard is in the chain containerd uses (exit 0 yes, 3 no)
+    Status {
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Exit 0 when --ready-file exists and/or --heartbeat-file is fresh (exec probes)
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+struct Dirs {
+    /// CNI plugin directory
+    #[arg(long, value_name = "DIR", default_value = "/opt/cni/bin")]
+    cni_bin_dir: PathBuf,
+    /// CNI configuration directory
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Where originals are kept [default: <cni-conf-dir>/.metaguard-backup]
+    #[arg(long, value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PluginArgs {
+    /// The metaguard plugin binary to install [default: `metaguard` next to this program]
+    #[arg(long, value_name = "PATH")]
+    plugin: Option<PathBuf>,
+    /// The plugin's configuration (a JSON object; `type` and the
+    /// io.kubernetes.cri.pod-annotations capability are added)
+    #[arg(long, value_name = "JSON|@FILE")]
+    config: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    dirs: Dirs,
+    #[command(flatten)]
+    plugin: PluginArgs,
+    /// Leave the plugin binary in the CNI bin dir on exit
+    #[arg(long)]
+    keep_plugin: bool,
+    /// Present exactly while metaguard is in the chain
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+    /// Rewritten after every check
+    #[arg(long, value_name = "PATH")]
+    heartbeat_file: Option<PathBuf>,
+    /// Pause between two checks
+    #[arg(long, value_name = "N", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    interval_ms: u64,
+    /// What to do with the chain on SIGTERM: keep (metaguard stays, pods started while it is
+    /// away fail closed) or uninstall
+    #[arg(long, value_enum, default_value_t = OnExitArg::Keep)]
+    on_exit: OnExitArg,
+    /// Remove the node taint once metaguard is in the chain
+    #[arg(long)]
+    remove_taint: bool,
+    /// This node's name [default: $NODE_NAME]
+    #[arg(long, value_name = "NAME", requires = "remove_taint")]
+    node_name: Option<String>,
+    /// The taint [default: metaguard.io/not-ready:NoSchedule]
+    #[arg(long, value_name = "KEY:EFFECT", requires = "remove_taint")]
+    taint: Option<String>,
+    /// The kubectl program to run [default: kubectl, from PATH]
+    #[arg(long, value_name = "PATH", requires = "remove_taint")]
+    kubectl: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[group(skip)]
+#[command(group(ArgGroup::new("probe_target").args(["ready_file", "heartbeat_file"]).required(true).multiple(true)))]
+struct ProbeArgs {
+    /// Ready when this file exists
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+    /// Ready when this file was modified within --max-age-ms
+    #[arg(long, value_name = "PATH")]
+    heartbeat_file: Option<PathBuf>,
+    /// How fresh the heartbeat must be [default: 10000]
+    #[arg(long, value_name = "N", requires = "heartbeat_file")]
+    max_age_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnExitArg {
+    Keep,
+    Uninstall,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
+    /// Refused by the parser, or `--help`/`--version` (clap prints and exits 0 for those).
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
     #[error("{0}")]
     Msg(String),
     #[error(transparent)]
@@ -56,8 +161,6 @@ fn msg(s: impl Into<String>) -> UsageError {
 
 #[derive(Debug)]
 pub enum Command {
-    Help,
-    Version,
     Install {
         layout: Layout,
         plugin: PathBuf,
@@ -77,38 +180,13 @@ pub enum Command {
     },
 }
 
-#[derive(Default)]
-struct Raw {
-    bin_dir: Option<PathBuf>,
-    conf_dir: Option<PathBuf>,
-    backup_dir: Option<PathBuf>,
-    plugin: Option<PathBuf>,
-    config: Option<String>,
-    keep_plugin: bool,
-    ready_file: Option<PathBuf>,
-    heartbeat_file: Option<PathBuf>,
-    max_age_ms: Option<u64>,
-    interval_ms: Option<u64>,
-    on_exit: Option<OnExit>,
-    remove_taint: bool,
-    node_name: Option<String>,
-    taint: Option<String>,
-    kubectl: Option<PathBuf>,
+impl Dirs {
+    fn layout(self) -> Layout {
+        Layout::new(self.cni_bin_dir, self.cni_conf_dir, self.backup_dir)
+    }
 }
 
-impl Raw {
-    fn layout(&self) -> Layout {
-        Layout::new(
-            self.bin_dir
-                .clone()
-                .unwrap_or_else(|| "/opt/cni/bin".into()),
-            self.conf_dir
-                .clone()
-                .unwrap_or_else(|| "/etc/cni/net.d".into()),
-            self.backup_dir.clone(),
-        )
-    }
-
+impl PluginArgs {
     fn plugin(&self) -> Result<PathBuf, UsageError> {
         if let Some(p) = &self.plugin {
             return Ok(p.clone());
@@ -132,191 +210,92 @@ impl Raw {
     }
 }
 
-/// Which options each command takes (anything else is refused, to catch typos).
-fn allowed(cmd: &str) -> &'static [&'static str] {
-    const DIRS: &[&str] = &["--cni-bin-dir", "--cni-conf-dir", "--backup-dir"];
-    match cmd {
-        "install" => &[
-            "--cni-bin-dir",
-            "--cni-conf-dir",
-            "--backup-dir",
-            "--plugin",
-            "--config",
-        ],
-        "uninstall" => &[
-            "--cni-bin-dir",
-            "--cni-conf-dir",
-            "--backup-dir",
-            "--keep-plugin",
-        ],
-        "status" => DIRS,
-        "probe" => &["--ready-file", "--heartbeat-file", "--max-age-ms"],
-        "watch" => &[
-            "--cni-bin-dir",
-            "--cni-conf-dir",
-            "--backup-dir",
-            "--plugin",
-            "--config",
-            "--keep-plugin",
-            "--ready-file",
-            "--heartbeat-file",
-            "--interval-ms",
-            "--on-exit",
-            "--remove-taint",
-            "--node-name",
-            "--taint",
-            "--kubectl",
-        ],
-        _ => &[],
+impl WatchArgs {
+    fn taint(&self) -> Result<Option<TaintRemoval>, UsageError> {
+        if !self.remove_taint {
+            return Ok(None);
+        }
+        let node = match self.node_name.clone() {
+            Some(n) => n,
+            None => std::env::var("NODE_NAME")
+                .map_err(|_| msg("--remove-taint needs --node-name or $NODE_NAME"))?,
+        };
+        if !taint::valid_node_name(&node) {
+            return Err(msg(format!("--node-name: not a valid node name: {node:?}")));
+        }
+        Ok(Some(TaintRemoval {
+            kubectl: Kubectl {
+                program: self.kubectl.clone().unwrap_or_else(|| "kubectl".into()),
+                timeout: Duration::from_secs(15),
+            },
+            node,
+            taint: Taint::parse(self.taint.as_deref().unwrap_or(taint::DEFAULT_TAINT))?,
+        }))
+    }
+
+    fn options(self) -> Result<WatchOptions, UsageError> {
+        Ok(WatchOptions {
+            plugin_src: self.plugin.plugin()?,
+            entry: self.plugin.entry()?,
+            taint: self.taint()?,
+            ready_file: self.ready_file,
+            heartbeat_file: self.heartbeat_file,
+            interval: Duration::from_millis(self.interval_ms),
+            on_exit: match self.on_exit {
+                OnExitArg::Keep => OnExit::Keep,
+                OnExitArg::Uninstall => OnExit::Uninstall,
+            },
+            keep_plugin: self.keep_plugin,
+            layout: self.dirs.layout(),
+        })
     }
 }
 
-/// Parses the arguments after the program name.
-pub fn parse(args: &[String]) -> Result<Command, UsageError> {
-    let Some(cmd) = args.first() else {
-        return Err(msg("no command given"));
-    };
-    match cmd.as_str() {
-        "-h" | "--help" | "help" => return Ok(Command::Help),
-        "-V" | "--version" => return Ok(Command::Version),
-        "install" | "uninstall" | "watch" | "status" | "probe" => {}
-        other => return Err(msg(format!("unknown command {other:?}"))),
-    }
-    let mut raw = Raw::default();
-    let mut it = args[1..].iter();
-    while let Some(arg) = it.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help);
-        }
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        if !allowed(cmd).contains(&name) {
-            return Err(msg(format!("{cmd}: unknown option {name:?}")));
-        }
-        let is_flag = matches!(name, "--keep-plugin" | "--remove-taint");
-        let value = if is_flag {
-            if inline.is_some() {
-                return Err(msg(format!("{name} takes no value")));
-            }
-            String::new()
-        } else {
-            match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| msg(format!("{name} needs a value")))?,
-            }
-        };
-        match name {
-            "--cni-bin-dir" => raw.bin_dir = Some(value.into()),
-            "--cni-conf-dir" => raw.conf_dir = Some(value.into()),
-            "--backup-dir" => raw.backup_dir = Some(value.into()),
-            "--plugin" => raw.plugin = Some(value.into()),
-            "--config" => raw.config = Some(value),
-            "--keep-plugin" => raw.keep_plugin = true,
-            "--ready-file" => raw.ready_file = Some(value.into()),
-            "--heartbeat-file" => raw.heartbeat_file = Some(value.into()),
-            "--max-age-ms" => {
-                let n: u64 = value
-                    .parse()
-                    .map_err(|_| msg(format!("--max-age-ms: not a number: {value:?}")))?;
-                raw.max_age_ms = Some(n);
-            }
-            "--interval-ms" => {
-                let n: u64 = value
-                    .parse()
-                    .map_err(|_| msg(format!("--interval-ms: not a number: {value:?}")))?;
-                if !(50..=60_000).contains(&n) {
-                    return Err(msg("--interval-ms must be between 50 and 60000"));
-                }
-                raw.interval_ms = Some(n);
-            }
-            "--on-exit" => {
-                raw.on_exit = Some(match value.as_str() {
-                    "uninstall" => OnExit::Uninstall,
-                    "keep" => OnExit::Keep,
-                    _ => {
-                        return Err(msg(format!(
-                            "--on-exit: expected uninstall or keep, got {value:?}"
-                        )))
-                    }
-                })
-            }
-            "--remove-taint" => raw.remove_taint = true,
-            "--node-name" => raw.node_name = Some(value),
-            "--taint" => raw.taint = Some(value),
-            "--kubectl" => raw.kubectl = Some(value.into()),
-            _ => return Err(msg(format!("unknown option {name:?}"))),
-        }
-    }
-    Ok(match cmd.as_str() {
-        "install" => Command::Install {
-            layout: raw.layout(),
-            plugin: raw.plugin()?,
-            entry: raw.entry()?,
+/// Parses the arguments after the program name (a repeated option takes its last value).
+/// Besides clap's checks, the plugin
+/// configuration and the taint options are checked here, so that a typo is refused before
+/// anything is written.
+pub fn parse<I, T>(args: I) -> Result<Command, UsageError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv = std::iter::once(OsString::from("metaguard-install"))
+        .chain(args.into_iter().map(Into::into));
+    Ok(match Cli::try_parse_from(argv)?.command {
+        Sub::Install { dirs, plugin } => Command::Install {
+            plugin: plugin.plugin()?,
+            entry: plugin.entry()?,
+            layout: dirs.layout(),
         },
-        "uninstall" => Command::Uninstall {
-            layout: raw.layout(),
-            keep_plugin: raw.keep_plugin,
+        Sub::Uninstall { dirs, keep_plugin } => Command::Uninstall {
+            layout: dirs.layout(),
+            keep_plugin,
         },
-        "status" => Command::Status {
-            layout: raw.layout(),
+        Sub::Status { dirs } => Command::Status {
+            layout: dirs.layout(),
         },
-        "probe" => {
-            if raw.ready_file.is_none() && raw.heartbeat_file.is_none() {
-                return Err(msg("probe: give --ready-file and/or --heartbeat-file"));
-            }
-            if raw.max_age_ms.is_some() && raw.heartbeat_file.is_none() {
-                return Err(msg("probe: --max-age-ms needs --heartbeat-file"));
-            }
-            Command::Probe {
-                ready_file: raw.ready_file.clone(),
-                heartbeat: raw
-                    .heartbeat_file
-                    .clone()
-                    .map(|f| (f, Duration::from_millis(raw.max_age_ms.unwrap_or(10_000)))),
-            }
+        Sub::Probe(p) => Command::Probe {
+            ready_file: p.ready_file,
+            heartbeat: p
+                .heartbeat_file
+                .map(|f| (f, Duration::from_millis(p.max_age_ms.unwrap_or(10_000)))),
+        },
+        Sub::Watch(w) => Command::Watch(Box::new(w.options()?)),
+    })
+}
+
+/// Parses this program's arguments. `--help` and `--version` print on stdout (exit 0); usage
+/// errors on stderr (exit 2).
+pub fn parse_env() -> Result<Command, ExitCode> {
+    parse(std::env::args_os().skip(1)).map_err(|e| match e {
+        UsageError::Clap(e) => {
+            let _ = e.print();
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
         }
-        _ => {
-            let taint = if raw.remove_taint {
-                let node = match raw.node_name.clone() {
-                    Some(n) => n,
-                    None => std::env::var("NODE_NAME")
-                        .map_err(|_| msg("--remove-taint needs --node-name or $NODE_NAME"))?,
-                };
-                if !taint::valid_node_name(&node) {
-                    return Err(msg(format!("--node-name: not a valid node name: {node:?}")));
-                }
-                Some(TaintRemoval {
-                    kubectl: Kubectl {
-                        program: raw.kubectl.clone().unwrap_or_else(|| "kubectl".into()),
-                        timeout: Duration::from_secs(15),
-                    },
-                    node,
-                    taint: Taint::parse(raw.taint.as_deref().unwrap_or(taint::DEFAULT_TAINT))?,
-                })
-            } else {
-                if raw.node_name.is_some() || raw.taint.is_some() || raw.kubectl.is_some() {
-                    return Err(msg(
-                        "--node-name, --taint and --kubectl only make sense with --remove-taint",
-                    ));
-                }
-                None
-            };
-            Command::Watch(Box::new(WatchOptions {
-                layout: raw.layout(),
-                plugin_src: raw.plugin()?,
-                entry: raw.entry()?,
-                ready_file: raw.ready_file.clone(),
-                heartbeat_file: raw.heartbeat_file.clone(),
-                interval: Duration::from_millis(raw.interval_ms.unwrap_or(500)),
-                on_exit: raw.on_exit.unwrap_or(OnExit::Uninstall),
-                keep_plugin: raw.keep_plugin,
-                taint,
-            }))
+        e => {
+            eprintln!("metaguard-install: error: {e}\n\nFor more information, try '--help'.");
+            ExitCode::from(2)
         }
     })
 }
@@ -324,17 +303,23 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::error::ErrorKind;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn parse(s: &str) -> Result<Command, UsageError> {
+        super::parse(s.split_whitespace())
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn install_options() {
-        let c = parse(&args(
-            "install --cni-bin-dir /b --cni-conf-dir=/c --plugin /p/metaguard --config {}",
-        ))
-        .unwrap();
+        let c =
+            parse("install --cni-bin-dir /b --cni-conf-dir=/c --plugin /p/metaguard --config {}")
+                .unwrap();
         let Command::Install {
             layout,
             plugin,
@@ -350,10 +335,35 @@ mod tests {
     }
 
     #[test]
+    fn defaults() {
+        let Command::Status { layout } = parse("status").unwrap() else {
+            panic!()
+        };
+        assert_eq!(layout.bin_dir, PathBuf::from("/opt/cni/bin"));
+        assert_eq!(layout.conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(
+            layout.backup_dir,
+            PathBuf::from("/etc/cni/net.d/.metaguard-backup")
+        );
+        let Command::Watch(w) = parse("watch").unwrap() else {
+            panic!()
+        };
+        assert_eq!(w.interval, Duration::from_millis(500));
+        assert!(w.taint.is_none() && !w.keep_plugin && w.ready_file.is_none());
+        let Command::Probe { heartbeat, .. } = parse("probe --heartbeat-file /h").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            heartbeat,
+            Some((PathBuf::from("/h"), Duration::from_millis(10_000)))
+        );
+    }
+
+    #[test]
     fn watch_options() {
-        let c = parse(&args(
+        let c = parse(
             "watch --ready-file /tmp/r --interval-ms 100 --on-exit keep --remove-taint --node-name node-1 --kubectl /k",
-        ))
+        )
         .unwrap();
         let Command::Watch(w) = c else {
             panic!("{c:?}")
@@ -367,6 +377,29 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_option_takes_the_last_value() {
+        let Command::Watch(w) =
+            parse("watch --plugin /a --plugin=/b --keep-plugin --keep-plugin --on-exit uninstall --on-exit keep").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(w.plugin_src, PathBuf::from("/b"));
+        assert!(w.keep_plugin);
+        assert_eq!(w.on_exit, OnExit::Keep);
+    }
+
+    #[test]
+    fn watch_keeps_the_chain_on_exit_unless_told_otherwise() {
+        let on_exit = |a: &str| match parse(a).unwrap() {
+            Command::Watch(w) => w.on_exit,
+            c => panic!("{c:?}"),
+        };
+        assert_eq!(on_exit("watch"), OnExit::Keep);
+        assert_eq!(on_exit("watch --on-exit keep"), OnExit::Keep);
+        assert_eq!(on_exit("watch --on-exit=uninstall"), OnExit::Uninstall);
+    }
+
+    #[test]
     fn refuses_bad_usage() {
         for a in [
             "",
@@ -375,18 +408,67 @@ mod tests {
             "install --cni-bin-dir",
             "uninstall --keep-plugin=yes",
             "watch --interval-ms 0",
+            "watch --interval-ms 60001",
             "watch --on-exit maybe",
             "watch --node-name n",
             "watch --remove-taint --node-name -bad",
             "probe",
             "probe --max-age-ms 5 --ready-file /r",
+            "probe --max-age-ms x --heartbeat-file /h",
             "install --config [1]",
+            "status --plugin /p",
         ] {
-            assert!(parse(&args(a)).is_err(), "{a}");
+            let e = parse(a).err().unwrap_or_else(|| panic!("{a}: accepted"));
+            if let UsageError::Clap(e) = &e {
+                assert_eq!(e.exit_code(), 2, "{a}: {e}");
+            }
         }
-        assert!(matches!(
-            parse(&args("status --help")).unwrap(),
-            Command::Help
-        ));
+        for (a, kind) in [
+            ("--help", ErrorKind::DisplayHelp),
+            ("help", ErrorKind::DisplayHelp),
+            ("status --help", ErrorKind::DisplayHelp),
+            ("-V", ErrorKind::DisplayVersion),
+            ("watch --version", ErrorKind::DisplayVersion),
+        ] {
+            match parse(a) {
+                Err(UsageError::Clap(e)) => {
+                    assert_eq!(e.kind(), kind, "{a}");
+                    assert_eq!(e.exit_code(), 0, "{a}");
+                }
+                other => panic!("{a}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn help_names_every_command_and_the_defaults() {
+        let Err(UsageError::Clap(e)) = parse("--help") else {
+            panic!()
+        };
+        let help = e.to_string();
+        for want in [
+            "install",
+            "uninstall",
+            "watch",
+            "status",
+            "probe",
+            "Exit codes",
+        ] {
+            assert!(help.contains(want), "{want:?} missing in\n{help}");
+        }
+        let Err(UsageError::Clap(e)) = parse("watch --help") else {
+            panic!()
+        };
+        let help = e.to_string();
+        for want in [
+            "--on-exit <ON_EXIT>",
+            "[default: keep]",
+            "[possible values: keep, uninstall]",
+            "--interval-ms <N>",
+            "[default: 500]",
+            "[default: /opt/cni/bin]",
+        ] {
+            assert!(help.contains(want), "{want:?} missing in\n{help}");
+        }
     }
 }

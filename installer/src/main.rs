@@ -1,23 +1,19 @@
-//! `metaguard-install`: see [`metaguard_installer::cli::USAGE`].
+//! `metaguard-install`: see `metaguard-install --help` ([`metaguard_installer::cli`]).
 //!
 //! Exit codes: 0 success (status: metaguard is in the chain); 1 failure; 2 bad usage;
 //! 3 status/probe: not in the chain / not ready; 75 install: the file changed while it was being
 //! edited (nothing half-written; run again).
 
-use metaguard_installer::cli::{self, Command, USAGE};
+use metaguard_installer::cli::{self, Command};
 use metaguard_installer::install::{self, ChainOutcome};
 use metaguard_installer::node_settings;
 use metaguard_installer::watch;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmd = match cli::parse(&args) {
+    let cmd = match cli::parse_env() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("metaguard-install: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match run(cmd) {
         Ok(code) => code,
@@ -30,14 +26,6 @@ fn main() -> ExitCode {
 
 fn run(cmd: Command) -> Result<ExitCode, install::InstallError> {
     match cmd {
-        Command::Help => {
-            print!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Version => {
-            println!("metaguard-install {}", env!("CARGO_PKG_VERSION"));
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Install {
             layout,
             plugin,

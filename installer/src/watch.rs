@@ -12,8 +12,10 @@
 //! itself is a compare-and-swap on the content (see [`crate::atomic`]).
 //!
 //! The ready file exists exactly while the chain containerd uses contains metaguard and the binary
-//! is in place: the DaemonSet's readiness probe looks at it. On SIGTERM or SIGINT the loop ends; with
-//! `OnExit::Uninstall` (the default) the configuration is restored before exiting.
+//! is in place: the DaemonSet's readiness probe looks at it. On SIGTERM or SIGINT the loop ends. By
+//! default (`OnExit::Keep`) metaguard stays in the chain, so a restart of the DaemonSet never leaves
+//! a window in which a new pod starts unguarded; `OnExit::Uninstall` restores the configuration
+//! before exiting instead, and otherwise removal is an explicit `metaguard-install uninstall`.
 
 use crate::chain::Entry;
 use crate::install::{self, ChainOutcome, InstallError, Layout};
@@ -28,8 +30,8 @@ use std::time::{Duration, Instant};
 pub enum OnExit {
     /// Restore the original configuration (and remove the binary unless kept).
     Uninstall,
-    /// Leave metaguard in the chain: pods created while the proxy is away still get the redirect
-    /// (and connection refused), never an open path to the metadata service.
+    /// Leave metaguard in the chain (the default): pods created while the proxy is away still get
+    /// the redirect (and connection refused), never an open path to the metadata service.
     Keep,
 }
 
@@ -215,7 +217,10 @@ pub fn run(opts: &WatchOptions) -> Result<(), InstallError> {
     }
     match opts.on_exit {
         OnExit::Keep => {
-            eprintln!("metaguard-install: leaving metaguard in the chain (--on-exit keep)");
+            eprintln!(
+                "metaguard-install: leaving metaguard in the chain (--on-exit keep); \
+                 `metaguard-install uninstall` removes it"
+            );
             Ok(())
         }
         OnExit::Uninstall => {

@@ -6,6 +6,7 @@
 pub mod cni;
 pub mod commands;
 pub mod config;
+pub mod firewall;
 pub mod hostif;
 pub mod log;
 pub mod netns;
@@ -16,6 +17,8 @@ pub mod rules;
 use cni::error::CniError;
 use cni::{CniVersion, Command, Env};
 use config::Config;
+use firewall::nftables::NfTables;
+use hostif::KernelProbe;
 use metaguard_common::state::{StateDir, StateError};
 use std::io::Read;
 
@@ -119,10 +122,12 @@ fn dispatch(
         Command::Check | Command::Gc | Command::Status | Command::Version => {}
     }
     match env.command {
-        Command::Add => commands::add::add(env, &cfg, &state).map(Some),
-        Command::Del => commands::del::del(env, &cfg, &state).map(|()| None),
-        Command::Check => commands::check::check(env, &cfg, &state).map(|()| None),
-        Command::Gc => commands::gc::gc(&cfg, &state).map(|()| None),
+        Command::Add => commands::add::add(env, &cfg, &state, &KernelProbe, &NfTables).map(Some),
+        Command::Del => commands::del::del(env, &cfg, &state, &NfTables).map(|()| None),
+        Command::Check => {
+            commands::check::check(env, &cfg, &state, &KernelProbe, &NfTables).map(|()| None)
+        }
+        Command::Gc => commands::gc::gc(&cfg, &state, &NfTables).map(|()| None),
         Command::Status => commands::status::status(&cfg, &state).map(|()| None),
         Command::Version => Ok(None),
     }

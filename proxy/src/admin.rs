@@ -8,6 +8,8 @@
 //! - `/metrics`: Prometheus text.
 
 use crate::app::App;
+use crate::metrics::Gauges;
+use crate::pipeline::worker::Worker;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
@@ -36,14 +38,33 @@ struct ProbeResult {
 
 pub struct Admin {
     app: Arc<App>,
+    /// Every worker's state, for the answer caches' size.
+    workers: Vec<Arc<Worker>>,
     cache: Mutex<Option<ProbeResult>>,
 }
 
 impl Admin {
-    pub fn new(app: Arc<App>) -> Arc<Admin> {
+    pub fn new(app: Arc<App>, workers: Vec<Arc<Worker>>) -> Arc<Admin> {
         Arc::new(Admin {
             app,
+            workers,
             cache: Mutex::new(None),
+        })
+    }
+
+    /// The metrics, with the gauges read from where their values live.
+    pub fn render_metrics(&self) -> String {
+        let (cache_entries, cache_bytes) = self
+            .workers
+            .iter()
+            .map(|w| w.cache_usage())
+            .fold((0, 0), |(e, b), (we, wb)| (e + we, b + wb));
+        self.app.metrics.render(&Gauges {
+            cache_entries,
+            cache_bytes,
+            records_loaded: self.app.records.len(),
+            decision_log_dropped: self.app.log.dropped(),
+            policy_loaded: true,
         })
     }
 
@@ -60,8 +81,7 @@ impl Admin {
         }
         let targets: Vec<(String, SocketAddr)> = self
             .app
-            .upstream(0)
-            .targets()
+            .targets
             .iter()
             .map(|t| (t.name.clone(), t.addr))
             .collect();
@@ -132,7 +152,7 @@ impl Admin {
                 text(st, body)
             }
             "/metrics" => {
-                let mut r = text(StatusCode::OK, self.app.render_metrics());
+                let mut r = text(StatusCode::OK, self.render_metrics());
                 r.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

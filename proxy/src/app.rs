@@ -1,47 +1,25 @@
-//! Everything a request needs, built once at start and shared by every connection.
+//! What every connection of every worker shares, built once at start: the policy in force, the
+//! pod records, the decision log, the metrics, and the endpoints' upstream targets. (What a worker
+//! owns alone is in `pipeline::worker`.)
 
-use crate::cache::WorkerCaches;
 use crate::decision_log::DecisionLog;
-use crate::metrics::{Gauges, Metrics};
-use crate::policy_store::PolicyStore;
+use crate::http1::client::Target;
+use crate::metrics::Metrics;
+use crate::policy::store::PolicyStore;
 use crate::records::RecordCache;
-use crate::upstream::Upstream;
 
 pub struct App {
     pub policy: PolicyStore,
     pub records: RecordCache,
-    /// One upstream client (and connection pool) per worker thread, so an upstream exchange
-    /// never leaves the thread that serves the pod's connection. Never empty.
-    pub upstreams: Vec<Upstream>,
-    /// One answer cache per worker thread (see `cache.rs` for why per worker).
-    pub cache: WorkerCaches,
     pub log: DecisionLog,
     pub metrics: Metrics,
-    /// Endpoint names, indexed like the configuration's endpoints (and `Upstream::targets`).
-    pub endpoints: Vec<String>,
+    /// Where each endpoint's allowed requests go, indexed like the configuration's endpoints
+    /// (and like every worker's `Upstream`).
+    pub targets: Vec<Target>,
 }
 
 impl App {
     pub fn endpoint_name(&self, i: usize) -> &str {
-        self.endpoints.get(i).map(String::as_str).unwrap_or("?")
-    }
-
-    /// The upstream client of worker `worker` (the first one for anything else, e.g. the admin).
-    pub fn upstream(&self, worker: usize) -> &Upstream {
-        match self.upstreams.get(worker) {
-            Some(u) => u,
-            None => &self.upstreams[0],
-        }
-    }
-
-    pub fn render_metrics(&self) -> String {
-        let (cache_entries, cache_bytes) = self.cache.usage();
-        self.metrics.render(&Gauges {
-            cache_entries,
-            cache_bytes,
-            records_loaded: self.records.len(),
-            decision_log_dropped: self.log.dropped(),
-            policy_loaded: true,
-        })
+        self.targets.get(i).map(|t| t.name.as_str()).unwrap_or("?")
     }
 }

@@ -120,7 +120,7 @@ pub fn canonicalize<'u>(method: &Method, uri: &'u Uri) -> Result<CanonicalTarget
 }
 
 /// Canonicalise a raw request-target string (the bytes after the method on the request line):
-/// what the pod-facing server (`front`) calls. Unlike `Uri`, this refuses `#`. The result borrows
+/// what the pipeline calls for every request. Unlike `Uri`, this refuses `#`. The result borrows
 /// `target`.
 pub fn canonicalize_str<'t>(
     method: &Method,

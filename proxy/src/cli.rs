@@ -1,22 +1,96 @@
-//! Command line: `metaguard-proxy [run] [FLAGS]` and `metaguard-proxy check-policy FILE`.
+//! Command line: `metaguard-proxy [run] [OPTIONS]` and `metaguard-proxy check-policy FILE`,
+//! parsed by clap (help, errors and `--version` as users expect). Exit codes: 0 ok (and
+//! `--help`/`--version`), 1 failure, 2 usage or configuration error.
 
 use crate::config::{Config, LogTarget, Overrides};
+use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub const USAGE: &str = "\
-usage: metaguard-proxy [run] [--config FILE] [--state-dir DIR] [--policy FILE]
-                       [--admin ADDR:PORT] [--listen ADDR]... [--upstream NAME=ADDR:PORT]...
-                       [--decision-log PATH|-] [--log-level LEVEL]
-       metaguard-proxy check-policy FILE
-       metaguard-proxy --help | --version
-
+const AFTER_HELP: &str = "\
 run (the default) serves until SIGTERM; SIGHUP reloads the policy file.
 Flags override the configuration file; --listen and --upstream may be repeated.
 check-policy validates a policy file and exits 0 (valid) or 1 (invalid, with the line).
-";
+Exit codes: 0 success, 1 failure, 2 usage or configuration error.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "metaguard-proxy",
+    version,
+    about = "Host daemon that enforces each pod's instance-metadata policy.",
+    override_usage = "metaguard-proxy [run] [OPTIONS]\n       metaguard-proxy check-policy FILE",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// `run`'s options, also accepted without the word `run`.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Serve until SIGTERM (the default); SIGHUP reloads the policy file.
+    Run(RunArgs),
+    /// Validate a policy file: exit 0 and a summary, or exit 1 and FILE:LINE:COLUMN: message.
+    CheckPolicy {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Configuration file (TOML); the options below override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The plugin's state directory (pod records).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Policy file (none: deny-all for every pod).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Admin listener (/metrics, /healthz, /readyz).
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin: Option<SocketAddr>,
+    /// Address to listen on (repeatable; replaces the file's list; `[::1]` or `::1`).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    listen: Vec<IpAddr>,
+    /// Send endpoint NAME's allowed requests to ADDR:PORT (repeatable).
+    #[arg(long, value_name = "NAME=ADDR:PORT", value_parser = parse_upstream)]
+    upstream: Vec<(String, SocketAddr)>,
+    /// Decision log: a file (appended) or - for stdout.
+    #[arg(long, value_name = "PATH|-", value_parser = parse_log_target)]
+    decision_log: Option<LogTarget>,
+    /// Operational log level on stderr: off, error, warn, info, debug, trace.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn parse_listen(v: &str) -> Result<IpAddr, String> {
+    // Accept `[::1]` as well as `::1`.
+    let bare = v.trim_start_matches('[').trim_end_matches(']');
+    bare.parse().map_err(|_| "expected an IP address".into())
+}
+
+fn parse_upstream(v: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) = v.split_once('=').ok_or("expected NAME=ADDR:PORT")?;
+    let addr = addr.parse().map_err(|_| "expected NAME=ADDR:PORT")?;
+    Ok((name.to_string(), addr))
+}
+
+fn parse_log_target(v: &str) -> Result<LogTarget, String> {
+    if v.is_empty() {
+        return Err("expected a path or -".into());
+    }
+    Ok(LogTarget::parse(v))
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
@@ -25,138 +99,51 @@ pub enum Command {
         overrides: Overrides,
     },
     CheckPolicy(PathBuf),
-    Help,
-    Version,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct UsageError(String);
-
-fn usage(m: impl Into<String>) -> UsageError {
-    UsageError(m.into())
+impl From<RunArgs> for Command {
+    fn from(a: RunArgs) -> Command {
+        Command::Run {
+            config: a.config,
+            overrides: Overrides {
+                state_dir: a.state_dir,
+                policy: a.policy,
+                admin: a.admin,
+                listen: a.listen,
+                upstream: a.upstream,
+                decision_log: a.decision_log,
+                log_level: a.log_level,
+            },
+        }
+    }
 }
 
 /// Parses the arguments after the program name. Flags take their value as the next argument or
-/// after `=` (`--policy=/etc/p.toml`).
-pub fn parse(args: &[String]) -> Result<Command, UsageError> {
-    let mut it = args.iter().peekable();
-    match it.peek().map(|s| s.as_str()) {
-        Some("check-policy") => {
-            it.next();
-            let file = it
-                .next()
-                .ok_or_else(|| usage("check-policy: FILE missing"))?;
-            if let Some(extra) = it.next() {
-                return Err(usage(format!(
-                    "check-policy: unexpected argument {extra:?}"
-                )));
-            }
-            return Ok(Command::CheckPolicy(PathBuf::from(file)));
-        }
-        Some("run") => {
-            it.next();
-        }
-        _ => {}
-    }
-    let mut config = None;
-    let mut ov = Overrides::default();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        if flag == "--help" || flag == "-h" {
-            return Ok(Command::Help);
-        }
-        if flag == "--version" || flag == "-V" {
-            return Ok(Command::Version);
-        }
-        let mut value = || -> Result<String, UsageError> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| usage(format!("{flag}: value missing"))),
-            }
-        };
-        match flag {
-            "--config" => config = Some(PathBuf::from(value()?)),
-            "--state-dir" => ov.state_dir = Some(PathBuf::from(value()?)),
-            "--policy" => ov.policy = Some(PathBuf::from(value()?)),
-            "--admin" => {
-                let v = value()?;
-                ov.admin = Some(
-                    v.parse()
-                        .map_err(|_| usage(format!("--admin {v:?}: expected ADDR:PORT")))?,
-                );
-            }
-            "--listen" => {
-                let v = value()?;
-                // Accept `[::1]` as well as `::1`.
-                let bare = v.trim_start_matches('[').trim_end_matches(']');
-                ov.listen.push(
-                    bare.parse()
-                        .map_err(|_| usage(format!("--listen {v:?}: expected an IP address")))?,
-                );
-            }
-            "--upstream" => {
-                let v = value()?;
-                let (name, addr) = v
-                    .split_once('=')
-                    .ok_or_else(|| usage(format!("--upstream {v:?}: expected NAME=ADDR:PORT")))?;
-                let addr: SocketAddr = addr
-                    .parse()
-                    .map_err(|_| usage(format!("--upstream {v:?}: expected NAME=ADDR:PORT")))?;
-                ov.upstream.push((name.to_string(), addr));
-            }
-            "--decision-log" => {
-                let v = value()?;
-                if v.is_empty() {
-                    return Err(usage("--decision-log: expected a path or -"));
-                }
-                ov.decision_log = Some(LogTarget::parse(&v));
-            }
-            "--log-level" => ov.log_level = Some(value()?),
-            other => return Err(usage(format!("unknown argument {other:?}"))),
-        }
-    }
-    Ok(Command::Run {
-        config,
-        overrides: ov,
+/// after `=` (`--policy=/etc/p.toml`); a repeated flag takes its last value, except the lists. `--help` and `--version` come back as clap errors whose
+/// `exit()` prints them to stdout and exits 0.
+pub fn parse<I, T>(args: I) -> Result<Command, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv =
+        std::iter::once(OsString::from("metaguard-proxy")).chain(args.into_iter().map(Into::into));
+    let cli = Cli::try_parse_from(argv)?;
+    Ok(match cli.command {
+        Some(Sub::CheckPolicy { file }) => Command::CheckPolicy(file),
+        Some(Sub::Run(a)) => a.into(),
+        None => cli.run.into(),
     })
 }
 
 /// The program: parse, dispatch, map errors to exit codes (0 ok, 1 failure, 2 usage or config).
 pub fn main() -> ExitCode {
-    let args: Vec<String> = match std::env::args_os()
-        .skip(1)
-        .map(OsString::into_string)
-        .collect()
-    {
-        Ok(a) => a,
-        Err(bad) => {
-            eprintln!("metaguard-proxy: argument is not UTF-8: {bad:?}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let cmd = match parse(&args) {
+    let cmd = match parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("metaguard-proxy: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        // Help and version: stdout, 0; usage errors: stderr, 2.
+        Err(e) => e.exit(),
     };
     match cmd {
-        Command::Help => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("metaguard-proxy {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
         Command::CheckPolicy(path) => match crate::policy::check_policy_file(&path) {
             Ok(summary) => {
                 println!("{summary}");
@@ -198,9 +185,16 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::error::ErrorKind;
 
-    fn p(a: &[&str]) -> Result<Command, UsageError> {
-        parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    fn p(a: &[&str]) -> Result<Command, clap::Error> {
+        parse(a.iter().copied())
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]
@@ -213,6 +207,10 @@ mod tests {
             }
         );
         assert_eq!(p(&["run"]).unwrap(), p(&[]).unwrap());
+        assert_eq!(
+            p(&["--config", "/c.toml"]).unwrap(),
+            p(&["run", "--config", "/c.toml"]).unwrap()
+        );
     }
 
     #[test]
@@ -265,6 +263,24 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_flag_takes_the_last_value_and_lists_append() {
+        let Command::Run { overrides: o, .. } = p(&[
+            "--policy",
+            "/a",
+            "--policy=/b",
+            "--listen",
+            "::1",
+            "--listen",
+            "10.0.0.2",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.policy, Some(PathBuf::from("/b")));
+        assert_eq!(o.listen.len(), 2);
+    }
+
+    #[test]
     fn check_policy() {
         assert_eq!(
             p(&["check-policy", "f.toml"]).unwrap(),
@@ -272,23 +288,55 @@ mod tests {
         );
         assert!(p(&["check-policy"]).is_err());
         assert!(p(&["check-policy", "a", "b"]).is_err());
+        // Run's options belong to run.
+        assert!(p(&["--policy", "p", "check-policy", "f.toml"]).is_err());
     }
 
     #[test]
     fn errors_name_the_flag() {
         for (args, want) in [
             (&["--bogus"][..], "--bogus"),
-            (&["--policy"][..], "--policy: value missing"),
+            (&["--policy"][..], "--policy"),
             (&["--admin", "nope"][..], "--admin"),
             (&["--listen", "10.0.0"][..], "--listen"),
             (&["--upstream", "x"][..], "NAME=ADDR:PORT"),
             (&["--upstream", "x=1.2.3.4"][..], "NAME=ADDR:PORT"),
             (&["--decision-log="][..], "--decision-log"),
         ] {
-            let e = p(args).unwrap_err().to_string();
+            let e = p(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+            let e = e.to_string();
             assert!(e.contains(want), "{args:?}: {e}");
         }
-        assert_eq!(p(&["--help"]).unwrap(), Command::Help);
-        assert_eq!(p(&["run", "--version"]).unwrap(), Command::Version);
+        for (args, kind) in [
+            (&["--help"][..], ErrorKind::DisplayHelp),
+            (&["-h"][..], ErrorKind::DisplayHelp),
+            (&["run", "--help"][..], ErrorKind::DisplayHelp),
+            (&["--version"][..], ErrorKind::DisplayVersion),
+            (&["run", "--version"][..], ErrorKind::DisplayVersion),
+        ] {
+            let e = p(args).unwrap_err();
+            assert_eq!(e.kind(), kind, "{args:?}");
+            assert_eq!(e.exit_code(), 0, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn help_and_version_text() {
+        let help = p(&["--help"]).unwrap_err().to_string();
+        for want in [
+            "metaguard-proxy [run] [OPTIONS]",
+            "metaguard-proxy check-policy FILE",
+            "--upstream <NAME=ADDR:PORT>",
+            "--decision-log <PATH|->",
+            "SIGHUP reloads the policy file",
+        ] {
+            assert!(help.contains(want), "{want:?} missing in\n{help}");
+        }
+        let v = p(&["-V"]).unwrap_err().to_string();
+        assert_eq!(
+            v,
+            format!("metaguard-proxy {}\n", env!("CARGO_PKG_VERSION"))
+        );
     }
 }

@@ -21,6 +21,10 @@ pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCAL
 /// configurations written when hyper served pods, which needed 8192, stay valid).
 pub const MIN_MAX_BUF_SIZE: usize = 8192;
 
+/// The most headers `limits.max_headers` may allow. The pod-facing server keeps that many header
+/// slots on the stack, uninitialised, so a high cap costs nothing.
+pub const MAX_HEADERS_CAP: usize = 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
@@ -407,10 +411,10 @@ impl Config {
         if l.max_headers == 0 || l.max_header_bytes == 0 {
             return bad("limits.max_headers and limits.max_header_bytes must be at least 1".into());
         }
-        if l.max_headers > crate::front::MAX_HEADERS_CAP {
+        if l.max_headers > MAX_HEADERS_CAP {
             return bad(format!(
                 "limits.max_headers must be at most {}",
-                crate::front::MAX_HEADERS_CAP
+                MAX_HEADERS_CAP
             ));
         }
         let u = &self.upstream;

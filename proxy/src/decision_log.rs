@@ -9,6 +9,7 @@
 //! (`metaguard_proxy_decision_log_dropped_total`) rather than slowing every pod down.
 
 use crate::config::LogTarget;
+use crate::http1::fmt::{push_decimal, rfc3339_millis};
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -16,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long a line may wait in the batch while the daemon is busy.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -48,7 +49,7 @@ pub struct Entry<'a> {
     pub upstream_status: Option<u16>,
     pub latency: Duration,
     pub reason: Option<&'a str>,
-    /// What the answer cache did: "hit", "miss" or "off" (see `cache::CacheUse`).
+    /// What the answer cache did: "hit", "miss" or "off" (see `outcome::CacheUse`).
     pub cache: &'static str,
 }
 
@@ -58,7 +59,7 @@ impl Entry<'_> {
     /// denied path's CPU time.
     pub fn write_line(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"ts\":\"");
-        out.extend_from_slice(&format_rfc3339(self.ts.0));
+        out.extend_from_slice(&rfc3339_millis(self.ts.0));
         out.extend_from_slice(b"\",");
         match self.who {
             Some(w) => out.extend_from_slice(&w.0),
@@ -229,35 +230,6 @@ fn needs_escape(bytes: &[u8]) -> bool {
         .remainder()
         .iter()
         .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
-}
-
-/// `n` in decimal (JSON numbers and HTTP lengths alike).
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    // Most numbers written here are address octets, statuses and lengths: up to three digits.
-    let d = |v: u64| b'0' + (v % 10) as u8;
-    if n < 10 {
-        out.push(d(n));
-        return;
-    }
-    if n < 100 {
-        out.extend_from_slice(&[d(n / 10), d(n)]);
-        return;
-    }
-    if n < 1000 {
-        out.extend_from_slice(&[d(n / 100), d(n / 10), d(n)]);
-        return;
-    }
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 /// A point in time, written as RFC 3339 UTC with milliseconds.
@@ -514,63 +486,11 @@ impl Writer {
     }
 }
 
-/// RFC 3339 UTC timestamp with milliseconds.
-pub fn rfc3339_now() -> String {
-    rfc3339(SystemTime::now())
-}
-
-pub fn rfc3339(t: SystemTime) -> String {
-    String::from_utf8_lossy(&format_rfc3339(t)).into_owned()
-}
-
-thread_local! {
-    /// The formatted `YYYY-MM-DDTHH:MM:SS` of the last second seen on this thread.
-    static SECOND: RefCell<(u64, [u8; 19])> = const { RefCell::new((u64::MAX, [0; 19])) };
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` without allocating; the date part is formatted once per second.
-fn format_rfc3339(t: SystemTime) -> [u8; 24] {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let ms = d.subsec_millis();
-    let mut out = [0u8; 24];
-    let prefix = SECOND.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.0 != secs {
-            *c = (secs, format_second(secs));
-        }
-        c.1
-    });
-    out[..19].copy_from_slice(&prefix);
-    out[19] = b'.';
-    out[20] = b'0' + (ms / 100) as u8;
-    out[21] = b'0' + (ms / 10 % 10) as u8;
-    out[22] = b'0' + (ms % 10) as u8;
-    out[23] = b'Z';
-    out
-}
-
-fn format_second(secs: u64) -> [u8; 19] {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, dd) = metaguard_common::time::civil_from_days(days);
-    let s = format!(
-        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    );
-    let mut out = [b'0'; 19];
-    // Years past 9999 would not fit; they do not happen on a running machine.
-    let n = s.len().min(19);
-    out[..n].copy_from_slice(&s.as_bytes()[..n]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::outcome::Outcome;
+    use std::time::UNIX_EPOCH;
 
     static SAMPLE_WHO: std::sync::LazyLock<WhoJson> =
         std::sync::LazyLock::new(|| WhoJson::new(Some("ns/pod"), "abc"));
@@ -611,17 +531,6 @@ mod tests {
             }
         }
         assert!(!needs_escape(b""));
-    }
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_709_251_199_123); // leap year, end of Feb
-        assert_eq!(rfc3339(t), "2024-02-29T23:59:59.123Z");
-        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_800); // 2100-01-01
-        assert_eq!(rfc3339(t), "2100-01-01T00:00:00.000Z");
     }
 
     #[test]
@@ -735,21 +644,12 @@ mod tests {
         for o in Outcome::ALL {
             assert!(!needs_escape(o.as_str().as_bytes()));
         }
-        for c in crate::cache::CacheUse::ALL {
+        for c in crate::outcome::CacheUse::ALL {
             assert!(!needs_escape(c.as_str().as_bytes()));
         }
         let set = crate::policy::PolicySet::builtin_default();
         for name in set.policy_names() {
             assert!(!needs_escape(name.as_bytes()), "{name}");
-        }
-    }
-
-    #[test]
-    fn decimals() {
-        for n in [0u64, 7, 9, 10, 99, 100, 101, 999, 1000, 1_048_576, u64::MAX] {
-            let mut out = b"x".to_vec();
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("x{n}").into_bytes());
         }
     }
 
@@ -818,15 +718,6 @@ mod tests {
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
         assert_eq!(log.dropped(), 0);
         let _ = std::fs::remove_file(&p);
-    }
-
-    #[test]
-    fn timestamp_cache_follows_the_clock() {
-        let a = UNIX_EPOCH + Duration::from_millis(1_000_999);
-        let b = UNIX_EPOCH + Duration::from_millis(1_001_000);
-        assert_eq!(rfc3339(a), "1970-01-01T00:16:40.999Z");
-        assert_eq!(rfc3339(b), "1970-01-01T00:16:41.000Z");
-        assert_eq!(rfc3339(a), "1970-01-01T00:16:40.999Z");
     }
 
     #[test]

@@ -14,12 +14,16 @@ use crate::admin::{self, Admin};
 use crate::app::App;
 use crate::config::{ms, Config};
 use crate::decision_log::DecisionLog;
-use crate::limits::ConnLimits;
+use crate::http1::client::{Target, Upstream};
 use crate::metrics::Metrics;
-use crate::policy_store::{self, PolicyStore, Reloaded};
+use crate::pipeline::cache::ResponseCache;
+use crate::pipeline::worker::Worker;
+use crate::policy::store::{self, PolicyStore, Reloaded};
 use crate::records::RecordCache;
-use crate::upstream::Upstream;
-use crate::{listen, serve};
+use crate::server::conn::ConnSettings;
+use crate::server::dispatch::{self, Dispatcher, WorkerQueue};
+use crate::server::limits::ConnLimits;
+use crate::server::listen;
 use metaguard_common::state::StateDir;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,13 +33,13 @@ use tokio::sync::watch;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Policy(#[from] policy_store::LoadError),
+    Policy(#[from] store::LoadError),
     #[error(transparent)]
     Log(#[from] crate::decision_log::LogError),
     #[error(transparent)]
     Listen(#[from] listen::ListenError),
     #[error(transparent)]
-    Upstream(#[from] crate::upstream::UpstreamSetupError),
+    Upstream(#[from] crate::http1::client::UpstreamSetupError),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
     /// The state directory is one someone other than root could steer (or cannot be examined):
@@ -49,12 +53,12 @@ pub enum RunError {
 /// Threads: the main thread runs a single-threaded runtime with the accept loops, the admin
 /// listener, signals and background work, and serves connections as worker 0; each further worker
 /// (`worker_threads` in all) is a thread with its own single-threaded runtime. See
-/// [`serve::Dispatcher`] for why.
+/// [`Dispatcher`] for why.
 pub fn run(cfg: Config) -> Result<(), RunError> {
     // First, before anything is bound or started. A state directory that does not exist yet is
     // fine: the plugin creates it (mode 0755) at the first ADD, and until then no caller is known.
     StateDir::new(&cfg.state_dir).check_secure()?;
-    let policy = policy_store::load(cfg.policy.as_deref())?;
+    let policy = store::load(cfg.policy.as_deref())?;
     let names: Vec<String> = policy.policy_names().map(str::to_owned).collect();
     log::info!(
         "policy {}: {}",
@@ -65,28 +69,34 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         names.join(", ")
     );
     let log = DecisionLog::start(cfg.decision_log.clone())?;
-    let workers = cfg.worker_threads();
-    let upstreams = (0..workers)
-        .map(|_| Upstream::new(&cfg.upstream, &cfg.endpoints))
-        .collect::<Result<Vec<_>, _>>()?;
+    let n = cfg.worker_threads();
+    let metrics = Metrics::new(cfg.endpoints.iter().map(|e| e.name.clone()).collect());
+    let workers = (0..n)
+        .map(|i| {
+            let upstream = Upstream::new(&cfg.upstream, &cfg.endpoints)?;
+            let cache = ResponseCache::share(n, cfg.cache.max_entries, cfg.cache.max_bytes);
+            Ok(Arc::new(Worker::new(upstream, cache, metrics.counters(i))))
+        })
+        .collect::<Result<Vec<_>, RunError>>()?;
     let app = Arc::new(App {
         policy: PolicyStore::new(policy, cfg.policy.clone()),
         records: RecordCache::new(StateDir::new(&cfg.state_dir), ms(cfg.records.revalidate_ms)),
-        upstreams,
-        cache: crate::cache::WorkerCaches::new(workers, cfg.cache.max_entries, cfg.cache.max_bytes),
         log,
-        metrics: Metrics::new(cfg.endpoints.iter().map(|e| e.name.clone()).collect()),
-        endpoints: cfg.endpoints.iter().map(|e| e.name.clone()).collect(),
+        metrics,
+        targets: cfg.endpoints.iter().map(Target::from_config).collect(),
     });
-    let (dispatcher, mut queues) = serve::Dispatcher::new(workers);
-    let front_limits = crate::front::FrontLimits::from_config(&cfg.limits);
+    let (dispatcher, queues) = Dispatcher::new(n);
+    let settings = ConnSettings::from_config(&cfg.limits);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    // Each queue with its worker's state; the first is served on this thread.
+    let mut queues: Vec<(WorkerQueue, Arc<Worker>)> =
+        queues.into_iter().zip(workers.iter().cloned()).collect();
+    let extra: Vec<_> = queues.drain(1..).collect();
     let mut threads = Vec::new();
-    let extra: Vec<serve::WorkerQueue> = queues.drain(1..).collect();
     let mut spawn_error = None;
-    for q in extra {
+    for (q, worker) in extra {
         let rt = match single_threaded() {
             Ok(rt) => rt,
             Err(e) => {
@@ -101,8 +111,8 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
                 rt.block_on(async move {
                     // The queue closes when accepting stops; this worker's connections keep
                     // running (draining) until the main thread says the grace period is over.
-                    serve::run_worker(q, app, front_limits, shutdown).await;
-                    serve::stopped(&mut stop).await;
+                    dispatch::run_worker(q, app, worker, settings, shutdown).await;
+                    dispatch::stopped(&mut stop).await;
                 });
                 // Connections still open after the grace period are cut here.
                 rt.shutdown_timeout(Duration::from_millis(100));
@@ -118,15 +128,16 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let res = match (spawn_error, single_threaded()) {
         (Some(e), _) | (None, Err(e)) => Err(RunError::Runtime(e)),
         (None, Ok(rt)) => {
-            let res = rt.block_on(run_async(
-                cfg,
+            let started = Started {
                 app,
+                workers,
                 queues,
                 dispatcher,
-                front_limits,
+                settings,
                 shutdown_tx,
                 shutdown_rx,
-            ));
+            };
+            let res = rt.block_on(run_async(cfg, started));
             // Blocking tasks (a preload on a slow disk) must not hold the exit.
             rt.shutdown_timeout(Duration::from_secs(1));
             res
@@ -145,15 +156,29 @@ fn single_threaded() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-async fn run_async(
-    cfg: Config,
+/// What the main thread's runtime starts from.
+struct Started {
     app: Arc<App>,
-    queues: Vec<serve::WorkerQueue>,
-    dispatcher: Arc<serve::Dispatcher>,
-    front_limits: crate::front::FrontLimits,
+    /// Every worker's state (for /metrics).
+    workers: Vec<Arc<Worker>>,
+    /// The queues of the workers this thread serves (worker 0), with their state.
+    queues: Vec<(WorkerQueue, Arc<Worker>)>,
+    dispatcher: Arc<Dispatcher>,
+    settings: ConnSettings,
     shutdown_tx: watch::Sender<bool>,
     shutdown_rx: watch::Receiver<bool>,
-) -> Result<(), RunError> {
+}
+
+async fn run_async(cfg: Config, started: Started) -> Result<(), RunError> {
+    let Started {
+        app,
+        workers,
+        queues,
+        dispatcher,
+        settings,
+        shutdown_tx,
+        shutdown_rx,
+    } = started;
     // Bind everything before serving anything: a port conflict is a start-up error, not a
     // half-working daemon.
     let mut listeners = Vec::new();
@@ -167,12 +192,13 @@ async fn run_async(
         cfg.limits.max_connections_per_source,
     );
     // Worker 0 is this thread.
-    let mut workers = Vec::new();
-    for q in queues {
-        workers.push(tokio::spawn(serve::run_worker(
+    let mut served = Vec::new();
+    for (q, worker) in queues {
+        served.push(tokio::spawn(dispatch::run_worker(
             q,
             app.clone(),
-            front_limits,
+            worker,
+            settings,
             shutdown_rx.clone(),
         )));
     }
@@ -183,7 +209,7 @@ async fn run_async(
             describe(&l),
             app.endpoint_name(endpoint)
         );
-        loops.push(tokio::spawn(serve::accept_loop(
+        loops.push(tokio::spawn(dispatch::accept_loop(
             l,
             endpoint,
             app.clone(),
@@ -195,7 +221,7 @@ async fn run_async(
     log::info!("admin on {}", describe(&admin_listener));
     loops.push(tokio::spawn(admin::serve(
         admin_listener,
-        Admin::new(app.clone()),
+        Admin::new(app.clone(), workers),
         shutdown_rx.clone(),
     )));
 
@@ -248,7 +274,7 @@ async fn run_async(
     if !app.log.flush(Duration::from_secs(2)) {
         log::warn!("decision log not fully flushed");
     }
-    drop(workers);
+    drop(served);
     Ok(())
 }
 

@@ -5,16 +5,29 @@
 //! of series is bounded by the configuration. As a second guard, request series beyond
 //! [`MAX_REQUEST_SERIES`] are counted under `policy="_overflow",rule="_overflow"`.
 //!
-//! Per-request counters are sharded by worker thread (see [`Shard`]): the request counter lookup
-//! takes a read lock on its worker's own small map (a write lock only the first time the worker
-//! sees a (policy, rule) pair), so the two cores never write the same cache line per request.
+//! Per-request counters are sharded by worker thread: each worker holds its [`Counters`] (see
+//! `pipeline::worker`), and the request counter lookup takes a read lock on that worker's own small
+//! map (a write lock only the first time the worker sees a (policy, rule) pair), so the two cores
+//! never write the same cache line per request.
+//!
+//! At scrape time [`Metrics::render`] copies the counters into a [`Scrape`], and prometheus-client
+//! encodes that in the Prometheus text format (0.0.4).
 
-use crate::cache::CacheUse;
-use crate::fasthash::FxHashMap;
-use crate::outcome::Outcome;
-use std::fmt::Write as _;
+use crate::outcome::{CacheUse, Outcome};
+pub use crate::outcome::{ConnRefusal, UpstreamFailure};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
+    MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub const MAX_REQUEST_SERIES: usize = 4096;
@@ -25,49 +38,6 @@ const BUCKETS_US: [u64; 14] = [
     500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
     2_500_000, 5_000_000, 10_000_000,
 ];
-
-/// Why an upstream exchange failed (label `kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamFailure {
-    Connect,
-    Timeout,
-    Oversize,
-    Reset,
-}
-
-impl UpstreamFailure {
-    pub const ALL: [UpstreamFailure; 4] = [
-        UpstreamFailure::Connect,
-        UpstreamFailure::Timeout,
-        UpstreamFailure::Oversize,
-        UpstreamFailure::Reset,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamFailure::Connect => "connect",
-            UpstreamFailure::Timeout => "timeout",
-            UpstreamFailure::Oversize => "oversize",
-            UpstreamFailure::Reset => "reset",
-        }
-    }
-}
-
-/// Why a connection was refused at accept (label `reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnRefusal {
-    Total,
-    PerSource,
-}
-
-impl ConnRefusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnRefusal::Total => "total",
-            ConnRefusal::PerSource => "per_source",
-        }
-    }
-}
 
 struct Histogram {
     buckets: [AtomicU64; BUCKETS_US.len()],
@@ -100,22 +70,63 @@ impl Histogram {
 
 type RuleCounters = FxHashMap<Box<str>, AtomicU64>;
 
-/// Counter shards: worker `w` counts in shard `w % SHARDS`, and /metrics sums them. Each shard is
-/// on its own cache line, so two workers counting at once never write the same line (a shared
-/// atomic bounces between cores on every request).
+/// Counter shards: worker `w` is given shard `w % SHARDS` ([`Metrics::counters`]), and /metrics
+/// sums them. Each shard is on its own cache line, so two workers counting at once never write the
+/// same line (a shared atomic bounces between cores on every request).
 const SHARDS: usize = 16;
 
+/// One worker's request and cache counters (a shard of [`Metrics`]).
+// Not prometheus-client's `Family`: its per-request lookup allocates a label set and shares a lock.
 #[repr(align(128))]
-#[derive(Default)]
-struct Shard {
+pub struct Counters {
     /// Indexed by `Outcome::index()`; then policy -> rule -> count.
     requests: [RwLock<FxHashMap<Box<str>, RuleCounters>>; Outcome::ALL.len()],
     cache: [AtomicU64; CacheUse::ALL.len()],
+    /// Series created in any shard (a pair counted by two workers is two), shared by all the
+    /// shards: bounds the maps.
+    series: Arc<AtomicUsize>,
+}
+
+impl Counters {
+    fn new(series: Arc<AtomicUsize>) -> Counters {
+        Counters {
+            requests: Default::default(),
+            cache: Default::default(),
+            series,
+        }
+    }
+
+    /// Counts one request. `policy`/`rule` are "" when the request never reached policy.
+    pub fn count_request(&self, outcome: Outcome, policy: &str, rule: &str) {
+        let lock = &self.requests[outcome.index()];
+        {
+            let map = lock.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = map.get(policy).and_then(|rules| rules.get(rule)) {
+                c.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let (policy, rule) = if self.series.load(Ordering::Relaxed) >= MAX_REQUEST_SERIES {
+            (OVERFLOW, OVERFLOW)
+        } else {
+            (policy, rule)
+        };
+        let mut map = lock.write().unwrap_or_else(|e| e.into_inner());
+        let rules = map.entry(policy.into()).or_default();
+        let c = rules.entry(rule.into()).or_insert_with(|| {
+            self.series.fetch_add(1, Ordering::Relaxed);
+            AtomicU64::new(0)
+        });
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts what the answer cache did for one request.
+    pub fn count_cache(&self, r: CacheUse) {
+        self.cache[r.index()].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub struct Metrics {
-    /// Series created in any shard (a pair counted by two workers is two); bounds the maps.
-    request_series: AtomicUsize,
     endpoints: Vec<String>,
     upstream_latency: Vec<Histogram>,
     upstream_failures: Vec<[AtomicU64; UpstreamFailure::ALL.len()]>,
@@ -125,10 +136,11 @@ pub struct Metrics {
     header_timeouts: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
-    shards: [Shard; SHARDS],
+    shards: [Arc<Counters>; SHARDS],
 }
 
 /// Values owned elsewhere, read at render time.
+#[derive(Debug, Clone, Copy)]
 pub struct Gauges {
     pub cache_entries: usize,
     pub cache_bytes: usize,
@@ -140,8 +152,10 @@ pub struct Gauges {
 impl Metrics {
     pub fn new(endpoints: Vec<String>) -> Metrics {
         let n = endpoints.len();
+        // Series created in any shard (a pair counted by two workers is two); bounds the maps.
+        let request_series = Arc::new(AtomicUsize::new(0));
         Metrics {
-            request_series: AtomicUsize::new(0),
+            shards: std::array::from_fn(|_| Arc::new(Counters::new(request_series.clone()))),
             upstream_latency: (0..n).map(|_| Histogram::new()).collect(),
             upstream_failures: (0..n)
                 .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
@@ -153,38 +167,24 @@ impl Metrics {
             header_timeouts: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
-            shards: std::array::from_fn(|_| Shard::default()),
         }
     }
 
-    /// Counts one request served by `worker`. `policy`/`rule` are "" when the request never
-    /// reached policy.
-    pub fn count_request(&self, worker: usize, outcome: Outcome, policy: &str, rule: &str) {
-        let lock = &self.shards[worker % SHARDS].requests[outcome.index()];
-        {
-            let map = lock.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = map.get(policy).and_then(|rules| rules.get(rule)) {
-                c.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        let (policy, rule) = if self.request_series.load(Ordering::Relaxed) >= MAX_REQUEST_SERIES {
-            (OVERFLOW, OVERFLOW)
-        } else {
-            (policy, rule)
-        };
-        let mut map = lock.write().unwrap_or_else(|e| e.into_inner());
-        let rules = map.entry(policy.into()).or_default();
-        let c = rules.entry(rule.into()).or_insert_with(|| {
-            self.request_series.fetch_add(1, Ordering::Relaxed);
-            AtomicU64::new(0)
-        });
-        c.fetch_add(1, Ordering::Relaxed);
+    /// The counters worker `worker` counts its requests in (taken once, when the worker is made).
+    pub fn counters(&self, worker: usize) -> Arc<Counters> {
+        self.shards[worker % SHARDS].clone()
     }
 
-    /// Counts what the answer cache did for one request served by `worker`.
-    pub fn count_cache(&self, worker: usize, r: CacheUse) {
-        self.shards[worker % SHARDS].cache[r.index()].fetch_add(1, Ordering::Relaxed);
+    /// Counts one request as worker `worker` would.
+    #[cfg(test)]
+    fn count_request(&self, worker: usize, outcome: Outcome, policy: &str, rule: &str) {
+        self.counters(worker).count_request(outcome, policy, rule);
+    }
+
+    /// Counts what the answer cache did for one request as worker `worker` would.
+    #[cfg(test)]
+    fn count_cache(&self, worker: usize, r: CacheUse) {
+        self.counters(worker).count_cache(r);
     }
 
     fn cache_count(&self, r: CacheUse) -> u64 {
@@ -245,16 +245,19 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self, g: &Gauges) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.scrape(g)));
         let mut out = String::with_capacity(4096);
-        let o = &mut out;
-        header(
-            o,
-            "metaguard_proxy_requests_total",
-            "counter",
-            "Requests by decision, policy and rule.",
-        );
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &registry);
+        out
+    }
+
+    /// Reads every counter once: the workers' shards summed, request rows sorted for a stable
+    /// output.
+    fn scrape(&self, g: &Gauges) -> Scrape {
+        let mut requests = Vec::new();
         for outcome in Outcome::ALL {
-            // Sum the workers' shards; sorted for a stable output.
             let mut rows: std::collections::BTreeMap<(Box<str>, Box<str>), u64> =
                 std::collections::BTreeMap::new();
             for shard in &self.shards {
@@ -268,215 +271,232 @@ impl Metrics {
                     }
                 }
             }
-            for ((p, r), c) in rows {
-                let _ = writeln!(
-                    o,
-                    "metaguard_proxy_requests_total{{decision=\"{}\",policy=\"{}\",rule=\"{}\"}} {c}",
-                    outcome.as_str(),
-                    escape(&p),
-                    escape(&r)
-                );
-            }
+            requests.extend(rows.into_iter().map(|((p, r), c)| (outcome, p, r, c)));
         }
-
-        header(
-            o,
-            "metaguard_cache_total",
-            "counter",
-            "Requests by what the answer cache did: hit (answered from the cache, upstream not asked), miss (the allow rule caches; asked upstream), off (not cacheable: no cache_ttl_ms, not a GET, not allowed).",
-        );
-        for r in CacheUse::ALL {
-            let _ = writeln!(
-                o,
-                "metaguard_cache_total{{result=\"{}\"}} {}",
-                r.as_str(),
-                self.cache_count(r)
-            );
-        }
-        scalar(
-            o,
-            "metaguard_cache_entries",
-            "gauge",
-            "Answers held in the cache (all workers).",
-            g.cache_entries,
-        );
-        scalar(
-            o,
-            "metaguard_cache_bytes",
-            "gauge",
-            "Bytes of answers held in the cache (all workers).",
-            g.cache_bytes,
-        );
-
-        header(
-            o,
-            "metaguard_proxy_upstream_duration_seconds",
-            "histogram",
-            "Time from sending an allowed request upstream to the end of its response.",
-        );
-        for (name, h) in self.endpoints.iter().zip(&self.upstream_latency) {
-            let name = escape(name);
-            let mut cum = 0u64;
-            for (b, c) in BUCKETS_US.iter().zip(&h.buckets) {
-                cum += c.load(Ordering::Relaxed);
-                let le = *b as f64 / 1e6;
-                let _ = writeln!(
-                    o,
-                    "metaguard_proxy_upstream_duration_seconds_bucket{{endpoint=\"{name}\",le=\"{le}\"}} {cum}"
-                );
-            }
-            cum += h.inf.load(Ordering::Relaxed);
-            let _ = writeln!(
-                o,
-                "metaguard_proxy_upstream_duration_seconds_bucket{{endpoint=\"{name}\",le=\"+Inf\"}} {cum}"
-            );
-            let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                o,
-                "metaguard_proxy_upstream_duration_seconds_sum{{endpoint=\"{name}\"}} {sum}"
-            );
-            let _ = writeln!(
-                o,
-                "metaguard_proxy_upstream_duration_seconds_count{{endpoint=\"{name}\"}} {}",
-                h.count.load(Ordering::Relaxed)
-            );
-        }
-
-        header(
-            o,
-            "metaguard_proxy_upstream_failures_total",
-            "counter",
-            "Upstream exchanges that failed, by endpoint and kind (answered 502 or 504).",
-        );
-        for (name, f) in self.endpoints.iter().zip(&self.upstream_failures) {
-            for (k, c) in UpstreamFailure::ALL.iter().zip(f) {
-                let _ = writeln!(
-                    o,
-                    "metaguard_proxy_upstream_failures_total{{endpoint=\"{}\",kind=\"{}\"}} {}",
-                    escape(name),
-                    k.as_str(),
-                    c.load(Ordering::Relaxed)
-                );
-            }
-        }
-
-        scalar(
-            o,
-            "metaguard_proxy_connections_open",
-            "gauge",
-            "Pod connections open now.",
-            self.connections_open().max(0),
-        );
-        scalar(
-            o,
-            "metaguard_proxy_connections_accepted_total",
-            "counter",
-            "Pod connections accepted.",
-            self.connections_accepted.load(Ordering::Relaxed),
-        );
-        header(
-            o,
-            "metaguard_proxy_connections_refused_total",
-            "counter",
-            "Pod connections closed at accept because a connection cap was reached.",
-        );
-        for (why, c) in [ConnRefusal::Total, ConnRefusal::PerSource]
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let upstream = self
+            .endpoints
             .iter()
-            .zip(&self.connections_refused)
-        {
-            let _ = writeln!(
-                o,
-                "metaguard_proxy_connections_refused_total{{reason=\"{}\"}} {}",
-                why.as_str(),
-                c.load(Ordering::Relaxed)
-            );
+            .zip(&self.upstream_latency)
+            .zip(&self.upstream_failures)
+            .map(|((name, h), f)| EndpointScrape {
+                name: name.clone(),
+                buckets: std::array::from_fn(|i| load(&h.buckets[i])),
+                inf: load(&h.inf),
+                sum_us: load(&h.sum_us),
+                count: load(&h.count),
+                failures: std::array::from_fn(|i| load(&f[i])),
+            })
+            .collect();
+        Scrape {
+            requests,
+            cache: CacheUse::ALL.map(|r| (r.as_str(), self.cache_count(r))),
+            upstream,
+            connections_open: self.connections_open().max(0),
+            connections_accepted: load(&self.connections_accepted),
+            connections_refused: [ConnRefusal::Total, ConnRefusal::PerSource]
+                .map(|why| (why.as_str(), load(&self.connections_refused[why as usize]))),
+            header_timeouts: load(&self.header_timeouts),
+            reloads: [
+                ("success", load(&self.reloads_ok)),
+                ("failure", load(&self.reloads_failed)),
+            ],
+            gauges: *g,
         }
-        scalar(
-            o,
-            "metaguard_proxy_header_timeouts_total",
-            "counter",
-            "Connections closed because a request head did not arrive in time.",
-            self.header_timeouts.load(Ordering::Relaxed),
-        );
+    }
+}
 
-        scalar(
-            o,
+/// One scrape's values, owned so that a prometheus-client [`Registry`] can encode them.
+#[derive(Debug)]
+struct Scrape {
+    requests: Vec<(Outcome, Box<str>, Box<str>, u64)>,
+    cache: [(&'static str, u64); CacheUse::ALL.len()],
+    upstream: Vec<EndpointScrape>,
+    connections_open: i64,
+    connections_accepted: u64,
+    connections_refused: [(&'static str, u64); 2],
+    header_timeouts: u64,
+    reloads: [(&'static str, u64); 2],
+    gauges: Gauges,
+}
+
+#[derive(Debug)]
+struct EndpointScrape {
+    name: String,
+    buckets: [u64; BUCKETS_US.len()],
+    inf: u64,
+    sum_us: u64,
+    count: u64,
+    failures: [u64; UpstreamFailure::ALL.len()],
+}
+
+impl Collector for Scrape {
+    /// Every family in exposition order: names, labels, types and HELP text are the interface.
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let e = &mut enc;
+        let g = &self.gauges;
+        labelled(
+            e,
+            "metaguard_proxy_requests_total",
+            "Requests by decision, policy and rule.",
+            self.requests.iter().map(|(o, p, r, c)| {
+                (
+                    [("decision", o.as_str()), ("policy", &**p), ("rule", &**r)],
+                    *c,
+                )
+            }),
+        )?;
+        labelled(
+            e,
+            "metaguard_cache_total",
+            "Requests by what the answer cache did: hit (answered from the cache, upstream not asked), miss (the allow rule caches; asked upstream), off (not cacheable: no cache_ttl_ms, not a GET, not allowed).",
+            self.cache.iter().map(|(r, c)| ([("result", *r)], *c)),
+        )?;
+        gauge(
+            e,
+            "metaguard_cache_entries",
+            "Answers held in the cache (all workers).",
+            g.cache_entries as u64,
+        )?;
+        gauge(
+            e,
+            "metaguard_cache_bytes",
+            "Bytes of answers held in the cache (all workers).",
+            g.cache_bytes as u64,
+        )?;
+        self.encode_upstream(e)?;
+        gauge(
+            e,
+            "metaguard_proxy_connections_open",
+            "Pod connections open now.",
+            self.connections_open,
+        )?;
+        counter(
+            e,
+            "metaguard_proxy_connections_accepted_total",
+            "Pod connections accepted.",
+            self.connections_accepted,
+        )?;
+        labelled(
+            e,
+            "metaguard_proxy_connections_refused_total",
+            "Pod connections closed at accept because a connection cap was reached.",
+            self.connections_refused
+                .iter()
+                .map(|(why, c)| ([("reason", *why)], *c)),
+        )?;
+        counter(
+            e,
+            "metaguard_proxy_header_timeouts_total",
+            "Connections closed because a request head did not arrive in time.",
+            self.header_timeouts,
+        )?;
+        gauge(
+            e,
             "metaguard_proxy_records_loaded",
-            "gauge",
             "Pod addresses with a cached record.",
-            g.records_loaded,
-        );
-        scalar(
-            o,
+            g.records_loaded as u64,
+        )?;
+        gauge(
+            e,
             "metaguard_proxy_policy_loaded",
-            "gauge",
             "1 when a policy is in force.",
-            u8::from(g.policy_loaded),
-        );
-        header(
-            o,
+            u64::from(g.policy_loaded),
+        )?;
+        labelled(
+            e,
             "metaguard_proxy_policy_reloads_total",
-            "counter",
             "Policy reloads (SIGHUP) by result.",
-        );
-        let _ = writeln!(
-            o,
-            "metaguard_proxy_policy_reloads_total{{result=\"success\"}} {}",
-            self.reloads_ok.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "metaguard_proxy_policy_reloads_total{{result=\"failure\"}} {}",
-            self.reloads_failed.load(Ordering::Relaxed)
-        );
-        scalar(
-            o,
+            self.reloads.iter().map(|(r, c)| ([("result", *r)], *c)),
+        )?;
+        counter(
+            e,
             "metaguard_proxy_decision_log_dropped_total",
-            "counter",
             "Decision log lines dropped because the writer fell behind.",
             g.decision_log_dropped,
-        );
-        header(
-            o,
+        )?;
+        let mut m = descriptor(
+            e,
             "metaguard_proxy_build_info",
-            "gauge",
             "Version of the running daemon.",
-        );
-        let _ = writeln!(
-            o,
-            "metaguard_proxy_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        out
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1u64).encode(m.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
     }
 }
 
-fn header(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(o, "# HELP {name} {help}");
-    let _ = writeln!(o, "# TYPE {name} {kind}");
-}
-
-/// A metric with one unlabelled sample: its HELP and TYPE lines, then `name value`.
-fn scalar(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    header(o, name, kind, help);
-    let _ = writeln!(o, "{name} {value}");
-}
-
-/// Label value escaping per the text format: backslash, double quote and newline.
-fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['\\', '"', '\n']) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut o = String::with_capacity(s.len() + 4);
-    for c in s.chars() {
-        match c {
-            '\\' => o.push_str("\\\\"),
-            '"' => o.push_str("\\\""),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
+impl Scrape {
+    fn encode_upstream(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let mut m = descriptor(
+            e,
+            "metaguard_proxy_upstream_duration_seconds",
+            "Time from sending an allowed request upstream to the end of its response.",
+            MetricType::Histogram,
+        )?;
+        for ep in &self.upstream {
+            let buckets: Vec<(f64, u64)> = BUCKETS_US
+                .iter()
+                .zip(ep.buckets)
+                .map(|(b, c)| (*b as f64 / 1e6, c))
+                .chain([(f64::INFINITY, ep.inf)])
+                .collect();
+            m.encode_family(&[("endpoint", ep.name.as_str())])?
+                .encode_histogram::<NoLabelSet>(ep.sum_us as f64 / 1e6, ep.count, &buckets, None)?;
         }
+        labelled(
+            e,
+            "metaguard_proxy_upstream_failures_total",
+            "Upstream exchanges that failed, by endpoint and kind (answered 502 or 504).",
+            self.upstream.iter().flat_map(|ep| {
+                UpstreamFailure::ALL
+                    .iter()
+                    .zip(ep.failures)
+                    .map(|(k, c)| ([("endpoint", ep.name.as_str()), ("kind", k.as_str())], c))
+            }),
+        )
     }
-    std::borrow::Cow::Owned(o)
+}
+
+/// A family's HELP and TYPE lines. `name` is the exposed name: prometheus-client appends a
+/// counter's `_total` itself.
+fn descriptor<'a>(
+    e: &'a mut DescriptorEncoder,
+    name: &'a str,
+    help: &str,
+    ty: MetricType,
+) -> Result<MetricEncoder<'a>, fmt::Error> {
+    let name = match ty {
+        MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    };
+    e.encode_descriptor(name, help, None, ty)
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    ConstCounter::new(v).encode(descriptor(e, name, help, MetricType::Counter)?)
+}
+
+fn gauge<N: EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: N,
+) -> fmt::Result {
+    ConstGauge::new(v).encode(descriptor(e, name, help, MetricType::Gauge)?)
+}
+
+/// A counter family: one sample per label set.
+fn labelled<L: EncodeLabelSet>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut m = descriptor(e, name, help, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -613,6 +633,350 @@ mod tests {
             t.contains("policy=\"_overflow\",rule=\"_overflow\"} 11"),
             "{}",
             n
+        );
+    }
+
+    /// Every family, with labels that need escaping and a histogram with whole and fractional
+    /// sums.
+    fn populated() -> (Metrics, Gauges) {
+        let m = Metrics::new(vec!["imds-v4".into(), "imds-v6".into(), "aliyun".into()]);
+        m.count_request(0, Outcome::Allow, "aws", "identity");
+        m.count_request(1, Outcome::Allow, "aws", "identity");
+        m.count_request(0, Outcome::Deny, "aws", "default-deny");
+        m.count_request(3, Outcome::Deny, "p\"x", "r\\y\nz");
+        m.count_request(0, Outcome::UnknownCaller, "", "");
+        for o in Outcome::ALL {
+            m.count_request(5, o, "strict", "r1");
+        }
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        m.connection_refused(ConnRefusal::PerSource);
+        m.connection_refused(ConnRefusal::Total);
+        m.header_timeout();
+        m.reload(true);
+        m.reload(false);
+        m.reload(false);
+        m.count_cache(0, CacheUse::Hit);
+        m.count_cache(1, CacheUse::Hit);
+        m.count_cache(17, CacheUse::Miss);
+        m.observe_upstream(0, Duration::from_micros(300));
+        m.observe_upstream(0, Duration::from_millis(3));
+        m.observe_upstream(0, Duration::from_secs(60));
+        m.observe_upstream(1, Duration::from_secs(2));
+        m.upstream_failed(0, UpstreamFailure::Timeout);
+        m.upstream_failed(1, UpstreamFailure::Reset);
+        (m, gauges())
+    }
+
+    /// The whole exposition for [`populated`]: what a scraper sees, byte for byte (the version
+    /// aside). Before prometheus-client the only difference was `_sum` 2 and 0 written as 2.0, 0.0.
+    #[test]
+    fn whole_exposition_is_stable() {
+        let (m, g) = populated();
+        let want = EXPOSITION.replace("{VERSION}", env!("CARGO_PKG_VERSION"));
+        let got = m.render(&g);
+        for (i, (w, o)) in want.lines().zip(got.lines()).enumerate() {
+            assert_eq!(w, o, "line {}", i + 1);
+        }
+        assert_eq!(got, want);
+    }
+
+    const EXPOSITION: &str = r##"# HELP metaguard_proxy_requests_total Requests by decision, policy and rule.
+# TYPE metaguard_proxy_requests_total counter
+metaguard_proxy_requests_total{decision="allow",policy="aws",rule="identity"} 2
+metaguard_proxy_requests_total{decision="allow",policy="strict",rule="r1"} 1
+metaguard_proxy_requests_total{decision="deny",policy="aws",rule="default-deny"} 1
+metaguard_proxy_requests_total{decision="deny",policy="p\"x",rule="r\\y\nz"} 1
+metaguard_proxy_requests_total{decision="deny",policy="strict",rule="r1"} 1
+metaguard_proxy_requests_total{decision="respond",policy="strict",rule="r1"} 1
+metaguard_proxy_requests_total{decision="audit",policy="strict",rule="r1"} 1
+metaguard_proxy_requests_total{decision="invalid",policy="strict",rule="r1"} 1
+metaguard_proxy_requests_total{decision="unknown-caller",policy="",rule=""} 1
+metaguard_proxy_requests_total{decision="unknown-caller",policy="strict",rule="r1"} 1
+metaguard_proxy_requests_total{decision="error",policy="strict",rule="r1"} 1
+# HELP metaguard_cache_total Requests by what the answer cache did: hit (answered from the cache, upstream not asked), miss (the allow rule caches; asked upstream), off (not cacheable: no cache_ttl_ms, not a GET, not allowed).
+# TYPE metaguard_cache_total counter
+metaguard_cache_total{result="hit"} 2
+metaguard_cache_total{result="miss"} 1
+metaguard_cache_total{result="off"} 0
+# HELP metaguard_cache_entries Answers held in the cache (all workers).
+# TYPE metaguard_cache_entries gauge
+metaguard_cache_entries 3
+# HELP metaguard_cache_bytes Bytes of answers held in the cache (all workers).
+# TYPE metaguard_cache_bytes gauge
+metaguard_cache_bytes 1234
+# HELP metaguard_proxy_upstream_duration_seconds Time from sending an allowed request upstream to the end of its response.
+# TYPE metaguard_proxy_upstream_duration_seconds histogram
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="0.0005"} 1
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="0.001"} 1
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="0.0025"} 1
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="0.005"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="0.01"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="0.025"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="0.05"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="0.1"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="0.25"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="0.5"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="1"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="2.5"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="5"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="10"} 2
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v4",le="+Inf"} 3
+metaguard_proxy_upstream_duration_seconds_sum{endpoint="imds-v4"} 60.0033
+metaguard_proxy_upstream_duration_seconds_count{endpoint="imds-v4"} 3
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="0.0005"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="0.001"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="0.0025"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="0.005"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="0.01"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="0.025"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="0.05"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="0.1"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="0.25"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="0.5"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="1"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="2.5"} 1
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="5"} 1
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="10"} 1
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="imds-v6",le="+Inf"} 1
+metaguard_proxy_upstream_duration_seconds_sum{endpoint="imds-v6"} 2.0
+metaguard_proxy_upstream_duration_seconds_count{endpoint="imds-v6"} 1
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="0.0005"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="0.001"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="0.0025"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="0.005"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="0.01"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="0.025"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="0.05"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="0.1"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="0.25"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="0.5"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="1"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="2.5"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="5"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="10"} 0
+metaguard_proxy_upstream_duration_seconds_bucket{endpoint="aliyun",le="+Inf"} 0
+metaguard_proxy_upstream_duration_seconds_sum{endpoint="aliyun"} 0.0
+metaguard_proxy_upstream_duration_seconds_count{endpoint="aliyun"} 0
+# HELP metaguard_proxy_upstream_failures_total Upstream exchanges that failed, by endpoint and kind (answered 502 or 504).
+# TYPE metaguard_proxy_upstream_failures_total counter
+metaguard_proxy_upstream_failures_total{endpoint="imds-v4",kind="connect"} 0
+metaguard_proxy_upstream_failures_total{endpoint="imds-v4",kind="timeout"} 1
+metaguard_proxy_upstream_failures_total{endpoint="imds-v4",kind="oversize"} 0
+metaguard_proxy_upstream_failures_total{endpoint="imds-v4",kind="reset"} 0
+metaguard_proxy_upstream_failures_total{endpoint="imds-v6",kind="connect"} 0
+metaguard_proxy_upstream_failures_total{endpoint="imds-v6",kind="timeout"} 0
+metaguard_proxy_upstream_failures_total{endpoint="imds-v6",kind="oversize"} 0
+metaguard_proxy_upstream_failures_total{endpoint="imds-v6",kind="reset"} 1
+metaguard_proxy_upstream_failures_total{endpoint="aliyun",kind="connect"} 0
+metaguard_proxy_upstream_failures_total{endpoint="aliyun",kind="timeout"} 0
+metaguard_proxy_upstream_failures_total{endpoint="aliyun",kind="oversize"} 0
+metaguard_proxy_upstream_failures_total{endpoint="aliyun",kind="reset"} 0
+# HELP metaguard_proxy_connections_open Pod connections open now.
+# TYPE metaguard_proxy_connections_open gauge
+metaguard_proxy_connections_open 1
+# HELP metaguard_proxy_connections_accepted_total Pod connections accepted.
+# TYPE metaguard_proxy_connections_accepted_total counter
+metaguard_proxy_connections_accepted_total 2
+# HELP metaguard_proxy_connections_refused_total Pod connections closed at accept because a connection cap was reached.
+# TYPE metaguard_proxy_connections_refused_total counter
+metaguard_proxy_connections_refused_total{reason="total"} 1
+metaguard_proxy_connections_refused_total{reason="per_source"} 1
+# HELP metaguard_proxy_header_timeouts_total Connections closed because a request head did not arrive in time.
+# TYPE metaguard_proxy_header_timeouts_total counter
+metaguard_proxy_header_timeouts_total 1
+# HELP metaguard_proxy_records_loaded Pod addresses with a cached record.
+# TYPE metaguard_proxy_records_loaded gauge
+metaguard_proxy_records_loaded 7
+# HELP metaguard_proxy_policy_loaded 1 when a policy is in force.
+# TYPE metaguard_proxy_policy_loaded gauge
+metaguard_proxy_policy_loaded 1
+# HELP metaguard_proxy_policy_reloads_total Policy reloads (SIGHUP) by result.
+# TYPE metaguard_proxy_policy_reloads_total counter
+metaguard_proxy_policy_reloads_total{result="success"} 1
+metaguard_proxy_policy_reloads_total{result="failure"} 2
+# HELP metaguard_proxy_decision_log_dropped_total Decision log lines dropped because the writer fell behind.
+# TYPE metaguard_proxy_decision_log_dropped_total counter
+metaguard_proxy_decision_log_dropped_total 2
+# HELP metaguard_proxy_build_info Version of the running daemon.
+# TYPE metaguard_proxy_build_info gauge
+metaguard_proxy_build_info{version="{VERSION}"} 1
+"##;
+
+    /// The Python client's parser for the text format (prometheus_client.parser, from the
+    /// Prometheus project; Debian: python3-prometheus-client) reads the whole exposition: every
+    /// family with its type and HELP, every sample with its labels and value.
+    #[test]
+    fn exposition_reads_back_with_the_reference_parser() {
+        const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+print(json.dumps([{"name": f.name, "type": f.type, "help": f.documentation,
+                   "samples": [[s.name, s.labels, s.value] for s in f.samples]}
+                  for f in text_string_to_metric_families(sys.stdin.read())]))
+"#;
+        let python = ["/usr/bin/python3", "python3"]
+            .into_iter()
+            .find(|p| {
+                std::process::Command::new(p)
+                    .args(["-c", "import prometheus_client.parser"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .expect("python3 with prometheus_client (Debian: python3-prometheus-client)");
+        let (m, g) = populated();
+        let text = m.render(&g);
+        let mut child = std::process::Command::new(python)
+            .args(["-c", PARSE])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "parser refused the exposition: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let families: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+
+        // Family name (the parser drops a counter's `_total`), type, HELP: the whole list, in order.
+        let seen: Vec<(String, String)> = families
+            .iter()
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap().into(),
+                    f["type"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let want = [
+            ("metaguard_proxy_requests", "counter"),
+            ("metaguard_cache", "counter"),
+            ("metaguard_cache_entries", "gauge"),
+            ("metaguard_cache_bytes", "gauge"),
+            ("metaguard_proxy_upstream_duration_seconds", "histogram"),
+            ("metaguard_proxy_upstream_failures", "counter"),
+            ("metaguard_proxy_connections_open", "gauge"),
+            ("metaguard_proxy_connections_accepted", "counter"),
+            ("metaguard_proxy_connections_refused", "counter"),
+            ("metaguard_proxy_header_timeouts", "counter"),
+            ("metaguard_proxy_records_loaded", "gauge"),
+            ("metaguard_proxy_policy_loaded", "gauge"),
+            ("metaguard_proxy_policy_reloads", "counter"),
+            ("metaguard_proxy_decision_log_dropped", "counter"),
+            ("metaguard_proxy_build_info", "gauge"),
+        ]
+        .map(|(n, t)| (n.to_string(), t.to_string()));
+        assert_eq!(seen, want);
+        assert_eq!(
+            families[5]["help"],
+            "Upstream exchanges that failed, by endpoint and kind (answered 502 or 504)."
+        );
+        for f in &families {
+            let help = f["help"].as_str().unwrap();
+            assert!(help.ends_with('.') && help.len() > 10, "{f}");
+        }
+
+        // Samples: (name, labels, value) exactly as the parser read them.
+        let sample = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+            let labels: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+                .collect();
+            families
+                .iter()
+                .flat_map(|f| f["samples"].as_array().unwrap())
+                .find(|s| s[0] == name && s[1] == serde_json::Value::Object(labels.clone()))
+                .map(|s| s[2].as_f64().unwrap())
+        };
+        let req = |d, p, r| {
+            sample(
+                "metaguard_proxy_requests_total",
+                &[("decision", d), ("policy", p), ("rule", r)],
+            )
+        };
+        assert_eq!(req("allow", "aws", "identity"), Some(2.0));
+        assert_eq!(req("deny", "p\"x", "r\\y\nz"), Some(1.0), "escaped labels");
+        assert_eq!(req("unknown-caller", "", ""), Some(1.0));
+        assert_eq!(
+            sample("metaguard_cache_total", &[("result", "hit")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample("metaguard_cache_total", &[("result", "off")]),
+            Some(0.0)
+        );
+        assert_eq!(sample("metaguard_cache_bytes", &[]), Some(1234.0));
+        let h = "metaguard_proxy_upstream_duration_seconds";
+        let bucket = |e, le| sample(&format!("{h}_bucket"), &[("endpoint", e), ("le", le)]);
+        assert_eq!(bucket("imds-v4", "0.0005"), Some(1.0));
+        assert_eq!(bucket("imds-v4", "10"), Some(2.0));
+        assert_eq!(bucket("imds-v4", "+Inf"), Some(3.0));
+        assert_eq!(bucket("imds-v6", "2.5"), Some(1.0));
+        assert_eq!(bucket("aliyun", "+Inf"), Some(0.0));
+        assert_eq!(
+            sample(&format!("{h}_sum"), &[("endpoint", "imds-v4")]),
+            Some(60.0033)
+        );
+        assert_eq!(
+            sample(&format!("{h}_count"), &[("endpoint", "imds-v6")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                "metaguard_proxy_upstream_failures_total",
+                &[("endpoint", "imds-v6"), ("kind", "reset")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(sample("metaguard_proxy_connections_open", &[]), Some(1.0));
+        assert_eq!(
+            sample(
+                "metaguard_proxy_connections_refused_total",
+                &[("reason", "total")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample("metaguard_proxy_header_timeouts_total", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                "metaguard_proxy_policy_reloads_total",
+                &[("result", "failure")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample("metaguard_proxy_decision_log_dropped_total", &[]),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                "metaguard_proxy_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))]
+            ),
+            Some(1.0)
+        );
+        // Nothing the parser read is left out of the text, nothing in the text is lost.
+        let samples: usize = families
+            .iter()
+            .map(|f| f["samples"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(
+            samples,
+            text.lines().filter(|l| !l.starts_with('#')).count()
         );
     }
 }

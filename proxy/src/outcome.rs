@@ -1,5 +1,7 @@
-//! The decision recorded for each request: a small closed set, used as a log field and a metric
-//! label (so its cardinality is fixed).
+//! The closed sets requests and connections are recorded with: the decision, what the answer
+//! cache did, why an upstream exchange failed, why a connection was refused. Each is a log field
+//! or a metric label (so its cardinality is fixed), and a value the layers below observability
+//! (the HTTP/1 client, the connection caps) can produce without depending on it.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -47,6 +49,76 @@ impl Outcome {
     }
 }
 
+/// What the cache did for a request (decision log field `cache`, metric label `result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Answered from the cache; upstream was not contacted.
+    Hit,
+    /// The rule caches, but nothing usable was stored: forwarded (and stored if it is a 200).
+    Miss,
+    /// Not cacheable: no `cache_ttl_ms` on the rule, not a GET, caching disabled, or not an allow.
+    Off,
+}
+
+impl CacheUse {
+    pub const ALL: [CacheUse; 3] = [CacheUse::Hit, CacheUse::Miss, CacheUse::Off];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::Hit => "hit",
+            CacheUse::Miss => "miss",
+            CacheUse::Off => "off",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why an upstream exchange failed (label `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    Connect,
+    Timeout,
+    Oversize,
+    Reset,
+}
+
+impl UpstreamFailure {
+    pub const ALL: [UpstreamFailure; 4] = [
+        UpstreamFailure::Connect,
+        UpstreamFailure::Timeout,
+        UpstreamFailure::Oversize,
+        UpstreamFailure::Reset,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Oversize => "oversize",
+            UpstreamFailure::Reset => "reset",
+        }
+    }
+}
+
+/// Why a connection was refused at accept (label `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRefusal {
+    Total,
+    PerSource,
+}
+
+impl ConnRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnRefusal::Total => "total",
+            ConnRefusal::PerSource => "per_source",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +127,9 @@ mod tests {
     fn indexes_match_all() {
         for (i, o) in Outcome::ALL.iter().enumerate() {
             assert_eq!(o.index(), i);
+        }
+        for (i, c) in CacheUse::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
         }
     }
 }

@@ -20,10 +20,10 @@
 //! The hot path takes a read lock for a hash lookup and an `Arc` clone; no lock is held across I/O.
 
 use crate::decision_log::WhoJson;
-use crate::fasthash::FxHashMap;
-use crate::policy_store::Snapshot;
+use crate::policy::store::Snapshot;
 use metaguard_common::record::PodRecord;
 use metaguard_common::state::{StateDir, StateError};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
@@ -367,40 +367,10 @@ impl RecordCache {
 mod tests {
     use super::*;
     use crate::policy::PolicySet;
-    use metaguard_common::record::RECORD_VERSION;
-    use std::collections::BTreeMap;
-    use std::path::PathBuf;
+    use crate::testing::{pod_record as rec, TempDir};
 
-    struct TmpDir(PathBuf);
-    impl Drop for TmpDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    fn tmpdir(tag: &str) -> TmpDir {
-        let p = std::env::temp_dir().join(format!("mg-records-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        TmpDir(p)
-    }
-
-    fn rec(cid: &str, ips: &[&str], ns: &str) -> PodRecord {
-        PodRecord {
-            version: RECORD_VERSION,
-            container_id: cid.into(),
-            network: "net".into(),
-            ifname: "eth0".into(),
-            netns: "/var/run/netns/x".into(),
-            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
-            namespace: Some(ns.into()),
-            pod_name: Some(cid.into()),
-            pod_uid: None,
-            annotations: BTreeMap::new(),
-            host_interface: None,
-            host_guard: true,
-            mac: None,
-            layer2_guard: false,
-            created_unix: 1,
-        }
+    fn tmpdir(tag: &str) -> TempDir {
+        TempDir::new(&format!("records-{tag}"))
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -445,7 +415,7 @@ mod tests {
     #[test]
     fn miss_reads_files_directly() {
         let d = tmpdir("miss");
-        let s = StateDir::new(&d.0);
+        let s = StateDir::new(d.path());
         let sn = snap(1, "ns1");
         let c = RecordCache::new(s.clone(), Duration::from_secs(1));
         assert!(c.lookup(ip("10.0.0.1"), &sn).unwrap().is_none());
@@ -461,7 +431,7 @@ mod tests {
     #[test]
     fn removal_stops_counting_after_revalidation() {
         let d = tmpdir("rm");
-        let s = StateDir::new(&d.0);
+        let s = StateDir::new(d.path());
         let sn = snap(1, "ns1");
         let c = RecordCache::new(s.clone(), Duration::from_millis(100));
         let r = rec("a", &["10.0.0.2"], "ns1");
@@ -486,7 +456,7 @@ mod tests {
     #[test]
     fn fresh_entries_are_served_from_memory() {
         let d = tmpdir("fresh");
-        let s = StateDir::new(&d.0);
+        let s = StateDir::new(d.path());
         let sn = snap(1, "ns1");
         let c = RecordCache::new(s.clone(), Duration::from_secs(3600));
         let r = rec("a", &["10.0.0.3"], "ns1");
@@ -501,7 +471,7 @@ mod tests {
     #[test]
     fn rewrite_is_noticed() {
         let d = tmpdir("rewrite");
-        let s = StateDir::new(&d.0);
+        let s = StateDir::new(d.path());
         let sn = snap(1, "ns1");
         let c = RecordCache::new(s.clone(), Duration::ZERO);
         s.write_record(&rec("old", &["10.0.0.4"], "ns1")).unwrap();
@@ -517,7 +487,7 @@ mod tests {
     #[test]
     fn a_new_policy_generation_selects_again() {
         let d = tmpdir("regen");
-        let s = StateDir::new(&d.0);
+        let s = StateDir::new(d.path());
         let c = RecordCache::new(s.clone(), Duration::from_secs(3600));
         s.write_record(&rec("a", &["10.0.0.11"], "ns1")).unwrap();
         let g1 = snap(1, "ns1");
@@ -538,7 +508,7 @@ mod tests {
     #[test]
     fn preload_shares_identities_and_skips_stale_entries() {
         let d = tmpdir("preload");
-        let s = StateDir::new(&d.0);
+        let s = StateDir::new(d.path());
         let sn = snap(1, "ns1");
         let a = rec("a", &["10.0.0.5", "fd00::5"], "ns1");
         s.write_record(&a).unwrap();
@@ -561,14 +531,14 @@ mod tests {
     #[test]
     fn preload_of_missing_dir_is_empty() {
         let d = tmpdir("nodir");
-        let c = RecordCache::new(StateDir::new(&d.0), Duration::from_secs(1));
+        let c = RecordCache::new(StateDir::new(d.path()), Duration::from_secs(1));
         assert_eq!(c.preload(&snap(1, "x")), (0, vec![]));
     }
 
     #[test]
     fn sweep_evicts_gone_addresses() {
         let d = tmpdir("sweep");
-        let s = StateDir::new(&d.0);
+        let s = StateDir::new(d.path());
         let sn = snap(1, "ns1");
         let c = RecordCache::new(s.clone(), Duration::from_secs(3600));
         let a = rec("a", &["10.0.0.8"], "ns1");
@@ -585,7 +555,7 @@ mod tests {
     #[test]
     fn corrupt_record_fails_closed() {
         let d = tmpdir("corrupt");
-        let s = StateDir::new(&d.0);
+        let s = StateDir::new(d.path());
         let a = rec("a", &["10.0.0.10"], "ns1");
         s.write_record(&a).unwrap();
         std::fs::write(s.record_path(&a.key()), b"{not json").unwrap();

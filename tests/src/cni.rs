@@ -145,6 +145,27 @@ impl Call {
         }
         v
     }
+
+    /// [`Call::env`] as owned pairs, to edit with [`with_env`].
+    pub fn owned_env(&self) -> Vec<(String, String)> {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+/// `env` with `key` removed, then set to `value` when there is one (for hostile CNI calls).
+pub fn with_env(
+    mut env: Vec<(String, String)>,
+    key: &str,
+    value: Option<&str>,
+) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != key);
+    if let Some(v) = value {
+        env.push((key.to_string(), v.to_string()));
+    }
+    env
 }
 
 static SUBNET: AtomicUsize = AtomicUsize::new(0);

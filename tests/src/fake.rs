@@ -74,13 +74,19 @@ pub struct Recorded {
     pub raw: Option<String>,
 }
 
+/// First value of header `name` (case-insensitive) in `(name, value)` pairs: the lookup of the
+/// fake server's requests ([`Recorded`], and its own parser), and of [`crate::raw`]'s responses.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 impl Recorded {
     /// First value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     pub fn has_header(&self, name: &str) -> bool {

@@ -11,37 +11,38 @@ use crate::cni::error::CniError;
 use crate::cni::result::pass_through;
 use crate::cni::Env;
 use crate::config::Config;
-use crate::hostif::KernelProbe;
-use crate::nft::{self, Family, Where};
+use crate::firewall::Firewall;
+use crate::hostif::LinkProbe;
 use metaguard_common::state::StateDir;
 use serde_json::Value;
 
-pub fn add(env: &Env, cfg: &Config, state: &StateDir) -> Result<Value, CniError> {
+pub fn add<F: Firewall>(
+    env: &Env,
+    cfg: &Config,
+    state: &StateDir,
+    probe: &dyn LinkProbe,
+    fw: &F,
+) -> Result<Value, CniError> {
     let prev = cfg.prev_result.as_ref().ok_or_else(|| {
         CniError::invalid_config(
             "prevResult",
             "missing: metaguard is a chained plugin; list it after an interface plugin (bridge, ptp, ...) in a conflist",
         )
     })?;
-    let plan = plan(env, cfg, prev, &KernelProbe)?;
-    let ns = open_netns(env.netns.as_deref())?;
+    let plan = plan(env, cfg, prev, probe)?;
+    let (path, ns) = open_netns(fw, env.netns.as_deref())?;
 
-    nft::apply_pod_rules(Where::In(&ns), &plan.pod)
+    fw.apply_pod_rules(&ns, &plan.pod)
         .map_err(|e| nft_error("installing the pod's rules", e))?;
-    log::info!(
-        "installed inet {} in {}",
-        plan.pod.table,
-        ns.path().display()
-    );
+    log::info!("installed inet {} in {}", plan.pod.table, path.display());
 
     let undo_pod = || {
-        if let Err(e) = nft::delete_table(Where::In(&ns), Family::Inet, &plan.pod.table, &plan.key)
-        {
+        if let Err(e) = fw.remove_pod_rules(&ns, &plan.pod.table, &plan.key) {
             log::error!("undo: deleting inet {} failed: {e}", plan.pod.table);
         }
     };
     if let Some(g) = &plan.guard {
-        if let Err(e) = nft::apply_host_guard(Where::Current, g) {
+        if let Err(e) = fw.apply_host_guard(g) {
             undo_pod();
             return Err(nft_error("installing the host guard", e));
         }
@@ -49,7 +50,7 @@ pub fn add(env: &Env, cfg: &Config, state: &StateDir) -> Result<Value, CniError>
     }
     let undo_guard = || {
         if let Some(g) = &plan.guard {
-            if let Err(e) = nft::delete_table(Where::Current, Family::Netdev, &g.table, &g.tag) {
+            if let Err(e) = fw.remove_host_guard(&g.table, &g.tag) {
                 log::error!("undo: deleting netdev {} failed: {e}", g.table);
             }
         }

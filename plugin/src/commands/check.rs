@@ -7,8 +7,8 @@ use super::{nft_error, open_netns, plan, same_record, state_error};
 use crate::cni::error::{code, CniError};
 use crate::cni::Env;
 use crate::config::Config;
-use crate::hostif::KernelProbe;
-use crate::nft::{self, NftError, Where};
+use crate::firewall::{Firewall, NftError};
+use crate::hostif::LinkProbe;
 use metaguard_common::state::StateDir;
 
 fn mismatch(what: &str, details: String) -> CniError {
@@ -24,7 +24,13 @@ fn classify(what: &str, e: NftError) -> CniError {
     }
 }
 
-pub fn check(env: &Env, cfg: &Config, state: &StateDir) -> Result<(), CniError> {
+pub fn check<F: Firewall>(
+    env: &Env,
+    cfg: &Config,
+    state: &StateDir,
+    probe: &dyn LinkProbe,
+    fw: &F,
+) -> Result<(), CniError> {
     if !cfg.cni_version.allows_check() {
         return Err(CniError::incompatible_version(
             "config version does not allow CHECK",
@@ -40,14 +46,14 @@ pub fn check(env: &Env, cfg: &Config, state: &StateDir) -> Result<(), CniError> 
             "missing: CHECK needs the result of the ADD it checks",
         )
     })?;
-    let plan = plan(env, cfg, prev, &KernelProbe)?;
-    let ns = open_netns(env.netns.as_deref())?;
+    let plan = plan(env, cfg, prev, probe)?;
+    let (_, ns) = open_netns(fw, env.netns.as_deref())?;
     let mut problems = Vec::new();
-    if let Err(e) = nft::check_pod_rules(Where::In(&ns), &plan.pod) {
+    if let Err(e) = fw.check_pod_rules(&ns, &plan.pod) {
         problems.push(classify("pod rules", e));
     }
     if let Some(g) = &plan.guard {
-        if let Err(e) = nft::check_host_guard(Where::Current, g) {
+        if let Err(e) = fw.check_host_guard(g) {
             problems.push(classify("host guard", e));
         }
     }

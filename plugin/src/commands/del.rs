@@ -8,11 +8,12 @@ use super::{key_of, teardown};
 use crate::cni::error::CniError;
 use crate::cni::Env;
 use crate::config::Config;
+use crate::firewall::Firewall;
 use metaguard_common::state::StateDir;
 
-pub fn del(env: &Env, cfg: &Config, state: &StateDir) -> Result<(), CniError> {
+pub fn del<F: Firewall>(env: &Env, cfg: &Config, state: &StateDir, fw: &F) -> Result<(), CniError> {
     let key = key_of(env, cfg);
-    let errors = teardown(state, &key, env.netns.as_deref());
+    let errors = teardown(fw, state, &key, env.netns.as_deref());
     match CniError::combine("DEL incomplete", errors) {
         Some(e) => Err(e),
         None => {

@@ -8,18 +8,18 @@
 //! - host guard tables in the current netns whose tag (the attachment key) names this network:
 //!   guards whose record was lost are found here.
 //!
-//! Attachments of other networks, and tables without a metaguard tag, are never touched.
+//! Attachments of other networks, tables without a metaguard tag and tables not named after their
+//! tag (see [`Firewall::owned_host_guards`]) are never touched.
 
 use super::{nft_error, state_error, teardown};
 use crate::cni::error::CniError;
 use crate::config::Config;
-use crate::nft::{self, Family, Where};
-use crate::rules;
+use crate::firewall::Firewall;
 use metaguard_common::ids::{attachment_key, split_attachment_key};
 use metaguard_common::state::StateDir;
 use std::collections::BTreeSet;
 
-pub fn gc(cfg: &Config, state: &StateDir) -> Result<(), CniError> {
+pub fn gc<F: Firewall>(cfg: &Config, state: &StateDir, fw: &F) -> Result<(), CniError> {
     if !cfg.cni_version.allows_gc_and_status() {
         return Err(CniError::incompatible_version(
             "config version does not allow GC",
@@ -46,25 +46,18 @@ pub fn gc(cfg: &Config, state: &StateDir) -> Result<(), CniError> {
         Ok(keys) => {
             for key in keys.iter().filter(|k| stale(k)) {
                 log::info!("GC: removing stale attachment {key}");
-                errors.extend(teardown(state, key, None));
+                errors.extend(teardown(fw, state, key, None));
                 removed += 1;
             }
         }
         Err(e) => errors.push(state_error("listing pod records", e)),
     }
 
-    match nft::list_tables(Where::Current, Family::Netdev) {
+    match fw.owned_host_guards() {
         Ok(tables) => {
-            for t in tables {
-                let Some(tag) = t.tag.as_deref() else {
-                    continue;
-                };
-                // Only a table whose name is the one metaguard derives from its tag is ours.
-                if !stale(tag) || t.name != rules::table_name(tag) {
-                    continue;
-                }
-                log::info!("GC: removing orphaned host guard {} ({tag})", t.name);
-                match nft::delete_table(Where::Current, Family::Netdev, &t.name, tag) {
+            for t in tables.iter().filter(|t| stale(&t.key)) {
+                log::info!("GC: removing orphaned host guard {} ({})", t.name, t.key);
+                match fw.remove_host_guard(&t.name, &t.key) {
                     Ok(d) if d.removed() => removed += 1,
                     Ok(_) => {}
                     Err(e) if e.is_not_found() => {}

@@ -1,6 +1,10 @@
 //! The CNI commands, and what ADD and CHECK share: turning (environment, configuration,
 //! prevResult) into the exact state metaguard wants (a [`Plan`]), and what DEL and GC share:
 //! tearing one attachment down ([`teardown`]).
+//!
+//! The commands reach the kernel through two parameters, so they can be tested without root:
+//! a [`LinkProbe`] (what the host's devices are) and a [`Firewall`] (the tables). `lib.rs`
+//! passes the real ones.
 
 pub mod add;
 pub mod check;
@@ -8,13 +12,16 @@ pub mod del;
 pub mod gc;
 pub mod status;
 
+#[cfg(test)]
+mod firewall_tests;
+
 use crate::cni::error::{code, CniError};
 use crate::cni::result::ResultView;
 use crate::cni::Env;
 use crate::config::Config;
+use crate::firewall::{Deleted, Firewall, NftError};
 use crate::hostif::{self, LinkProbe};
-use crate::netns::{Netns, NetnsError};
-use crate::nft::{self, Deleted, Family, NftError, Where};
+use crate::netns::NetnsError;
 use crate::podlink::{self, PodLink, PodLinkError};
 use crate::rules::{self, HostGuard, PodRuleset, Redirect};
 use ipnetwork::IpNetwork;
@@ -61,17 +68,44 @@ pub fn plan(
         ));
     }
     let blocked = cfg.blocked_networks();
+    let redirects = redirects(cfg, &view, &pod_ips, &blocked)?;
+    let key = checked_key(env, cfg)?;
+    let pod = PodRuleset {
+        table: rules::table_name(&key),
+        tag: key.clone(),
+        redirects,
+        blocked,
+    };
+    let host_if = hostif::find(&view, probe)?;
+    let guard = host_guard(env, cfg, &view, probe, host_if.as_deref(), &pod, &pod_ips)?;
+    let record = record(env, cfg, pod_ips, host_if, guard.as_ref());
+    Ok(Plan {
+        key,
+        pod,
+        guard,
+        record,
+    })
+}
+
+/// The pod's DNATs: each endpoint to the proxy address of its family. An endpoint whose family
+/// has no proxy address is left out (it stays blocked: fail closed).
+fn redirects(
+    cfg: &Config,
+    view: &ResultView,
+    pod_ips: &[IpAddr],
+    blocked: &[IpNetwork],
+) -> Result<Vec<Redirect>, CniError> {
     let proxy_v4 = proxy_for(
         cfg.proxy.ipv4.map(IpAddr::V4),
         view.gateway(false),
         "proxy.ipv4",
-        &blocked,
+        blocked,
     )?;
     let proxy_v6 = proxy_for(
         cfg.proxy.ipv6.map(IpAddr::V6),
         view.gateway(true),
         "proxy.ipv6",
-        &blocked,
+        blocked,
     )?;
     let mut redirects = Vec::new();
     for ep in &cfg.endpoints {
@@ -92,6 +126,11 @@ pub fn plan(
             None => log::debug!("endpoint {} rejected: the pod has no address of its family", ep.name),
         }
     }
+    Ok(redirects)
+}
+
+/// The attachment key, refused when too long to be a table's tag.
+fn checked_key(env: &Env, cfg: &Config) -> Result<String, CniError> {
     let key = key_of(env, cfg);
     if key.len() > MAX_KEY_LEN {
         return Err(CniError::invalid_env(
@@ -102,9 +141,21 @@ pub fn plan(
             ),
         ));
     }
-    let table = rules::table_name(&key);
-    let host_if = hostif::find(&view, probe)?;
-    let guard = match (&host_if, cfg.host_guard) {
+    Ok(key)
+}
+
+/// The host guard for the host-side veth `host_if`, when there is one and `hostGuard` is on. It
+/// shares the pod table's name, tag and blocked networks.
+fn host_guard(
+    env: &Env,
+    cfg: &Config,
+    view: &ResultView,
+    probe: &dyn LinkProbe,
+    host_if: Option<&str>,
+    pod: &PodRuleset,
+    pod_ips: &[IpAddr],
+) -> Result<Option<HostGuard>, CniError> {
+    let guard = match (host_if, cfg.host_guard) {
         (Some(ifname), true) => {
             let link = pod_link(env, probe)?;
             // prevResult's MAC first (what the interface plugin set), else the kernel's.
@@ -116,11 +167,11 @@ pub fn plan(
                 );
             }
             Some(HostGuard {
-                table: table.clone(),
-                tag: key.clone(),
-                host_ifname: ifname.clone(),
-                pod_ips: pod_ips.clone(),
-                blocked: blocked.clone(),
+                table: pod.table.clone(),
+                tag: pod.tag.clone(),
+                host_ifname: ifname.to_string(),
+                pod_ips: pod_ips.to_vec(),
+                blocked: pod.blocked.clone(),
                 pod_mac,
                 pod_link_locals: link.link_locals,
                 block_tunnels: cfg.block_tunnels,
@@ -144,8 +195,19 @@ pub fn plan(
             g.host_ifname
         );
     }
-    let pod_mac = guard.as_ref().and_then(|g| g.pod_mac);
-    let record = PodRecord {
+    Ok(guard)
+}
+
+/// The pod record ADD writes: who the pod is, its addresses and how it is guarded.
+fn record(
+    env: &Env,
+    cfg: &Config,
+    pod_ips: Vec<IpAddr>,
+    host_if: Option<String>,
+    guard: Option<&HostGuard>,
+) -> PodRecord {
+    let pod_mac = guard.and_then(|g| g.pod_mac);
+    PodRecord {
         version: RECORD_VERSION,
         container_id: env.container_id().to_string(),
         network: cfg.name.clone(),
@@ -164,19 +226,7 @@ pub fn plan(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-    };
-    let pod = PodRuleset {
-        table,
-        tag: key.clone(),
-        redirects,
-        blocked,
-    };
-    Ok(Plan {
-        key,
-        pod,
-        guard,
-        record,
-    })
+    }
 }
 
 /// The proxy address of one family: configured, else the gateway; never inside a blocked
@@ -211,13 +261,20 @@ pub fn same_record(a: &PodRecord, b: &PodRecord) -> bool {
     *a == b
 }
 
-/// Opens CNI_NETNS for ADD and CHECK. A path that does not exist or is not a network namespace
-/// is an invalid CNI_NETNS (code 4); other failures are I/O (code 5).
-pub fn open_netns(path: Option<&str>) -> Result<Netns, CniError> {
+/// Opens CNI_NETNS for ADD and CHECK, through the firewall that will program it; returns the
+/// path too, for logs. A path that does not exist or is not a network namespace is an invalid
+/// CNI_NETNS (code 4); other failures are I/O (code 5).
+pub fn open_netns<'p, F: Firewall>(
+    fw: &F,
+    path: Option<&'p str>,
+) -> Result<(&'p Path, F::Netns), CniError> {
     let Some(path) = path else {
         return Err(CniError::invalid_env("CNI_NETNS", "CNI_NETNS is not set"));
     };
-    Netns::open(Path::new(path)).map_err(|e| netns_error(path, e))
+    let ns = fw
+        .open_netns(Path::new(path))
+        .map_err(|e| netns_error(path, e))?;
+    Ok((Path::new(path), ns))
 }
 
 fn netns_error(path: &str, e: NetnsError) -> CniError {
@@ -287,7 +344,12 @@ fn report_delete(d: &Deleted, what: &str, key: &str) {
 /// Removes everything metaguard owns for one attachment: the pod's table (when its netns still
 /// exists), the host guard table (by name, also when its device is gone) and the record. Missing
 /// pieces are fine; every other error is collected and the rest still runs.
-pub fn teardown(state: &StateDir, key: &str, netns: Option<&str>) -> Vec<CniError> {
+pub fn teardown<F: Firewall>(
+    fw: &F,
+    state: &StateDir,
+    key: &str,
+    netns: Option<&str>,
+) -> Vec<CniError> {
     let mut errors = Vec::new();
     let table = rules::table_name(key);
     let record = match state.read_record(key) {
@@ -305,8 +367,8 @@ pub fn teardown(state: &StateDir, key: &str, netns: Option<&str>) -> Vec<CniErro
             .filter(|p| !p.is_empty())
     });
     if let Some(path) = netns {
-        match Netns::open(Path::new(&path)) {
-            Ok(ns) => match nft::delete_table(Where::In(&ns), Family::Inet, &table, key) {
+        match fw.open_netns(Path::new(&path)) {
+            Ok(ns) => match fw.remove_pod_rules(&ns, &table, key) {
                 Ok(d) => report_delete(&d, &format!("inet {table} in {path}"), key),
                 Err(e) if e.is_not_found() => log::debug!("no inet {table} in {path}"),
                 Err(e) => errors.push(nft_error("deleting the pod's table", e)),
@@ -321,7 +383,7 @@ pub fn teardown(state: &StateDir, key: &str, netns: Option<&str>) -> Vec<CniErro
             )),
         }
     }
-    match nft::delete_table(Where::Current, Family::Netdev, &table, key) {
+    match fw.remove_host_guard(&table, key) {
         Ok(d) => report_delete(&d, &format!("netdev {table}"), key),
         Err(e) if e.is_not_found() => log::debug!("no netdev {table}"),
         Err(e) => errors.push(nft_error("deleting the host guard", e)),

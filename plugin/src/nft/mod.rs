@@ -4,7 +4,8 @@
 //!
 //! Layout: `sys` (uapi constants), `msg` (netlink encoding/parsing), `expr` (rule expressions),
 //! `ruleset` (metaguard's model -> tables, chains, rules), `objects` (those on the wire),
-//! `socket` (batches and dumps), `check` (CHECK), `text` (nft-syntax rendering).
+//! `socket` (batches and dumps), `check` (CHECK), `release` (closing sockets without waiting for
+//! the kernel's deferred cleanup).
 
 mod check;
 mod expr;

@@ -1,6 +1,6 @@
 //! From metaguard's rule model (`crate::rules`) to nftables objects: one table, its base chains,
 //! and rules written as a list of matches and one action. Everything here is pure data; `objects`
-//! encodes it, `text` renders it, `check` compares it with what the kernel holds.
+//! encodes it, `check` compares it with what the kernel holds.
 
 use super::expr::{Data, Expr};
 use super::sys::*;
@@ -312,7 +312,7 @@ pub const TUNNEL_PROTOCOLS: [u8; 5] = [
 ];
 
 /// The `netdev` table on the host side of the pod's link (see [`HostGuard`] for the semantics,
-/// in the same order as the rules below).
+/// in the same order as the rules below: drops first, then accepts, then the chain's drop policy).
 pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
     check_name("table", &g.table)?;
     if !metaguard_common::ids::valid_ifname(&g.host_ifname) {
@@ -330,19 +330,54 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
         policy: NF_DROP,
         device: Some(g.host_ifname.clone()),
     }];
-    let ether = |v4: bool| Match::EtherType(if v4 { ETH_P_IP } else { ETH_P_IPV6 });
-    let rule = |matches, action| RuleSpec {
-        chain: 0,
-        matches,
-        action,
-    };
     let mut rules = Vec::new();
     // 1. Layer 2: one MAC per port, for every ethertype.
     if let Some(mac) = g.pod_mac {
-        rules.push(rule(vec![Match::EtherSaddrNot(mac)], Action::Drop));
+        rules.push(guard_rule(vec![Match::EtherSaddrNot(mac)], Action::Drop));
     }
-    // 2. Metadata and loopback destinations. Loopback: with route_localnet=1 (kube-proxy sets it)
-    // the node accepts 127.0.0.0/8 from a pod and answers from its own loopback listeners.
+    rules.extend(destination_drops(g));
+    // 3. Source routes.
+    rules.extend(source_route_drops(0, ether));
+    if g.block_tunnels {
+        rules.extend(tunnel_drops(g));
+    }
+    rules.push(foreign_advert_drop(g));
+    // 6. The pod's own addresses.
+    for ip in &g.pod_ips {
+        rules.push(guard_rule(
+            vec![ether(ip.is_ipv4()), Match::Saddr(Net::host(*ip))],
+            Action::Accept,
+        ));
+    }
+    rules.extend(link_local_accepts(g));
+    rules.extend(arp_accepts(g));
+    Ok(TableSpec {
+        family: Family::Netdev,
+        name: g.table.clone(),
+        comment,
+        chains,
+        rules,
+    })
+}
+
+/// A rule of the host guard's one chain.
+fn guard_rule(matches: Vec<Match>, action: Action) -> RuleSpec {
+    RuleSpec {
+        chain: 0,
+        matches,
+        action,
+    }
+}
+
+/// The family match of a netdev table: the frame's ethertype.
+fn ether(v4: bool) -> Match {
+    Match::EtherType(if v4 { ETH_P_IP } else { ETH_P_IPV6 })
+}
+
+/// Rule 2 of [`HostGuard`], metadata and loopback destinations. Loopback: with route_localnet=1
+/// (kube-proxy sets it) the node accepts 127.0.0.0/8 from a pod and answers from its own loopback
+/// listeners.
+fn destination_drops(g: &HostGuard) -> Vec<RuleSpec> {
     let loopback = [
         Net {
             addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
@@ -354,29 +389,33 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
             prefix: 104,
         },
     ];
-    for net in g.blocked.iter().map(|n| Net::from(*n)).chain(loopback) {
-        rules.push(rule(
-            vec![ether(net.is_v4()), Match::Daddr(net)],
+    g.blocked
+        .iter()
+        .map(|n| Net::from(*n))
+        .chain(loopback)
+        .map(|net| guard_rule(vec![ether(net.is_v4()), Match::Daddr(net)], Action::Drop))
+        .collect()
+}
+
+/// Rule 4 of [`HostGuard`], tunnels: to any destination, see docs/plugin.md for why not only the
+/// node's addresses.
+fn tunnel_drops(g: &HostGuard) -> Vec<RuleSpec> {
+    let protocols = TUNNEL_PROTOCOLS
+        .iter()
+        .map(|p| guard_rule(vec![Match::L4Proto(*p)], Action::Drop));
+    let ports = g.tunnel_ports.iter().map(|port| {
+        guard_rule(
+            vec![Match::L4Proto(IPPROTO_UDP), Match::Dport(*port)],
             Action::Drop,
-        ));
-    }
-    // 3. Source routes.
-    rules.extend(source_route_drops(0, ether));
-    // 4. Tunnels: to any destination, see docs/plugin.md for why not only the node's addresses.
-    if g.block_tunnels {
-        for p in TUNNEL_PROTOCOLS {
-            rules.push(rule(vec![Match::L4Proto(p)], Action::Drop));
-        }
-        for port in &g.tunnel_ports {
-            rules.push(rule(
-                vec![Match::L4Proto(IPPROTO_UDP), Match::Dport(*port)],
-                Action::Drop,
-            ));
-        }
-    }
-    // 5. A neighbour advertisement claims its target address, whatever its source: one for an
-    // address that is not the pod's would redirect traffic for that address (another pod's, or
-    // the gateway's in a neighbour pod's cache) to this pod.
+        )
+    });
+    protocols.chain(ports).collect()
+}
+
+/// Rule 5 of [`HostGuard`]: a neighbour advertisement claims its target address, whatever its
+/// source: one for an address that is not the pod's would redirect traffic for that address
+/// (another pod's, or the gateway's in a neighbour pod's cache) to this pod.
+fn foreign_advert_drop(g: &HostGuard) -> RuleSpec {
     let mut na = vec![
         ether(false),
         Match::L4Proto(IPPROTO_ICMPV6),
@@ -389,26 +428,23 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
         .filter(IpAddr::is_ipv6)
         .chain(g.pod_link_locals.iter().map(|a| IpAddr::V6(*a)));
     na.extend(own_v6.map(|ip| Match::NdTargetNot(Net::host(ip))));
-    rules.push(rule(na, Action::Drop));
-    // 6. The pod's own addresses.
-    for ip in &g.pod_ips {
-        rules.push(rule(
-            vec![ether(ip.is_ipv4()), Match::Saddr(Net::host(*ip))],
-            Action::Accept,
-        ));
-    }
-    // 7. Neighbour and router solicitation, DAD and MLD reports use link-local or unspecified
-    // sources; nothing else a pod sends needs them (router advertisements and redirects are for
-    // routers, and the pod is not one). Only the pod's own link-local sources: a solicitation
-    // from another's would plant that address in the node's neighbour cache.
+    guard_rule(na, Action::Drop)
+}
+
+/// Rule 7 of [`HostGuard`]: neighbour and router solicitation, DAD and MLD reports use link-local
+/// or unspecified sources; nothing else a pod sends needs them (router advertisements and redirects
+/// are for routers, and the pod is not one). Only the pod's own link-local sources: a solicitation
+/// from another's would plant that address in the node's neighbour cache.
+fn link_local_accepts(g: &HostGuard) -> Vec<RuleSpec> {
     let unspecified = Net::host(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     let icmp6 = |src, ty| {
-        vec![
+        let m = vec![
             ether(false),
             Match::Saddr(src),
             Match::L4Proto(IPPROTO_ICMPV6),
             Match::Icmp6Type(ty),
-        ]
+        ];
+        guard_rule(m, Action::Accept)
     };
     let from_link_local = [
         ICMPV6_ROUTER_SOLICIT,
@@ -418,20 +454,27 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
         ICMPV6_MLD_DONE,
         ICMPV6_MLD2_REPORT,
     ];
-    for ll in &g.pod_link_locals {
-        for ty in from_link_local {
-            rules.push(rule(icmp6(Net::host(IpAddr::V6(*ll)), ty), Action::Accept));
-        }
-    }
-    for ty in [
+    let from_unspecified = [
         ICMPV6_ROUTER_SOLICIT,
         ICMPV6_NEIGHBOR_SOLICIT,
         ICMPV6_MLD_REPORT,
         ICMPV6_MLD2_REPORT,
-    ] {
-        rules.push(rule(icmp6(unspecified, ty), Action::Accept));
+    ];
+    let mut rules = Vec::new();
+    for ll in &g.pod_link_locals {
+        for ty in from_link_local {
+            rules.push(icmp6(Net::host(IpAddr::V6(*ll)), ty));
+        }
     }
-    // 8. ARP from the pod's own addresses (and probes), with its own hardware address.
+    for ty in from_unspecified {
+        rules.push(icmp6(unspecified, ty));
+    }
+    rules
+}
+
+/// Rule 8 of [`HostGuard`]: ARP from the pod's own addresses (and probes), with its own hardware
+/// address.
+fn arp_accepts(g: &HostGuard) -> Vec<RuleSpec> {
     let arp_senders = g
         .pod_ips
         .iter()
@@ -440,22 +483,17 @@ pub fn host_spec(g: &HostGuard) -> Result<TableSpec, NftError> {
             IpAddr::V6(_) => None,
         })
         .chain([Ipv4Addr::UNSPECIFIED]);
-    for spa in arp_senders {
-        let mut m = vec![
-            Match::EtherType(ETH_P_ARP),
-            Match::ArpEthIpv4,
-            Match::ArpSpa(spa),
-        ];
-        m.extend(g.pod_mac.map(Match::ArpSha));
-        rules.push(rule(m, Action::Accept));
-    }
-    Ok(TableSpec {
-        family: Family::Netdev,
-        name: g.table.clone(),
-        comment,
-        chains,
-        rules,
-    })
+    arp_senders
+        .map(|spa| {
+            let mut m = vec![
+                Match::EtherType(ETH_P_ARP),
+                Match::ArpEthIpv4,
+                Match::ArpSpa(spa),
+            ];
+            m.extend(g.pod_mac.map(Match::ArpSha));
+            guard_rule(m, Action::Accept)
+        })
+        .collect()
 }
 
 fn load_cmp(out: &mut Vec<Expr>, load: Expr, value: &[u8]) {

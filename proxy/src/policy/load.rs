@@ -118,57 +118,7 @@ pub(super) fn compile_file(text: &str) -> Result<PolicySet, PolicyError> {
     let doc = parse(&src)?;
     let mut policies = compile_presets()?;
 
-    // Names: valid, unique, not a preset.
-    let mut user_idx: HashMap<&str, usize> = HashMap::new();
-    for (i, p) in doc.policy.iter().enumerate() {
-        let name = &p.get_ref().name;
-        check_name(&src, name, "policy name")?;
-        if is_preset(name.get_ref()) {
-            return Err(src.err(
-                name.span(),
-                format!(
-                    "{:?} is a built-in preset and cannot be redefined",
-                    name.get_ref()
-                ),
-            ));
-        }
-        if user_idx.insert(name.get_ref(), i).is_some() {
-            return Err(src.err(
-                name.span(),
-                format!("duplicate policy name {:?}", name.get_ref()),
-            ));
-        }
-    }
-
-    // Fallbacks: known, acyclic.
-    for p in &doc.policy {
-        if let Some(f) = &p.get_ref().fallback {
-            if !is_preset(f.get_ref()) && !user_idx.contains_key(f.get_ref().as_str()) {
-                return Err(src.err(
-                    f.span(),
-                    format!("unknown fallback policy {:?}", f.get_ref()),
-                ));
-            }
-        }
-    }
-    for (i, p) in doc.policy.iter().enumerate() {
-        let mut chain = vec![p.get_ref().name.get_ref().as_str()];
-        let mut cur = i;
-        while let Some(f) = &doc.policy[cur].get_ref().fallback {
-            let Some(&next) = user_idx.get(f.get_ref().as_str()) else {
-                break; // a preset: presets have no fallback
-            };
-            chain.push(f.get_ref());
-            if next == i {
-                let span = p.get_ref().fallback.as_ref().map_or(0..0, |f| f.span());
-                return Err(src.err(span, format!("fallback cycle: {}", chain.join(" -> "))));
-            }
-            if chain.len() > doc.policy.len() + 1 {
-                break; // a cycle not through `i`; reported when its own members are checked
-            }
-            cur = next;
-        }
-    }
+    let user_idx = index_policies(&src, &doc)?;
 
     // Compile in dependency order so each fallback exists before the policy that uses it.
     let mut done: Vec<Option<usize>> = vec![None; doc.policy.len()];
@@ -244,6 +194,66 @@ pub(super) fn compile_file(text: &str) -> Result<PolicySet, PolicyError> {
         selectors,
         annotation: AnnotationRule { key, allowed },
     })
+}
+
+/// The file's policies by name, checked: names valid, unique and not a preset's; fallbacks known
+/// and acyclic.
+fn index_policies<'d>(
+    src: &Src<'_>,
+    doc: &'d FileDoc,
+) -> Result<HashMap<&'d str, usize>, PolicyError> {
+    // Names: valid, unique, not a preset.
+    let mut user_idx: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in doc.policy.iter().enumerate() {
+        let name = &p.get_ref().name;
+        check_name(src, name, "policy name")?;
+        if is_preset(name.get_ref()) {
+            return Err(src.err(
+                name.span(),
+                format!(
+                    "{:?} is a built-in preset and cannot be redefined",
+                    name.get_ref()
+                ),
+            ));
+        }
+        if user_idx.insert(name.get_ref(), i).is_some() {
+            return Err(src.err(
+                name.span(),
+                format!("duplicate policy name {:?}", name.get_ref()),
+            ));
+        }
+    }
+
+    // Fallbacks: known, acyclic.
+    for p in &doc.policy {
+        if let Some(f) = &p.get_ref().fallback {
+            if !is_preset(f.get_ref()) && !user_idx.contains_key(f.get_ref().as_str()) {
+                return Err(src.err(
+                    f.span(),
+                    format!("unknown fallback policy {:?}", f.get_ref()),
+                ));
+            }
+        }
+    }
+    for (i, p) in doc.policy.iter().enumerate() {
+        let mut chain = vec![p.get_ref().name.get_ref().as_str()];
+        let mut cur = i;
+        while let Some(f) = &doc.policy[cur].get_ref().fallback {
+            let Some(&next) = user_idx.get(f.get_ref().as_str()) else {
+                break; // a preset: presets have no fallback
+            };
+            chain.push(f.get_ref());
+            if next == i {
+                let span = p.get_ref().fallback.as_ref().map_or(0..0, |f| f.span());
+                return Err(src.err(span, format!("fallback cycle: {}", chain.join(" -> "))));
+            }
+            if chain.len() > doc.policy.len() + 1 {
+                break; // a cycle not through `i`; reported when its own members are checked
+            }
+            cur = next;
+        }
+    }
+    Ok(user_idx)
 }
 
 fn ensure_compiled(
@@ -474,6 +484,48 @@ fn compile_rule(
     // Meant for deny rules: a case variant of a secret path is denied even if an upstream were to
     // treat paths case-insensitively (fail closed).
     let ignore_case = rd.ignore_case.unwrap_or(false);
+    let path = compile_path(src, r, ignore_case)?;
+    let q = compile_query(src, rd, is_allow)?;
+    let headers = match &rd.headers {
+        Some(m) => header_conds(src, m)?,
+        None => Vec::new(),
+    };
+    let lacks_headers = match &rd.lacks_headers {
+        Some(m) => header_conds(src, m)?,
+        None => Vec::new(),
+    };
+
+    let action = compile_action(src, rd, id)?;
+
+    Ok(Rule {
+        id: id.clone(),
+        description: rd.description.clone(),
+        methods,
+        path,
+        query: q.allow,
+        require_query: q.require,
+        has_query: q.has,
+        lacks_query: q.lacks,
+        headers,
+        lacks_headers,
+        ignore_case,
+        action,
+        audit: rd.audit.unwrap_or(policy_audit),
+        cache_ttl: rd
+            .cache_ttl_ms
+            .as_ref()
+            .and_then(|t| u64::try_from(*t.get_ref()).ok())
+            .map(std::time::Duration::from_millis),
+    })
+}
+
+/// A rule's path condition: at most one of `path`, `prefix`, `glob` (none: any path).
+fn compile_path(
+    src: &Src<'_>,
+    r: &Spanned<RuleDoc>,
+    ignore_case: bool,
+) -> Result<PathMatch, PolicyError> {
+    let rd = r.get_ref();
     let fold = |s: &str| -> String {
         if ignore_case {
             s.to_ascii_lowercase()
@@ -481,63 +533,72 @@ fn compile_rule(
             s.to_owned()
         }
     };
-    let path = {
-        let given: Vec<&str> = [
-            ("path", &rd.path),
-            ("prefix", &rd.prefix),
-            ("glob", &rd.glob),
-        ]
-        .iter()
-        .filter(|(_, v)| v.is_some())
-        .map(|(n, _)| *n)
-        .collect();
-        if given.len() > 1 {
-            return Err(src.err(
-                r.span(),
-                format!(
-                    "a rule takes at most one of path, prefix, glob (got {})",
-                    given.join(", ")
-                ),
-            ));
-        }
-        if let Some(p) = &rd.path {
-            match crate::canon::canonicalize_str(&Method::GET, p.get_ref()) {
-                Ok(t) if t.raw_query.is_none() && !p.get_ref().contains('?') => {
-                    PathMatch::Exact(fold(p.get_ref()))
-                }
-                Ok(_) => {
-                    return Err(src.err(
-                        p.span(),
-                        "path must not contain a query (use query/require_query)",
-                    ))
-                }
-                Err(e) => {
-                    return Err(src.err(
-                        p.span(),
-                        format!("path can never match a canonical path: {}", e.reason),
-                    ))
-                }
+    let given: Vec<&str> = [
+        ("path", &rd.path),
+        ("prefix", &rd.prefix),
+        ("glob", &rd.glob),
+    ]
+    .iter()
+    .filter(|(_, v)| v.is_some())
+    .map(|(n, _)| *n)
+    .collect();
+    if given.len() > 1 {
+        return Err(src.err(
+            r.span(),
+            format!(
+                "a rule takes at most one of path, prefix, glob (got {})",
+                given.join(", ")
+            ),
+        ));
+    }
+    Ok(if let Some(p) = &rd.path {
+        match crate::canon::canonicalize_str(&Method::GET, p.get_ref()) {
+            Ok(t) if t.raw_query.is_none() && !p.get_ref().contains('?') => {
+                PathMatch::Exact(fold(p.get_ref()))
             }
-        } else if let Some(p) = &rd.prefix {
-            let s = p.get_ref();
-            if !s.starts_with('/') || !s.bytes().all(crate::canon::is_path_byte) || s.contains("//")
-            {
+            Ok(_) => {
                 return Err(src.err(
                     p.span(),
-                    "prefix must start with / and use only characters a canonical path can hold",
-                ));
+                    "path must not contain a query (use query/require_query)",
+                ))
             }
-            PathMatch::Prefix(fold(s))
-        } else if let Some(g) = &rd.glob {
-            PathMatch::Glob(
-                PathGlob::new(&fold(g.get_ref()))
-                    .map_err(|e| src.err(g.span(), format!("bad glob: {e}")))?,
-            )
-        } else {
-            PathMatch::Any
+            Err(e) => {
+                return Err(src.err(
+                    p.span(),
+                    format!("path can never match a canonical path: {}", e.reason),
+                ))
+            }
         }
-    };
+    } else if let Some(p) = &rd.prefix {
+        let s = p.get_ref();
+        if !s.starts_with('/') || !s.bytes().all(crate::canon::is_path_byte) || s.contains("//") {
+            return Err(src.err(
+                p.span(),
+                "prefix must start with / and use only characters a canonical path can hold",
+            ));
+        }
+        PathMatch::Prefix(fold(s))
+    } else if let Some(g) = &rd.glob {
+        PathMatch::Glob(
+            PathGlob::new(&fold(g.get_ref()))
+                .map_err(|e| src.err(g.span(), format!("bad glob: {e}")))?,
+        )
+    } else {
+        PathMatch::Any
+    })
+}
 
+/// A rule's query conditions.
+struct QueryConds {
+    allow: QueryAllow,
+    require: Vec<String>,
+    has: Vec<String>,
+    lacks: Vec<String>,
+}
+
+/// `query`, `require_query`, `has_query`, `lacks_query`, checked against each other: a rule that
+/// could never match is refused.
+fn compile_query(src: &Src<'_>, rd: &RuleDoc, is_allow: bool) -> Result<QueryConds, PolicyError> {
     let query = match &rd.query {
         None if is_allow => QueryAllow::Keys(Vec::new()),
         None => QueryAllow::Any,
@@ -581,135 +642,121 @@ fn compile_rule(
         }
     }
     let lacks_query = key_list(src, &rd.lacks_query)?;
+    Ok(QueryConds {
+        allow: query,
+        require: require_query,
+        has: has_query,
+        lacks: lacks_query,
+    })
+}
 
-    let headers = match &rd.headers {
-        Some(m) => header_conds(src, m)?,
-        None => Vec::new(),
-    };
-    let lacks_headers = match &rd.lacks_headers {
-        Some(m) => header_conds(src, m)?,
-        None => Vec::new(),
-    };
+/// The error for a field that belongs to another action.
+fn only_for(src: &Src<'_>, field: &str, span: Range<usize>, action: &str) -> PolicyError {
+    src.err(
+        span,
+        format!("{field} is only meaningful with action = \"{action}\""),
+    )
+}
 
-    let only_for = |field: &str, span: Range<usize>, action: &str| {
-        src.err(
-            span,
-            format!("{field} is only meaningful with action = \"{action}\""),
-        )
-    };
-    let action = match rd.action.get_ref().as_str() {
-        "allow" => {
-            if let Some(s) = &rd.status {
-                return Err(src.err(
-                    s.span(),
-                    "status is not used with action = \"allow\" (upstream answers)",
-                ));
-            }
-            if let Some(x) = &rd.reason {
-                return Err(only_for("reason", x.span(), "deny"));
-            }
-            if let Some(x) = &rd.body {
-                return Err(only_for("body", x.span(), "respond"));
-            }
-            if let Some(x) = &rd.response_headers {
-                return Err(only_for("response_headers", x.span(), "respond"));
-            }
-            if let Some(t) = &rd.cache_ttl_ms {
-                let max = crate::cache::MAX_TTL.as_millis() as i64;
-                if !(1..=max).contains(t.get_ref()) {
-                    return Err(src.err(
-                        t.span(),
-                        format!("cache_ttl_ms must be between 1 and {max} (one hour)"),
-                    ));
-                }
-            }
-            Action::Allow
-        }
+/// A rule's action with its own fields (`status`, `reason`, `body`, `response_headers`,
+/// `cache_ttl_ms`); a field of another action is refused.
+fn compile_action(src: &Src<'_>, rd: &RuleDoc, id: &str) -> Result<Action, PolicyError> {
+    match rd.action.get_ref().as_str() {
+        "allow" => allow_action(src, rd),
         "deny" | "respond" if rd.cache_ttl_ms.is_some() => {
             let span = rd
                 .cache_ttl_ms
                 .as_ref()
                 .map(|t| t.span())
                 .unwrap_or_default();
-            return Err(only_for("cache_ttl_ms", span, "allow"));
+            Err(only_for(src, "cache_ttl_ms", span, "allow"))
         }
-        "deny" => {
-            if let Some(x) = &rd.body {
-                return Err(only_for("body", x.span(), "respond"));
-            }
-            if let Some(x) = &rd.response_headers {
-                return Err(only_for("response_headers", x.span(), "respond"));
-            }
-            let status = match &rd.status {
-                None => 403,
-                Some(s) => status(
-                    src,
-                    s,
-                    |v| (400..500).contains(&v) && !matches!(v, 404 | 408 | 410 | 429),
-                    "deny status must be 4xx and not 404, 408, 410 or 429 (clients retry those; use 403)",
-                )?,
-            };
-            let reason = match &rd.reason {
-                Some(x) => {
-                    if x.get_ref().len() > 1024 || x.get_ref().chars().any(char::is_control) {
-                        return Err(
-                            src.err(x.span(), "reason must be one line of at most 1024 bytes")
-                        );
-                    }
-                    x.get_ref().clone()
-                }
-                None => format!("denied by rule {id}"),
-            };
-            Action::deny(status, reason)
-        }
-        _ => {
-            if let Some(x) = &rd.reason {
-                return Err(only_for("reason", x.span(), "deny"));
-            }
-            let status = match &rd.status {
-                None => 200,
-                Some(s) => status(
-                    src,
-                    s,
-                    |v| (200..600).contains(&v),
-                    "respond status must be 200-599",
-                )?,
-            };
-            let headers = match &rd.response_headers {
-                Some(m) => header_pairs(src, m.get_ref())?,
-                None => Vec::new(),
-            };
-            let body = rd
-                .body
-                .as_ref()
-                .map_or_else(Bytes::new, |b| Bytes::from(b.get_ref().clone()));
-            Action::Respond {
-                status,
-                headers,
-                body,
-            }
-        }
-    };
+        "deny" => deny_action(src, rd, id),
+        _ => respond_action(src, rd),
+    }
+}
 
-    Ok(Rule {
-        id: id.clone(),
-        description: rd.description.clone(),
-        methods,
-        path,
-        query,
-        require_query,
-        has_query,
-        lacks_query,
+fn allow_action(src: &Src<'_>, rd: &RuleDoc) -> Result<Action, PolicyError> {
+    if let Some(s) = &rd.status {
+        return Err(src.err(
+            s.span(),
+            "status is not used with action = \"allow\" (upstream answers)",
+        ));
+    }
+    if let Some(x) = &rd.reason {
+        return Err(only_for(src, "reason", x.span(), "deny"));
+    }
+    if let Some(x) = &rd.body {
+        return Err(only_for(src, "body", x.span(), "respond"));
+    }
+    if let Some(x) = &rd.response_headers {
+        return Err(only_for(src, "response_headers", x.span(), "respond"));
+    }
+    if let Some(t) = &rd.cache_ttl_ms {
+        let max = super::MAX_CACHE_TTL.as_millis() as i64;
+        if !(1..=max).contains(t.get_ref()) {
+            return Err(src.err(
+                t.span(),
+                format!("cache_ttl_ms must be between 1 and {max} (one hour)"),
+            ));
+        }
+    }
+    Ok(Action::Allow)
+}
+
+fn deny_action(src: &Src<'_>, rd: &RuleDoc, id: &str) -> Result<Action, PolicyError> {
+    if let Some(x) = &rd.body {
+        return Err(only_for(src, "body", x.span(), "respond"));
+    }
+    if let Some(x) = &rd.response_headers {
+        return Err(only_for(src, "response_headers", x.span(), "respond"));
+    }
+    let status = match &rd.status {
+        None => 403,
+        Some(s) => status(
+            src,
+            s,
+            |v| (400..500).contains(&v) && !matches!(v, 404 | 408 | 410 | 429),
+            "deny status must be 4xx and not 404, 408, 410 or 429 (clients retry those; use 403)",
+        )?,
+    };
+    let reason = match &rd.reason {
+        Some(x) => {
+            if x.get_ref().len() > 1024 || x.get_ref().chars().any(char::is_control) {
+                return Err(src.err(x.span(), "reason must be one line of at most 1024 bytes"));
+            }
+            x.get_ref().clone()
+        }
+        None => format!("denied by rule {id}"),
+    };
+    Ok(Action::deny(status, reason))
+}
+
+fn respond_action(src: &Src<'_>, rd: &RuleDoc) -> Result<Action, PolicyError> {
+    if let Some(x) = &rd.reason {
+        return Err(only_for(src, "reason", x.span(), "deny"));
+    }
+    let status = match &rd.status {
+        None => 200,
+        Some(s) => status(
+            src,
+            s,
+            |v| (200..600).contains(&v),
+            "respond status must be 200-599",
+        )?,
+    };
+    let headers = match &rd.response_headers {
+        Some(m) => header_pairs(src, m.get_ref())?,
+        None => Vec::new(),
+    };
+    let body = rd
+        .body
+        .as_ref()
+        .map_or_else(Bytes::new, |b| Bytes::from(b.get_ref().clone()));
+    Ok(Action::Respond {
+        status,
         headers,
-        lacks_headers,
-        ignore_case,
-        action,
-        audit: rd.audit.unwrap_or(policy_audit),
-        cache_ttl: rd
-            .cache_ttl_ms
-            .as_ref()
-            .and_then(|t| u64::try_from(*t.get_ref()).ok())
-            .map(std::time::Duration::from_millis),
+        body,
     })
 }
 

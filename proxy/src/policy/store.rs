@@ -8,7 +8,7 @@
 //! pod's record selects *under a given generation*, so requests skip selection (and the cache does
 //! not have to keep every annotation of every pod); a new generation makes it select again.
 
-use crate::policy::{Policy, PolicyError, PolicySet};
+use super::{Policy, PolicyError, PolicySet};
 use metaguard_common::record::PodRecord;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,26 +132,11 @@ impl PolicyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metaguard_common::record::RECORD_VERSION;
+    use crate::testing::pod_record;
 
+    /// A pod in namespace `ns`.
     fn rec(ns: &str) -> PodRecord {
-        PodRecord {
-            version: RECORD_VERSION,
-            container_id: "c".into(),
-            network: "n".into(),
-            ifname: "eth0".into(),
-            netns: String::new(),
-            ips: vec![],
-            namespace: Some(ns.into()),
-            pod_name: Some("p".into()),
-            pod_uid: None,
-            annotations: Default::default(),
-            host_interface: None,
-            host_guard: true,
-            mac: None,
-            layer2_guard: false,
-            created_unix: 0,
-        }
+        pod_record("c", &[], ns)
     }
 
     #[test]

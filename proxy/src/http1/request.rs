@@ -1,7 +1,7 @@
 //! Reading a request head: httparse (strict defaults) over the connection's buffer, into the
 //! `http` types the rest of the proxy works with.
 //!
-//! Requests never have a body here (`headers::check_request_headers` refuses `Transfer-Encoding`
+//! Requests never have a body here (`rules::check_request_headers` refuses `Transfer-Encoding`
 //! and any `Content-Length` but `0`), so a request is exactly its head.
 
 use crate::config::LimitsConfig;
@@ -11,7 +11,7 @@ use std::ops::Range;
 
 /// The most headers a request may carry whatever `limits.max_headers` says (the configuration
 /// refuses more). The header slots live on the stack, uninitialised, so a high cap costs nothing.
-pub const MAX_HEADERS_CAP: usize = 1024;
+pub use crate::config::MAX_HEADERS_CAP;
 
 /// A parsed request head. The target is a range of the connection's buffer (checked to be UTF-8)
 /// rather than a borrow, so the connection can keep reading into that buffer while it waits. The
@@ -25,7 +25,7 @@ pub struct ParsedHead {
     pub len: usize,
 }
 
-/// Why a head was refused before it reached the handler. The connection is answered with
+/// Why a head was refused before it reached the pipeline. The connection is answered with
 /// `status()` and the reason, then closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {

@@ -5,33 +5,40 @@
 use super::*;
 use crate::config::{Config, LogTarget};
 use crate::decision_log::DecisionLog;
+use crate::http1::client::{Target, Upstream};
 use crate::metrics::Metrics;
-use crate::policy_store::{self, PolicyStore};
+use crate::pipeline::cache::ResponseCache;
+use crate::policy::store::{self, PolicyStore};
 use crate::records::RecordCache;
-use crate::upstream::Upstream;
+use crate::server::stop;
+use crate::testing::TempDir;
 use metaguard_common::state::StateDir;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-fn app(dir: &std::path::Path) -> Arc<App> {
+fn app(dir: &std::path::Path) -> (Arc<App>, Arc<Worker>) {
     let mut cfg = Config::default();
     for e in &mut cfg.endpoints {
         // Never contacted: nothing is allowed.
         e.upstream = Some("127.0.0.1:9".parse().unwrap());
     }
-    Arc::new(App {
-        policy: PolicyStore::new(policy_store::load(None).unwrap(), None),
+    let metrics = Metrics::new(cfg.endpoints.iter().map(|e| e.name.clone()).collect());
+    let upstream = Upstream::new(&cfg.upstream, &cfg.endpoints).unwrap();
+    let cache = ResponseCache::new(10, 1000);
+    let worker = Arc::new(Worker::new(upstream, cache, metrics.counters(0)));
+    let app = Arc::new(App {
+        policy: PolicyStore::new(store::load(None).unwrap(), None),
         records: RecordCache::new(StateDir::new(dir), Duration::from_millis(1000)),
-        upstreams: vec![Upstream::new(&cfg.upstream, &cfg.endpoints).unwrap()],
-        cache: crate::cache::WorkerCaches::new(1, 10, 1000),
         log: DecisionLog::start(LogTarget::File(dir.join("decisions.log"))).unwrap(),
-        metrics: Metrics::new(cfg.endpoints.iter().map(|e| e.name.clone()).collect()),
-        endpoints: cfg.endpoints.iter().map(|e| e.name.clone()).collect(),
-    })
+        metrics,
+        targets: cfg.endpoints.iter().map(Target::from_config).collect(),
+    });
+    (app, worker)
 }
 
-fn limits() -> FrontLimits {
-    FrontLimits {
+fn limits() -> ConnSettings {
+    ConnSettings {
         head: HeadLimits {
             max_header_bytes: 8192,
             max_headers: 64,
@@ -45,7 +52,7 @@ fn limits() -> FrontLimits {
 /// One server connection on loopback: writes `chunks` (each its own write, `gap` apart, to split
 /// the input across reads), then reads until the server closes (or 3 s pass). Returns what came
 /// back and whether the server closed.
-async fn exchange(lim: FrontLimits, chunks: Vec<Vec<u8>>, gap: Duration) -> (String, bool) {
+async fn exchange(lim: ConnSettings, chunks: Vec<Vec<u8>>, gap: Duration) -> (String, bool) {
     let (mut c, server, _dir) = serve_one(lim).await;
     c.set_nodelay(true).unwrap();
     for ch in chunks {
@@ -74,9 +81,9 @@ async fn exchange(lim: FrontLimits, chunks: Vec<Vec<u8>>, gap: Duration) -> (Str
 }
 
 /// A server for one connection, and the client's end of it.
-async fn serve_one(lim: FrontLimits) -> (TcpStream, tokio::task::JoinHandle<()>, TempDir) {
-    let dir = tempdir();
-    let app = app(dir.path());
+async fn serve_one(lim: ConnSettings) -> (TcpStream, tokio::task::JoinHandle<()>, TempDir) {
+    let dir = TempDir::new("conn");
+    let (app, worker) = app(dir.path());
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -84,33 +91,10 @@ async fn serve_one(lim: FrontLimits) -> (TcpStream, tokio::task::JoinHandle<()>,
         let ctx = ConnCtx {
             peer: peer.ip(),
             endpoint: 0,
-            worker: 0,
         };
-        serve_connection(s, ctx, &app, &lim).await;
+        serve_connection(s, ctx, &app, &worker, &lim).await;
     });
     (TcpStream::connect(addr).await.unwrap(), server, dir)
-}
-
-fn tempdir() -> TempDir {
-    let p = std::env::temp_dir().join(format!(
-        "mg-front-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    TempDir(p)
-}
-
-struct TempDir(std::path::PathBuf);
-impl TempDir {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn statuses(s: &str) -> Vec<&str> {
@@ -223,7 +207,7 @@ fn slow_and_oversized_heads_are_cut_off() {
 #[test]
 fn shutdown_closes_an_idle_connection_at_once() {
     rt(async {
-        let lim = FrontLimits {
+        let lim = ConnSettings {
             header_read_timeout: Duration::from_secs(30),
             ..limits()
         };

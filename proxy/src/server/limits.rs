@@ -8,7 +8,7 @@
 //! The total cap is a semaphore; shutdown uses the same semaphore to wait for every connection
 //! to finish (acquiring all permits succeeds only when none is held).
 
-use crate::metrics::ConnRefusal;
+use crate::outcome::ConnRefusal;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -114,7 +114,7 @@ impl ConnLimits {
 /// Refused connections answered at once, at most.
 pub const MAX_REFUSALS_ANSWERED: usize = 64;
 /// How long a refused connection may take to read its answer.
-pub const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+pub const REFUSAL_LINGER: Duration = crate::http1::io::LINGER;
 
 /// The short answer written (best effort, without waiting) to a connection refused at accept.
 pub fn refusal_response(why: ConnRefusal) -> &'static [u8] {

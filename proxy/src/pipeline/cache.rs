@@ -6,7 +6,7 @@
 //! and the round trip.
 //!
 //! What keeps it safe:
-//! - The cache never decides. The handler evaluates the pod's policy on every request and looks
+//! - The cache never decides. The pipeline evaluates the pod's policy on every request and looks
 //!   here only after an allow rule with `cache_ttl_ms` matched; a request a policy denies is never
 //!   answered from the cache, whatever the cache holds.
 //! - Only GET, only upstream 200 answers are stored (HEAD and other methods always go upstream).
@@ -26,49 +26,21 @@
 //!   the new answer is simply not stored (the cache does not grow, and existing hot entries are not
 //!   churned by a pod walking many paths).
 //!
-//! One cache per worker thread ([`WorkerCaches`]): a worker's connections never leave its thread,
-//! so each cache is only ever touched by one thread and its mutex is always uncontended (one
-//! atomic on a cache line that stays in that core's cache; see the padding). A shared or sharded
+//! One cache per worker thread (in its `Worker`, `pipeline::worker`): a worker's connections never
+//! leave its thread, so each cache is only ever touched by one thread and its mutex is always
+//! uncontended (one atomic on a cache line that stays in that core's cache; see the alignment). A shared or sharded
 //! cache would make both cores write to the same lines on every hit. The price is that each worker
 //! fills its own copy (one upstream request per worker per path per TTL) and the configured bounds
 //! are split between workers.
 
-use crate::relay::RelayedHead;
+use crate::http1::relay::RelayedHead;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// The longest `cache_ttl_ms` a policy may ask for.
-pub const MAX_TTL: Duration = Duration::from_secs(3600);
-
-/// What the cache did for a request (decision log field `cache`, metric label `result`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheUse {
-    /// Answered from the cache; upstream was not contacted.
-    Hit,
-    /// The rule caches, but nothing usable was stored: forwarded (and stored if it is a 200).
-    Miss,
-    /// Not cacheable: no `cache_ttl_ms` on the rule, not a GET, caching disabled, or not an allow.
-    Off,
-}
-
-impl CacheUse {
-    pub const ALL: [CacheUse; 3] = [CacheUse::Hit, CacheUse::Miss, CacheUse::Off];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheUse::Hit => "hit",
-            CacheUse::Miss => "miss",
-            CacheUse::Off => "off",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
+/// The longest an entry is kept, whatever its rule asks for (the policy loader refuses more).
+pub const MAX_TTL: Duration = crate::policy::MAX_CACHE_TTL;
 
 /// A stored upstream answer (always status 200; its headers as relayed to the pod). Cloning
 /// one shares its buffers.
@@ -98,6 +70,14 @@ pub struct ResponseCache {
 }
 
 impl ResponseCache {
+    /// One of `workers` caches sharing the configured bounds evenly (each gets at least one
+    /// entry's worth when the bounds are non-zero; zero disables caching).
+    pub fn share(workers: usize, max_entries: usize, max_bytes: usize) -> ResponseCache {
+        let n = workers.max(1);
+        let per = |total: usize| if total == 0 { 0 } else { total.div_ceil(n) };
+        ResponseCache::new(per(max_entries), per(max_bytes))
+    }
+
     pub fn new(max_entries: usize, max_bytes: usize) -> ResponseCache {
         ResponseCache {
             map: HashMap::new(),
@@ -196,7 +176,7 @@ impl ResponseCache {
 }
 
 /// Appends the cache key of a request to `out` (see the module comment for what it contains):
-/// `forwarded` are the headers the request would carry upstream (`headers::forwarded`; Host is
+/// `forwarded` are the headers the request would carry upstream (`http1::rules::forwarded`; Host is
 /// skipped here too). Fields are separated by bytes that cannot occur inside them (NUL never
 /// appears in a canonical target or a header value; `\n` never in a header name or value), so two
 /// different requests never produce the same key.
@@ -228,51 +208,6 @@ pub fn key<'h>(
 /// Whether an upstream answer may be stored.
 pub fn storable(status: StatusCode) -> bool {
     status == StatusCode::OK
-}
-
-/// Cache-line aligned so two workers' caches (and their mutexes) never share a line.
-#[repr(align(128))]
-struct Padded(Mutex<ResponseCache>);
-
-/// One [`ResponseCache`] per worker thread.
-pub struct WorkerCaches {
-    caches: Vec<Padded>,
-}
-
-impl WorkerCaches {
-    /// `workers` caches sharing the bounds evenly (each gets at least one entry's worth when the
-    /// bounds are non-zero; zero disables caching).
-    pub fn new(workers: usize, max_entries: usize, max_bytes: usize) -> WorkerCaches {
-        let n = workers.max(1);
-        let per = |total: usize| if total == 0 { 0 } else { total.div_ceil(n) };
-        WorkerCaches {
-            caches: (0..n)
-                .map(|_| {
-                    Padded(Mutex::new(ResponseCache::new(
-                        per(max_entries),
-                        per(max_bytes),
-                    )))
-                })
-                .collect(),
-        }
-    }
-
-    /// Worker `worker`'s cache (the first one for any other index). Never held across an await.
-    pub fn lock(&self, worker: usize) -> MutexGuard<'_, ResponseCache> {
-        let c = match self.caches.get(worker) {
-            Some(c) => c,
-            None => &self.caches[0],
-        };
-        c.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Entries and bytes held, all workers together (for /metrics).
-    pub fn usage(&self) -> (usize, usize) {
-        self.caches.iter().fold((0, 0), |(e, b), c| {
-            let c = c.0.lock().unwrap_or_else(|e| e.into_inner());
-            (e + c.len(), b + c.bytes())
-        })
-    }
 }
 
 #[cfg(test)]
@@ -412,12 +347,11 @@ mod tests {
 
     #[test]
     fn workers_split_the_bounds() {
-        let w = WorkerCaches::new(2, 3, 1000);
-        assert_eq!(w.lock(0).max_entries, 2);
-        assert_eq!(w.lock(1).max_bytes, 500);
-        // An unknown worker index uses the first cache.
-        assert!(w.lock(9).insert(1, b"a", val("1"), TTL, Instant::now()));
-        assert_eq!(w.usage().0, 1);
-        assert!(!WorkerCaches::new(2, 0, 1000).lock(0).enabled());
+        let c = ResponseCache::share(2, 3, 1000);
+        assert_eq!(c.max_entries, 2);
+        assert_eq!(c.max_bytes, 500);
+        assert!(!ResponseCache::share(2, 0, 1000).enabled());
+        assert!(!ResponseCache::share(0, 0, 0).enabled());
+        assert_eq!(ResponseCache::share(0, 3, 1000).max_entries, 3);
     }
 }

@@ -3,12 +3,14 @@
 //! Every end-to-end header, in the upstream's order, with its name lower-cased. Dropped: the
 //! hop-by-hop headers, any header the answer's `Connection` names, and `Content-Length` (the
 //! pod-facing server frames what it sends by the exact length of the body). This is
-//! [`crate::headers::filter_response_headers`] applied to a header map, without the map: the lines
+//! `reference::filter_response_headers` applied to a header map, without the map: the lines
 //! are written once from the parser's slices into one buffer, which the answer cache can share.
 //! A map cost an allocation per value and more instructions than the rest of the relay (a test
 //! and the `headers` fuzz check compare the lines with the filtered map's).
 
-use crate::headers::is_hop_by_hop;
+use super::rules::is_hop_by_hop;
+#[cfg(test)]
+use super::rules::valid_value_byte;
 use bytes::Bytes;
 use std::cell::RefCell;
 
@@ -150,11 +152,6 @@ fn connection_tokens<'a>(headers: &'a [httparse::Header<'a>]) -> impl Iterator<I
     tokens(headers, "connection")
 }
 
-/// What `http::HeaderValue::from_bytes` accepts.
-pub(crate) fn valid_value_byte(b: u8) -> bool {
-    (b >= 0x20 && b != 0x7f) || b == b'\t'
-}
-
 /// What the relay needs to know of a header's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -180,7 +177,7 @@ fn kind(name: &str) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::headers::filter_response_headers;
+    use crate::http1::reference::filter_response_headers;
     use http::{HeaderMap, HeaderName, HeaderValue};
 
     fn parsed<'a>(pairs: &'a [(&'a str, &'a [u8])]) -> Vec<httparse::Header<'a>> {
@@ -251,7 +248,7 @@ mod tests {
     fn httparse_takes_only_what_a_header_map_takes() {
         // Every byte in a name, and at several places of a value long enough for httparse's
         // vectorised paths: whatever the upstream client's parser (the same strict defaults as
-        // `upstream::parse_head`) lets through, `http`'s types take as well, and no value holds a
+        // `response::parse_head`) lets through, `http`'s types take as well, and no value holds a
         // line break. The relay relies on it.
         let parse = |head: &[u8]| -> Option<(String, Vec<u8>)> {
             let mut slots = [httparse::EMPTY_HEADER; 4];

@@ -1,8 +1,9 @@
-//! The pod-facing HTTP/1.1 server: one connection task per pod connection.
+//! The pod-facing HTTP/1.1 server's connection loop: one task per pod connection, reading heads
+//! (`http1::request`), handing each to the pipeline, writing its answer (`http1::answer`).
 //!
 //! This used to be hyper's server. A metadata request is only a head (bodies are refused), and
 //! the proxy answers every request with one small message, so the loop here is short: parse the
-//! buffered head with httparse, run the handler, write the answer with one `write`, go on with the
+//! buffered head with httparse, run the pipeline, write the answer with one `write`, go on with the
 //! next head (pipelined ones included). Compared with hyper's dispatcher this allocates no read
 //! buffer, timer or body per request; the allowed path's CPU per request was the reason (see
 //! docs/benchmarks.md). hyper still serves the admin listener.
@@ -14,37 +15,29 @@
 //! - a head over `limits.max_header_bytes` or `limits.max_headers` gets 431, anything else
 //!   httparse or the `http` types refuse (an HTTP version other than 1.0/1.1 included) gets 400;
 //!   each is logged and the connection is closed;
-//! - a request the handler refuses as invalid (its target, framing or headers) is answered and
+//! - a request the pipeline refuses as invalid (its target, framing or headers) is answered and
 //!   the connection closed, so nothing the pod sent after it is ever read as a request;
 //! - a closing connection is half-closed and drained briefly before the socket is dropped, so
 //!   unread input cannot turn into a reset that destroys the answer;
 //! - on shutdown, idle connections close at once and a request being read or handled is finished
 //!   (and answered with `connection: close`).
 
-mod answer;
-#[cfg(test)]
-mod conn_tests;
-mod head;
-pub mod stop;
-
-pub use answer::{encode, Persist};
-pub use head::{parse, HeadError, HeadLimits, ParsedHead, MAX_HEADERS_CAP};
-
 use crate::app::App;
 use crate::config::LimitsConfig;
-use crate::handler::{self, ConnCtx, RequestHead};
-use crate::limits::REFUSAL_LINGER;
+use crate::http1::io::{linger_close, write_answer};
+use crate::http1::{encode, parse, persistence, HeadLimits, Persist};
+use crate::pipeline::worker::Worker;
+use crate::pipeline::{self, ConnCtx, Request, RequestHead};
 use bytes::BufMut;
-use http::header::CONNECTION;
-use http::{HeaderMap, Method, Version};
+use http::{HeaderMap, Method};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// What a connection task needs from the configuration.
 #[derive(Debug, Clone, Copy)]
-pub struct FrontLimits {
+pub struct ConnSettings {
     pub head: HeadLimits,
     pub header_read_timeout: Duration,
     /// Bytes buffered from the pod at most (pipelined heads included).
@@ -52,9 +45,9 @@ pub struct FrontLimits {
     pub keep_alive: bool,
 }
 
-impl FrontLimits {
-    pub fn from_config(l: &LimitsConfig) -> FrontLimits {
-        FrontLimits {
+impl ConnSettings {
+    pub fn from_config(l: &LimitsConfig) -> ConnSettings {
+        ConnSettings {
             head: HeadLimits::from_config(l),
             header_read_timeout: Duration::from_millis(l.header_read_timeout_ms),
             max_buf_size: l.max_buf_size.max(l.max_header_bytes),
@@ -67,9 +60,15 @@ impl FrontLimits {
 const INITIAL_BUF: usize = 2048;
 
 /// Serves one pod connection until it closes, fails, times out or shutdown asks it to stop.
-/// Runs on a worker's single-threaded runtime (see [`stop`]).
-pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, lim: &FrontLimits) {
-    let shutdown = stop::Stop::new();
+/// Runs on `worker`'s single-threaded runtime (see [`super::stop`]).
+pub async fn serve_connection(
+    mut stream: TcpStream,
+    ctx: ConnCtx,
+    app: &App,
+    worker: &Worker,
+    lim: &ConnSettings,
+) {
+    let shutdown = super::stop::Stop::new();
     let mut buf: Vec<u8> = Vec::with_capacity(INITIAL_BUF);
     let mut out: Vec<u8> = Vec::with_capacity(INITIAL_BUF);
     // One header map for all the connection's requests: cleared, not rebuilt, per request.
@@ -92,11 +91,11 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
                 Ok(Some(h)) => break h,
                 Ok(None) => {}
                 Err(e) => {
-                    let (status, reason) = (e.status(), e.reason());
-                    handler::record_unparsed(app, ctx, status, &reason);
-                    let resp = handler::text_response(status, &reason);
+                    let req = Request::Unparsable(&e);
+                    let reply =
+                        pipeline::handle(app, worker, ctx, req, deadline.as_mut(), &mut out).await;
                     out.clear();
-                    encode(&resp, None, false, Persist::Close, &mut out);
+                    encode(&reply.answer, false, Persist::Close, &mut out);
                     let _ = write_answer(&mut stream, &out, lim.header_read_timeout).await;
                     linger_close(stream).await;
                     return;
@@ -133,28 +132,22 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
             // `parse` checked both; never taken.
             return;
         };
-        let req = RequestHead {
+        let (version, head_request) = (parsed.version, parsed.method == Method::HEAD);
+        let req = Request::Head(RequestHead {
             method: parsed.method,
             target,
-            version: parsed.version,
+            version,
             headers: &headers,
-        };
+        });
         // `out` is free until the answer is encoded: it carries the upstream request meanwhile.
-        let answer = handler::handle(app, ctx, &req, deadline.as_mut(), &mut out).await;
-        let persist = if answer.close || !lim.keep_alive || shutdown.stopped() {
+        let reply = pipeline::handle(app, worker, ctx, req, deadline.as_mut(), &mut out).await;
+        let persist = if reply.close || !lim.keep_alive || shutdown.stopped() {
             Persist::Close
         } else {
-            persistence(req.version, req.headers)
+            persistence(version, &headers)
         };
         out.clear();
-        encode(
-            &answer.resp,
-            answer.relayed.as_ref(),
-            req.method == Method::HEAD,
-            persist,
-            &mut out,
-        );
-        drop(req);
+        encode(&reply.answer, head_request, persist, &mut out);
         start += parsed.len;
         // Blank lines between requests are allowed (RFC 9112 2.2); skipping them here lets a
         // connection whose buffer holds nothing else count as idle at shutdown.
@@ -186,87 +179,6 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, app: &App, li
     }
 }
 
-/// Whether the connection stays open after this request (RFC 9112 9.3): HTTP/1.1 unless it says
-/// `close`; HTTP/1.0 only if it says `keep-alive`.
-fn persistence(version: Version, headers: &HeaderMap) -> Persist {
-    let mut close = false;
-    let mut keep_alive = false;
-    // Scanning the few headers a request has is cheaper than a lookup by name.
-    for v in headers
-        .iter()
-        .filter_map(|(n, v)| (*n == CONNECTION).then_some(v))
-    {
-        // `check_request_headers` has refused non-ASCII Connection values already.
-        for token in v.to_str().unwrap_or("close").split(',') {
-            let token = token.trim();
-            close |= token.eq_ignore_ascii_case("close");
-            keep_alive |= token.eq_ignore_ascii_case("keep-alive");
-        }
-    }
-    match (version, close, keep_alive) {
-        (_, true, _) => Persist::Close,
-        (Version::HTTP_11, false, _) => Persist::KeepAlive,
-        (_, false, true) => Persist::KeepAlive10,
-        _ => Persist::Close,
-    }
-}
-
-/// Writes the whole answer. The first attempt needs no timer (an answer nearly always fits in the
-/// socket buffer); a pod that stops reading gets `timeout` to take the rest.
-pub(crate) async fn write_answer(
-    stream: &mut TcpStream,
-    out: &[u8],
-    timeout: Duration,
-) -> std::io::Result<()> {
-    let n = match stream.try_write(out) {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(e),
-    };
-    let Some(rest) = out.get(n..).filter(|r| !r.is_empty()) else {
-        return Ok(());
-    };
-    match tokio::time::timeout(timeout, stream.write_all(rest)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// Half-closes and reads what the pod still sends until it closes (at most [`REFUSAL_LINGER`]):
-/// closing with unread input would send a reset that can destroy the answer before it is read.
-pub(crate) async fn linger_close(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    fn conn(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append(CONNECTION, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn persistence_follows_rfc_9112() {
-        use Persist::*;
-        let v11 = Version::HTTP_11;
-        let v10 = Version::HTTP_10;
-        assert_eq!(persistence(v11, &conn(&[])), KeepAlive);
-        assert_eq!(persistence(v11, &conn(&["Close"])), Close);
-        assert_eq!(persistence(v11, &conn(&["keep-alive", "te, close"])), Close);
-        assert_eq!(persistence(v10, &conn(&[])), Close);
-        assert_eq!(persistence(v10, &conn(&["Keep-Alive"])), KeepAlive10);
-        assert_eq!(persistence(v10, &conn(&["keep-alive, close"])), Close);
-    }
-}
+#[path = "conn_tests.rs"]
+mod tests;

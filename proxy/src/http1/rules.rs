@@ -25,7 +25,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// [`HOP_BY_HOP`] as header names (a test checks the two lists agree).
-static HOP_BY_HOP_NAMES: [HeaderName; 9] = [
+pub(super) static HOP_BY_HOP_NAMES: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -62,7 +62,7 @@ fn is_forwarding(name: &str) -> bool {
 }
 
 /// The comma-separated tokens of every Connection header, lower-cased by the caller's compare.
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
@@ -155,21 +155,7 @@ pub fn check_request_headers(version: Version, headers: &HeaderMap) -> Result<()
     Ok(())
 }
 
-/// The headers to send upstream: the request's headers without hop-by-hop headers, without any
-/// header named in `Connection`, without `Expect` (no body is ever forwarded) and without
-/// forwarding headers, with `Host` set to `upstream_host`. Nothing is added besides Host.
-pub fn upstream_headers(headers: &HeaderMap, upstream_host: &str) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(headers.keys_len() + 1);
-    for (name, value) in forwarded(headers) {
-        out.append(name.clone(), value.clone());
-    }
-    if let Ok(host) = HeaderValue::from_str(upstream_host) {
-        out.insert(header::HOST, host);
-    }
-    out
-}
-
-/// The pod's headers that [`upstream_headers`] forwards (everything but Host, which the proxy sets,
+/// The pod's headers that go upstream (everything but Host, which the proxy sets,
 /// and the hop-by-hop, forwarding and Expect headers), in order. Also what the answer cache keys
 /// on, so the key and the forwarded request can never disagree.
 pub fn forwarded(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
@@ -185,8 +171,11 @@ pub fn forwarded(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &Hea
     })
 }
 
-/// [`upstream_headers`], written straight into an upstream request (`name: value` lines, in the
-/// same order) without building the map.
+/// The headers to send upstream, written straight into an upstream request as `name: value`
+/// lines: the request's headers without hop-by-hop headers, without any header named in
+/// `Connection`, without `Expect` (no body is ever forwarded) and without forwarding headers
+/// ([`forwarded`], in order), then `Host` set to `upstream_host`. Nothing is added besides Host.
+/// (`reference::upstream_headers` builds the same as a map, for the tests.)
 pub fn write_upstream_headers(headers: &HeaderMap, upstream_host: &str, out: &mut Vec<u8>) {
     for (name, value) in forwarded(headers) {
         out.extend_from_slice(name.as_str().as_bytes());
@@ -194,8 +183,8 @@ pub fn write_upstream_headers(headers: &HeaderMap, upstream_host: &str, out: &mu
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    // The check `HeaderValue::from_str` makes (as in `upstream_headers`), without its copy.
-    if upstream_host.bytes().all(crate::relay::valid_value_byte) {
+    // The check `HeaderValue::from_str` makes, without its copy.
+    if upstream_host.bytes().all(valid_value_byte) {
         out.extend_from_slice(b"host: ");
         out.extend_from_slice(upstream_host.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -206,29 +195,15 @@ fn named_in_connection(headers: &HeaderMap, name: &str) -> bool {
     connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name))
 }
 
-/// Drop hop-by-hop headers (and those named in the response's `Connection`) from an upstream
-/// response's header map. The proxy relays answers through [`crate::relay::RelayedHead`], which
-/// applies the same rule without a map; this is the reference it is tested against.
-pub fn filter_response_headers(headers: &mut HeaderMap) {
-    // Most answers carry none of these: one pass over the names (compared as `HeaderName`s, no
-    // string parsing) decides whether anything needs removing at all.
-    if !headers.keys().any(|k| HOP_BY_HOP_NAMES.contains(k)) {
-        return;
-    }
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for h in &HOP_BY_HOP_NAMES {
-        headers.remove(h);
-    }
+/// What `http::HeaderValue::from_bytes` accepts.
+pub(crate) fn valid_value_byte(b: u8) -> bool {
+    (b >= 0x20 && b != 0x7f) || b == b'\t'
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::reference::{filter_response_headers, upstream_headers};
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

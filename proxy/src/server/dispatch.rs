@@ -1,11 +1,14 @@
 //! Accepting pod connections and handing them to the worker threads, which serve HTTP/1 on them
-//! (`front`).
+//! ([`super::conn`]).
 
+use super::conn::{self, ConnSettings};
+use super::limits::{refusal_response, ConnLimits, ConnPermit, REFUSAL_LINGER};
+use super::stop;
 use crate::app::App;
-use crate::front::{self, FrontLimits};
-use crate::handler::ConnCtx;
-use crate::limits::{refusal_response, ConnLimits, ConnPermit, REFUSAL_LINGER};
-use crate::metrics::ConnRefusal;
+use crate::http1::io::{linger_close, write_answer};
+use crate::outcome::ConnRefusal;
+use crate::pipeline::worker::Worker;
+use crate::pipeline::ConnCtx;
 use crate::records::normalize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,7 +52,7 @@ impl Dispatcher {
         (Arc::new(Dispatcher { workers }), queues)
     }
 
-    fn dispatch(&self, mut a: Accepted) {
+    fn dispatch(&self, a: Accepted) {
         let mut best = 0;
         let mut best_open = usize::MAX;
         for (i, (_, open)) in self.workers.iter().enumerate() {
@@ -63,7 +66,6 @@ impl Dispatcher {
             return;
         };
         open.fetch_add(1, Ordering::Relaxed);
-        a.ctx.worker = best;
         if tx.send(a).is_err() {
             // The worker is gone (only during shutdown): the connection was closed with it.
             open.fetch_sub(1, Ordering::Relaxed);
@@ -71,27 +73,29 @@ impl Dispatcher {
     }
 }
 
-/// One worker's end: run it with [`run_worker`] on the worker's own runtime.
+/// One worker's end of the dispatcher: run it with [`run_worker`] on the worker's own runtime.
 pub struct WorkerQueue {
     pub index: usize,
     rx: mpsc::UnboundedReceiver<Accepted>,
     open: Arc<AtomicUsize>,
 }
 
-/// Serves the connections handed to this worker until the queue closes. Connections already
-/// running keep going (and drain on `shutdown`) for as long as the worker's runtime runs.
+/// Serves the connections handed to this worker until the queue closes, lending each one the
+/// worker's state. Connections already running keep going (and drain on `shutdown`) for as long
+/// as the worker's runtime runs.
 pub async fn run_worker(
     mut q: WorkerQueue,
     app: Arc<App>,
-    limits: FrontLimits,
+    worker: Arc<Worker>,
+    limits: ConnSettings,
     shutdown: watch::Receiver<bool>,
 ) {
-    // The connections of this worker see shutdown through a thread-local flag (`front::stop`),
-    // set here, on the worker's thread, when the daemon's shutdown channel says so.
+    // The connections of this worker see shutdown through a thread-local flag (`stop`), set
+    // here, on the worker's thread, when the daemon's shutdown channel says so.
     let mut global = shutdown;
     tokio::spawn(async move {
         stopped(&mut global).await;
-        front::stop::signal();
+        stop::signal();
     });
     while let Some(a) = q.rx.recv().await {
         let stream = match tokio::net::TcpStream::from_std(a.stream) {
@@ -102,12 +106,12 @@ pub async fn run_worker(
                 continue;
             }
         };
-        let app = app.clone();
+        let (app, worker) = (app.clone(), worker.clone());
         let open = q.open.clone();
         let (ctx, permit) = (a.ctx, a.permit);
         tokio::spawn(async move {
             app.metrics.connection_opened();
-            front::serve_connection(stream, ctx, &app, &limits).await;
+            conn::serve_connection(stream, ctx, &app, &worker, &limits).await;
             // Release the connection caps before the gauge says the connection is gone, so
             // "connections_open == 0" means a new connection from the same pod is accepted.
             drop(permit);
@@ -168,11 +172,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let ctx = ConnCtx {
-            peer,
-            endpoint,
-            worker: 0,
-        };
+        let ctx = ConnCtx { peer, endpoint };
         dispatcher.dispatch(Accepted {
             stream,
             ctx,
@@ -182,13 +182,13 @@ pub async fn accept_loop(
 }
 
 /// Writes the refusal (the socket buffer takes it at once; a client that does not read gets
-/// [`REFUSAL_LINGER`]), then closes the way every pod connection does (`front::linger_close`):
+/// [`REFUSAL_LINGER`]), then closes the way every pod connection does (`linger_close`):
 /// closing with unread data would send a reset that can destroy the answer before it is read.
 async fn answer_refusal(mut stream: tokio::net::TcpStream, why: ConnRefusal) {
-    if front::write_answer(&mut stream, refusal_response(why), REFUSAL_LINGER)
+    if write_answer(&mut stream, refusal_response(why), REFUSAL_LINGER)
         .await
         .is_ok()
     {
-        front::linger_close(stream).await;
+        linger_close(stream).await;
     }
 }

@@ -1,0 +1,406 @@
+//! The request pipeline: one request, from its head to its answer and its decision line.
+//!
+//! canonicalise the target -> check framing and headers -> identify the caller -> select the pod's
+//! policy -> decide -> answer (locally, from the answer cache, or forwarded upstream) -> record.
+//!
+//! The steps before the decision return `Result<_, Refusal>`; a refusal is answered with its reason
+//! as one line of text. Every request, a head the server could not parse included, ends in
+//! `record`, the one place that writes the decision line and counts the request. Nothing here
+//! holds a lock across an await.
+
+pub mod cache;
+pub mod local;
+pub mod worker;
+
+use crate::app::App;
+use crate::canon::{self, CanonicalTarget, Rejection};
+use crate::decision_log::{self, Entry};
+use crate::http1::client::encode_request;
+use crate::http1::{rules, Answer, HeadError};
+use crate::outcome::{CacheUse, Outcome};
+use crate::policy::store::Snapshot;
+use crate::policy::{Action, Decision, RequestView};
+use crate::records::{Caller, Identity};
+use cache::Cached;
+use http::{HeaderMap, Method, StatusCode, Version};
+use metaguard_common::state::StateError;
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+use tokio::time::Sleep;
+use worker::Worker;
+
+/// A request as the pod-facing server read it (requests have no body).
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    pub method: Method,
+    /// The request-target exactly as received (not yet canonicalised).
+    pub target: &'a str,
+    pub version: Version,
+    pub headers: &'a HeaderMap,
+}
+
+/// What the server hands the pipeline: a request, or a head it could not parse (answered with
+/// 400/431 and recorded like any other request).
+#[derive(Debug)]
+pub enum Request<'a> {
+    Head(RequestHead<'a>),
+    Unparsable(&'a HeadError),
+}
+
+/// What the connection knows before any request: the caller's address and which endpoint's
+/// port it connected to.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnCtx {
+    /// Normalised (IPv4-mapped IPv6 -> IPv4).
+    pub peer: IpAddr,
+    pub endpoint: usize,
+}
+
+/// The answer, and whether the connection must close after it: a request refused as invalid
+/// (unparsable, its target, framing or headers) ends the connection, so nothing sent after it is
+/// read.
+#[derive(Debug)]
+pub struct Reply {
+    pub answer: Answer,
+    pub close: bool,
+}
+
+/// A request refused before its policy was consulted.
+#[derive(Debug)]
+pub struct Refusal {
+    outcome: Outcome,
+    status: StatusCode,
+    reason: Cow<'static, str>,
+}
+
+impl Refusal {
+    /// Unparsable head, ambiguous target, bad framing or headers.
+    fn invalid(status: StatusCode, reason: impl Into<Cow<'static, str>>) -> Refusal {
+        Refusal {
+            outcome: Outcome::Invalid,
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    fn rejected(rej: Rejection) -> Refusal {
+        Refusal::invalid(local::status(rej.status), rej.reason)
+    }
+
+    fn unknown_caller() -> Refusal {
+        Refusal {
+            outcome: Outcome::UnknownCaller,
+            status: StatusCode::FORBIDDEN,
+            reason: "no pod record for this source address".into(),
+        }
+    }
+
+    fn unreadable_record() -> Refusal {
+        Refusal {
+            outcome: Outcome::Error,
+            status: StatusCode::FORBIDDEN,
+            reason: "pod record unreadable".into(),
+        }
+    }
+
+    /// The answer (the reason as text) and the decision line's fields.
+    fn answer<'a>(self) -> (Answer, Fields<'a>) {
+        let answer = local::text(self.status, &self.reason);
+        let fields = Fields {
+            outcome: self.outcome,
+            policy: None,
+            rule: None,
+            status: self.status,
+            upstream_status: None,
+            reason: Some(self.reason),
+            cache: CacheUse::Off,
+            done: None,
+        };
+        (answer, fields)
+    }
+}
+
+/// The fields of a decision line that the steps find out.
+struct Fields<'a> {
+    outcome: Outcome,
+    policy: Option<&'a str>,
+    rule: Option<&'a str>,
+    status: StatusCode,
+    upstream_status: Option<u16>,
+    reason: Option<Cow<'a, str>>,
+    cache: CacheUse,
+    /// When a forwarded request's upstream exchange ended (the request's latency ends there, one
+    /// clock read for both); `None`: when the decision line is written.
+    done: Option<Instant>,
+}
+
+impl<'a> Fields<'a> {
+    fn decided(d: &Decision<'a>, outcome: Outcome, status: StatusCode) -> Fields<'a> {
+        Fields {
+            outcome,
+            policy: Some(d.policy),
+            rule: Some(d.rule_id),
+            status,
+            upstream_status: None,
+            reason: None,
+            cache: CacheUse::Off,
+            done: None,
+        }
+    }
+}
+
+/// Decides, answers and records one request. `timer` is the connection's timer, lent for the
+/// upstream response timeout (the connection does not need it while a request is being handled);
+/// `scratch` is a buffer of the connection's, free while the request is handled, that holds the
+/// upstream request.
+pub async fn handle(
+    app: &App,
+    worker: &Worker,
+    ctx: ConnCtx,
+    req: Request<'_>,
+    timer: Pin<&mut Sleep>,
+    scratch: &mut Vec<u8>,
+) -> Reply {
+    let start = Instant::now();
+    let cx = Ctx {
+        app,
+        worker,
+        conn: ctx,
+        start,
+    };
+    // One snapshot for the whole request: a reload meanwhile does not mix two policies.
+    let snap = app.policy.current();
+    let caller = app.records.lookup_at(ctx.peer, &snap, start);
+    let (method, path, decided) = match &req {
+        Request::Unparsable(e) => {
+            let (answer, mut fields) = Refusal::invalid(e.status(), e.reason()).answer();
+            // Refused before it was a request: its line says no latency.
+            fields.done = Some(start);
+            ("", "", Ok((answer, fields)))
+        }
+        Request::Head(head) => {
+            let target = canon::canonicalize_str(&head.method, head.target);
+            let path = match &target {
+                Ok(t) => t.path,
+                Err(_) => decision_log::truncate(head.target, decision_log::MAX_LOGGED_TARGET),
+            };
+            let decided = match target {
+                Ok(t) => decide(&cx, head, &t, &snap, &caller, timer, scratch).await,
+                Err(rej) => Err(Refusal::rejected(rej)),
+            };
+            (head.method.as_str(), path, decided)
+        }
+    };
+    let (answer, fields) = decided.unwrap_or_else(Refusal::answer);
+    let latency = match fields.done {
+        Some(done) => done.saturating_duration_since(start),
+        None => start.elapsed(),
+    };
+    let caller = caller.as_ref().ok().and_then(Option::as_ref);
+    let close = fields.outcome == Outcome::Invalid;
+    record(&cx, caller, method, path, &fields, latency);
+    Reply { answer, close }
+}
+
+/// What every step may use: the shared state, the worker's, the connection's, and when the
+/// request started.
+struct Ctx<'r> {
+    app: &'r App,
+    worker: &'r Worker,
+    conn: ConnCtx,
+    start: Instant,
+}
+
+/// The steps after canonicalisation, to the answer.
+async fn decide<'a>(
+    cx: &Ctx<'_>,
+    head: &RequestHead<'_>,
+    target: &CanonicalTarget<'_>,
+    snap: &'a Snapshot,
+    caller: &Result<Option<Caller>, StateError>,
+    timer: Pin<&mut Sleep>,
+    scratch: &mut Vec<u8>,
+) -> Result<(Answer, Fields<'a>), Refusal> {
+    rules::check_request_headers(head.version, head.headers).map_err(Refusal::rejected)?;
+    let caller = identify(cx.conn.peer, caller)?;
+    let policy = snap.policy(caller.policy);
+    let view = RequestView {
+        method: &head.method,
+        target,
+        headers: head.headers,
+    };
+    let d = policy.decide(&view);
+    Ok(match d.action {
+        Action::Deny { status, reason, .. } => {
+            let st = local::status(*status);
+            let body = d.deny_body(&view).unwrap_or_default();
+            let mut fields = Fields::decided(&d, Outcome::Deny, st);
+            fields.reason = Some(Cow::Borrowed(reason));
+            (local::deny(policy, st, body), fields)
+        }
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => {
+            let st = local::status(*status);
+            let fields = Fields::decided(&d, Outcome::Respond, st);
+            (local::respond(policy, st, headers, body), fields)
+        }
+        Action::Allow => {
+            let allowed = Allowed {
+                view: &view,
+                decision: &d,
+                generation: snap.generation,
+            };
+            forward(cx, &allowed, timer, scratch).await
+        }
+    })
+}
+
+/// Who is calling: a pod record, or a refusal (fail closed: an unreadable record is no identity).
+fn identify(peer: IpAddr, caller: &Result<Option<Caller>, StateError>) -> Result<&Caller, Refusal> {
+    match caller {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(Refusal::unknown_caller()),
+        Err(e) => {
+            log::warn!("pod record for {peer}: {e}");
+            Err(Refusal::unreadable_record())
+        }
+    }
+}
+
+/// A request the policy allowed.
+struct Allowed<'v, 'a> {
+    view: &'v RequestView<'v>,
+    decision: &'v Decision<'a>,
+    /// The policy generation it was decided under (the answer cache's entries carry it).
+    generation: u64,
+}
+
+/// Answers an allowed request: from the worker's answer cache when the rule allows it and the
+/// cache has it, else from the upstream (storing the answer when the rule caches).
+async fn forward<'a>(
+    cx: &Ctx<'_>,
+    a: &Allowed<'_, 'a>,
+    timer: Pin<&mut Sleep>,
+    scratch: &mut Vec<u8>,
+) -> (Answer, Fields<'a>) {
+    let (app, worker, endpoint) = (cx.app, cx.worker, cx.conn.endpoint);
+    let d = a.decision;
+    let (method, target) = (a.view.method, a.view.target);
+    let outcome = if d.audit {
+        Outcome::Audit
+    } else {
+        Outcome::Allow
+    };
+    let mut fields = Fields::decided(d, outcome, StatusCode::OK);
+    // The policy has allowed this request (on every request); only now may the cache answer it,
+    // and only for a GET under a rule with `cache_ttl_ms`. The key is built from the request
+    // itself, so a hit costs no upstream header map.
+    let mut key = Vec::new();
+    if let (Some(_), &Method::GET) = (d.cache_ttl, method) {
+        let mut c = worker.cache();
+        if c.enabled() {
+            let forwarded = rules::forwarded(a.view.headers);
+            cache::key(&mut key, endpoint, target.path, target.raw_query, forwarded);
+            if let Some(hit) = c.get(a.generation, &key, cx.start) {
+                fields.cache = CacheUse::Hit;
+                let answer = Answer::Relayed {
+                    status: StatusCode::OK,
+                    head: hit.head,
+                    body: hit.body,
+                };
+                return (answer, fields);
+            }
+            fields.cache = CacheUse::Miss;
+        }
+    }
+    let upstream = &worker.upstream;
+    let host = upstream
+        .target(endpoint)
+        .map(|t| t.host.as_str())
+        .unwrap_or("");
+    // Exactly what was matched: the canonical path and the raw query (`forward_target`).
+    scratch.clear();
+    encode_request(scratch, method, target.path, target.raw_query, |v| {
+        rules::write_upstream_headers(a.view.headers, host, v)
+    });
+    let up_start = Instant::now();
+    let head_only = *method == Method::HEAD;
+    let result = upstream
+        .send_encoded(endpoint, head_only, scratch, timer, up_start)
+        .await;
+    // One clock read for the upstream latency and the request's.
+    let done = Instant::now();
+    fields.done = Some(done);
+    match result {
+        Ok(up) => {
+            let upstream_latency = done.saturating_duration_since(up_start);
+            app.metrics.observe_upstream(endpoint, upstream_latency);
+            fields.status = up.status;
+            fields.upstream_status = Some(up.status.as_u16());
+            // The upstream's headers arrive filtered for relaying (`http1::relay`); the
+            // pod-facing server frames the answer by the exact length of the body.
+            if let (CacheUse::Miss, Some(ttl)) = (fields.cache, d.cache_ttl) {
+                if cache::storable(up.status) {
+                    let value = Cached {
+                        head: up.head.clone(),
+                        body: up.body.clone(),
+                    };
+                    worker.cache().insert(a.generation, &key, value, ttl, done);
+                }
+            }
+            let answer = Answer::Relayed {
+                status: up.status,
+                head: up.head,
+                body: up.body,
+            };
+            (answer, fields)
+        }
+        Err(e) => {
+            app.metrics.upstream_failed(endpoint, e.kind);
+            let reason = e.reason();
+            log::debug!("upstream {}: {reason}", app.endpoint_name(endpoint));
+            fields.outcome = Outcome::Error;
+            fields.status = e.status();
+            let answer = local::text(fields.status, &reason);
+            fields.reason = Some(Cow::Owned(reason));
+            (answer, fields)
+        }
+    }
+}
+
+/// Counts the request (metrics) and writes its decision line: the one place that does either.
+fn record(
+    cx: &Ctx<'_>,
+    caller: Option<&Caller>,
+    method: &str,
+    path: &str,
+    f: &Fields<'_>,
+    latency: Duration,
+) {
+    let (app, worker) = (cx.app, cx.worker);
+    let identity: Option<&Identity> = caller.map(|c| &*c.identity);
+    let counters = &worker.counters;
+    counters.count_request(f.outcome, f.policy.unwrap_or(""), f.rule.unwrap_or(""));
+    counters.count_cache(f.cache);
+    app.log.write(&Entry {
+        ts: decision_log::Timestamp::now(),
+        who: identity.map(|r| &r.who),
+        src: cx.conn.peer,
+        endpoint: app.endpoint_name(cx.conn.endpoint),
+        method,
+        path,
+        decision: f.outcome.as_str(),
+        policy: f.policy,
+        rule: f.rule,
+        status: f.status.as_u16(),
+        upstream_status: f.upstream_status,
+        latency,
+        reason: f.reason.as_deref(),
+        cache: f.cache.as_str(),
+    });
+}
