@@ -58,6 +58,11 @@ fn processes_in(ns: &Netns, comm: &str) -> Vec<u32> {
     v
 }
 
+/// The `aws` preset without an effective per-pod rate limit (docs/policy.md#rate-limits), for the
+/// tests that load the proxy from one pod on purpose (thousands of requests a second): the limit
+/// must not be what answers them.
+const AWS_UNLIMITED: &str = "rate = 1000000\nburst = 1000000\ndefault = \"aws\"\n";
+
 fn metaguard_tables(ns: &Netns) -> Vec<String> {
     nft_tables(ns)
         .into_iter()
@@ -200,9 +205,8 @@ struct Tally {
 fn proxy_sigkill_under_load_fails_closed_and_recovers() {
     let node = Node::new();
     let cloud = Cloud::attach(&node.ns);
-    let mut proxy = Proxy::start(
-        ProxyOptions::new(node.ns.name(), &node.state_dir()).policy("default = \"aws\"\n"),
-    );
+    let mut proxy =
+        Proxy::start(ProxyOptions::new(node.ns.name(), &node.state_dir()).policy(AWS_UNLIMITED));
     proxy.wait_ready();
     let pod = node.pod(V);
     let netns = pod.ns.path().to_path_buf();
@@ -402,9 +406,8 @@ fn p99(sorted: &[Duration]) -> Duration {
 fn slow_header_attack_leaves_another_pods_latency_alone() {
     let node = Node::new();
     let cloud = Cloud::attach(&node.ns);
-    let proxy = Proxy::start(
-        ProxyOptions::new(node.ns.name(), &node.state_dir()).policy("default = \"aws\"\n"),
-    );
+    let proxy =
+        Proxy::start(ProxyOptions::new(node.ns.name(), &node.state_dir()).policy(AWS_UNLIMITED));
     proxy.wait_ready();
     let attacker: Pod<'_> = node.pod(V);
     let victim = node.pod(V);

@@ -1,11 +1,13 @@
 //! What every connection of every worker shares, built once at start: the policy in force, the
-//! pod records, the decision log, the metrics, and the endpoints' upstream targets. (What a worker
+//! pod records, the decision log, the metrics, the endpoints' upstream targets and the pods'
+//! rate-limit buckets. (What a worker
 //! owns alone is in `pipeline::worker`.)
 
 use crate::decision_log::DecisionLog;
 use crate::http1::client::Target;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
+use crate::ratelimit::RateLimiter;
 use crate::records::RecordCache;
 
 pub struct App {
@@ -16,6 +18,8 @@ pub struct App {
     /// Where each endpoint's allowed requests go, indexed like the configuration's endpoints
     /// (and like every worker's `Upstream`).
     pub targets: Vec<Target>,
+    /// Every pod address's rate-limit bucket, shared by the workers.
+    pub limiter: RateLimiter,
 }
 
 impl App {

@@ -13,7 +13,8 @@
 //! | admin | [`admin`] | the admin listener: `/metrics`, `/healthz`, `/readyz` |
 //! | serving | [`server`] | listening sockets, connection caps, dispatch to workers, the connection loop |
 //! | pipeline | [`pipeline`] | one request: canonicalise, check, identify, select, decide, answer, record; a worker's state ([`pipeline::worker`]), the answer cache |
-//! | shared state | [`app`] | what every worker shares: policy store, records, decision log, metrics, targets |
+//! | shared state | [`app`] | what every worker shares: policy store, records, decision log, metrics, targets, rate limits |
+//! | rate limits | [`ratelimit`] | one token bucket per pod address, shared by the workers |
 //! | identity | [`records`] | source address -> pod record -> identity and selected policy, cached |
 //! | observability | [`decision_log`], [`metrics`], [`logger`] | decision lines, counters, the stderr log |
 //! | policy | [`policy`] | compiled policies, selection, decisions; the set in force ([`policy::store`]) |
@@ -29,7 +30,8 @@
 //! 2. [`server::conn::serve_connection`] reads a head with [`http1::request::parse`].
 //! 3. [`pipeline::handle`]: [`canon::canonicalize_str`], [`http1::rules::check_request_headers`],
 //!    [`records::RecordCache::lookup_at`] (who is calling, and the policy their record selects under
-//!    the snapshot from [`policy::store::PolicyStore::current`]), [`policy::Policy::decide`]; then a
+//!    the snapshot from [`policy::store::PolicyStore::current`]), the pod's token
+//!    ([`ratelimit::RateLimiter::check`]; over its limit: 429), [`policy::Policy::decide`]; then a
 //!    local answer ([`pipeline::local`]), a cached one ([`pipeline::cache`]), or one forwarded by
 //!    [`http1::client::Upstream::send_encoded`] and relayed ([`http1::relay`]); last, the decision
 //!    line ([`decision_log`]) and the counters ([`metrics`]), written in one place.
@@ -49,6 +51,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod pipeline;
 pub mod policy;
+pub mod ratelimit;
 pub mod records;
 pub mod server;
 #[cfg(test)]

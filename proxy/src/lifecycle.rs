@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::cache::ResponseCache;
 use crate::pipeline::worker::Worker;
 use crate::policy::store::{self, PolicyStore, Reloaded};
+use crate::ratelimit::RateLimiter;
 use crate::records::RecordCache;
 use crate::server::conn::ConnSettings;
 use crate::server::dispatch::{self, Dispatcher, WorkerQueue};
@@ -84,6 +85,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         log,
         metrics,
         targets: cfg.endpoints.iter().map(Target::from_config).collect(),
+        limiter: RateLimiter::default(),
     });
     let (dispatcher, queues) = Dispatcher::new(n);
     let settings = ConnSettings::from_config(&cfg.limits);
@@ -240,9 +242,18 @@ async fn run_async(cfg: Config, started: Started) -> Result<(), RunError> {
                     _ = tick.tick() => {}
                 }
                 let a = app.clone();
-                if let Ok(n) = tokio::task::spawn_blocking(move || a.records.sweep()).await {
-                    if n > 0 {
-                        log::debug!("pod records: {n} removed addresses evicted");
+                let swept = tokio::task::spawn_blocking(move || {
+                    let n = a.records.sweep();
+                    // Then the rate-limit buckets: idle ones, and those of addresses whose
+                    // record was just evicted.
+                    let now = std::time::Instant::now();
+                    (n, a.limiter.sweep(now, |ip| a.records.contains(ip)))
+                });
+                if let Ok((n, buckets)) = swept.await {
+                    if n > 0 || buckets > 0 {
+                        log::debug!(
+                            "pod records: {n} removed addresses evicted; {buckets} rate-limit buckets dropped"
+                        );
                     }
                 }
             }

@@ -520,6 +520,9 @@ mod tests {
         m.count_request(1, Outcome::Allow, "aws", "identity");
         m.count_request(0, Outcome::Deny, "aws", "default-deny");
         m.count_request(0, Outcome::UnknownCaller, "", "");
+        // A refusal over the rate limit: its policy, no rule.
+        m.count_request(1, Outcome::RateLimited, "aws", "");
+        m.count_request(0, Outcome::RateLimited, "aws", "");
         m.connection_opened();
         m.connection_opened();
         m.connection_closed();
@@ -541,6 +544,7 @@ mod tests {
             "metaguard_proxy_requests_total{decision=\"allow\",policy=\"aws\",rule=\"identity\"} 2",
             "metaguard_proxy_requests_total{decision=\"deny\",policy=\"aws\",rule=\"default-deny\"} 1",
             "metaguard_proxy_requests_total{decision=\"unknown-caller\",policy=\"\",rule=\"\"} 1",
+            "metaguard_proxy_requests_total{decision=\"rate-limited\",policy=\"aws\",rule=\"\"} 2",
             "metaguard_proxy_connections_open 1",
             "metaguard_proxy_connections_accepted_total 2",
             "metaguard_proxy_connections_refused_total{reason=\"per_source\"} 1",
@@ -695,6 +699,7 @@ metaguard_proxy_requests_total{decision="invalid",policy="strict",rule="r1"} 1
 metaguard_proxy_requests_total{decision="unknown-caller",policy="",rule=""} 1
 metaguard_proxy_requests_total{decision="unknown-caller",policy="strict",rule="r1"} 1
 metaguard_proxy_requests_total{decision="error",policy="strict",rule="r1"} 1
+metaguard_proxy_requests_total{decision="rate-limited",policy="strict",rule="r1"} 1
 # HELP metaguard_cache_total Requests by what the answer cache did: hit (answered from the cache, upstream not asked), miss (the allow rule caches; asked upstream), off (not cacheable: no cache_ttl_ms, not a GET, not allowed).
 # TYPE metaguard_cache_total counter
 metaguard_cache_total{result="hit"} 2

@@ -19,10 +19,12 @@ pub enum Outcome {
     UnknownCaller,
     /// Something on our side failed: unreadable record, upstream failure.
     Error,
+    /// Refused with 429: the pod address is over its policy's rate limit (`ratelimit`).
+    RateLimited,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Allow,
         Outcome::Deny,
         Outcome::Respond,
@@ -30,6 +32,7 @@ impl Outcome {
         Outcome::Invalid,
         Outcome::UnknownCaller,
         Outcome::Error,
+        Outcome::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::UnknownCaller => "unknown-caller",
             Outcome::Error => "error",
+            Outcome::RateLimited => "rate-limited",
         }
     }
 

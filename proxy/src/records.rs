@@ -149,6 +149,11 @@ impl RecordCache {
         self.len() == 0
     }
 
+    /// Whether `ip` has a cached record (no file is read).
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.read_map().contains_key(ip)
+    }
+
     /// `at` as milliseconds since this cache was made (what entries are stamped with).
     fn ms_at(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)

@@ -4,7 +4,7 @@
 use crate::http1::Answer;
 use crate::policy::Policy;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, StatusCode};
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
@@ -67,6 +67,18 @@ pub fn respond(
     }
 }
 
+/// The refusal of a pod over its rate limit: 429, `Retry-After` in whole seconds, the policy's
+/// response headers and the limit's one-line reason.
+pub fn rate_limited(policy: &Policy, retry_after_secs: u64, body: Bytes) -> Answer {
+    let mut answer = text_body(StatusCode::TOO_MANY_REQUESTS, body);
+    if let Answer::Local { headers, .. } = &mut answer {
+        add(headers, policy.response_headers());
+        // After the policy's headers: the proxy's own value wins.
+        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    }
+    answer
+}
+
 fn add(dst: &mut HeaderMap, hs: &[(HeaderName, HeaderValue)]) {
     for (n, v) in hs {
         dst.insert(n.clone(), v.clone());
@@ -90,6 +102,25 @@ mod tests {
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(headers[CONTENT_TYPE], "text/plain; charset=utf-8");
         assert_eq!(&body[..], b"no rule  allows  this\n");
+    }
+
+    #[test]
+    fn rate_limited_answers_say_when_to_retry() {
+        let set = crate::policy::PolicySet::from_toml("").unwrap();
+        let gcp = set.policy("gcp").unwrap();
+        let Answer::Local {
+            status,
+            headers,
+            body,
+        } = rate_limited(gcp, 3, Bytes::from_static(b"slow down\n"))
+        else {
+            panic!("a local answer");
+        };
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[RETRY_AFTER], "3");
+        assert_eq!(headers["metadata-flavor"], "Google", "the policy's headers");
+        assert_eq!(headers[CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(&body[..], b"slow down\n");
     }
 
     #[test]

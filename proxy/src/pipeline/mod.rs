@@ -1,7 +1,8 @@
 //! The request pipeline: one request, from its head to its answer and its decision line.
 //!
 //! canonicalise the target -> check framing and headers -> identify the caller -> select the pod's
-//! policy -> decide -> answer (locally, from the answer cache, or forwarded upstream) -> record.
+//! policy -> take the pod's rate-limit token -> decide -> answer (locally, from the answer cache,
+//! or forwarded upstream) -> record.
 //!
 //! The steps before the decision return `Result<_, Refusal>`; a refusal is answered with its reason
 //! as one line of text. Every request, a head the server could not parse included, ends in
@@ -19,8 +20,10 @@ use crate::http1::client::encode_request;
 use crate::http1::{rules, Answer, HeadError};
 use crate::outcome::{CacheUse, Outcome};
 use crate::policy::store::Snapshot;
-use crate::policy::{Action, Decision, RequestView};
+use crate::policy::{Action, Decision, Policy, RequestView};
+use crate::ratelimit::Verdict;
 use crate::records::{Caller, Identity};
+use bytes::Bytes;
 use cache::Cached;
 use http::{HeaderMap, Method, StatusCode, Version};
 use metaguard_common::state::StateError;
@@ -226,6 +229,10 @@ async fn decide<'a>(
     rules::check_request_headers(head.version, head.headers).map_err(Refusal::rejected)?;
     let caller = identify(cx.conn.peer, caller)?;
     let policy = snap.policy(caller.policy);
+    if let Some((answer, fields, pause)) = over_limit(cx, caller, policy) {
+        hold(timer, cx.start + pause).await;
+        return Ok((answer, fields));
+    }
     let view = RequestView {
         method: &head.method,
         target,
@@ -269,6 +276,68 @@ fn identify(peer: IpAddr, caller: &Result<Option<Caller>, StateError>) -> Result
             log::warn!("pod record for {peer}: {e}");
             Err(Refusal::unreadable_record())
         }
+    }
+}
+
+/// The reason (and the body, with its newline) when the bucket map is full
+/// (`ratelimit::MAX_TRACKED`): fail closed.
+const LIMITER_FULL: &str = "rate limiter full: too many pod addresses tracked";
+const LIMITER_FULL_BODY: &[u8] = b"rate limiter full: too many pod addresses tracked\n";
+
+/// The longest a refusal over the rate limit is held before it is sent.
+///
+/// Why hold it at all: a runaway client is usually a loop that asks again the moment it gets an
+/// answer. Answered at once, it gets a 429 as fast as the proxy can make one, and its refusals
+/// alone keep the proxy's CPUs busy (the metadata quota is safe, the other pods' latency is not).
+/// Held until its next token is due (at most this long), each of its connections gets one answer
+/// per token interval (or per this long, if shorter), and its connections are capped per pod
+/// (`limits.max_connections_per_source`). An ordinary client never waits: it is never refused.
+pub const MAX_REFUSAL_HOLD: Duration = Duration::from_millis(100);
+
+/// Takes a token from the pod address's bucket; `None` when it had one. After identification
+/// and before the policy decides, so every answer counts: forwarded, cached, local, denied.
+/// Over the limit: 429 with `Retry-After` (whole seconds until a token) and the policy's reason,
+/// logged as its own decision (`rate-limited`) under the pod's policy, and how long to hold it.
+fn over_limit<'a>(
+    cx: &Ctx<'_>,
+    caller: &Caller,
+    policy: &'a Policy,
+) -> Option<(Answer, Fields<'a>, Duration)> {
+    let limit = policy.rate_limit();
+    let verdict = cx
+        .app
+        .limiter
+        .check(cx.conn.peer, &caller.identity, limit, cx.start);
+    let (reason, body, wait) = match verdict {
+        Verdict::Allowed => return None,
+        Verdict::Limited { retry_after } => (limit.reason(), limit.body(), retry_after),
+        Verdict::Full => (
+            LIMITER_FULL,
+            Bytes::from_static(LIMITER_FULL_BODY),
+            MAX_REFUSAL_HOLD,
+        ),
+    };
+    let status = StatusCode::TOO_MANY_REQUESTS;
+    let answer = local::rate_limited(policy, verdict.retry_after_secs(), body);
+    let fields = Fields {
+        outcome: Outcome::RateLimited,
+        policy: Some(policy.name()),
+        rule: None,
+        status,
+        upstream_status: None,
+        reason: Some(Cow::Borrowed(reason)),
+        cache: CacheUse::Off,
+        done: None,
+    };
+    Some((answer, fields, wait.min(MAX_REFUSAL_HOLD)))
+}
+
+/// Waits until `until` on the connection's timer (lent, as for the upstream response timeout;
+/// the connection re-arms it for the next head).
+async fn hold(mut timer: Pin<&mut Sleep>, until: Instant) {
+    if until > Instant::now() {
+        timer.as_mut().reset(until.into());
+        timer.await;
     }
 }
 

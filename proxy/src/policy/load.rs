@@ -4,6 +4,7 @@
 use super::glob::{NameGlob, PathGlob};
 use super::matcher::{HeaderCond, Methods, PathMatch, QueryAllow, Rule};
 use super::presets::{is_preset, PRESETS};
+use super::rate::{RateLimit, MAX_BURST, MAX_RATE, MIN_RATE};
 use super::schema::{FileDoc, PolicyDoc, RuleDoc, SpannedList, SpannedMap};
 use super::select::{AnnotationRule, Selector};
 use super::{Action, Policy, PolicyError, PolicySet, DEFAULT_DENY_ID};
@@ -69,8 +70,73 @@ fn parse(src: &Src<'_>) -> Result<FileDoc, PolicyError> {
     })
 }
 
-/// Compile the presets alone (what every set starts with).
-fn compile_presets() -> Result<Vec<Arc<Policy>>, PolicyError> {
+/// The file's top-level `rate` and `burst`: what every policy that sets neither gets, presets
+/// included.
+#[derive(Debug, Clone, Copy, Default)]
+struct LimitDefaults {
+    rate: Option<f64>,
+    burst: Option<u32>,
+}
+
+impl LimitDefaults {
+    fn of(src: &Src<'_>, doc: &FileDoc) -> Result<LimitDefaults, PolicyError> {
+        Ok(LimitDefaults {
+            rate: doc.rate.as_ref().map(|r| check_rate(src, r)).transpose()?,
+            burst: doc
+                .burst
+                .as_ref()
+                .map(|b| check_burst(src, b))
+                .transpose()?,
+        })
+    }
+}
+
+/// `rate`: requests per second, a number in [MIN_RATE, MAX_RATE].
+fn check_rate(src: &Src<'_>, r: &Spanned<f64>) -> Result<f64, PolicyError> {
+    let v = *r.get_ref();
+    if v.is_finite() && (MIN_RATE..=MAX_RATE).contains(&v) {
+        Ok(v)
+    } else {
+        Err(src.err(
+            r.span(),
+            format!("rate must be a number of requests per second from {MIN_RATE} to {MAX_RATE}"),
+        ))
+    }
+}
+
+/// `burst`: how many requests at once, an integer in [1, MAX_BURST].
+fn check_burst(src: &Src<'_>, b: &Spanned<i64>) -> Result<u32, PolicyError> {
+    match u32::try_from(*b.get_ref()) {
+        Ok(v) if (1..=MAX_BURST).contains(&v) => Ok(v),
+        _ => Err(src.err(
+            b.span(),
+            format!("burst must be a whole number of requests from 1 to {MAX_BURST}"),
+        )),
+    }
+}
+
+/// A policy's limit: its own `rate`/`burst`, else the file's, else the built-in default (a burst
+/// of [`super::DEFAULT_BURST_SECONDS`] of the rate).
+fn rate_limit(
+    src: &Src<'_>,
+    pd: &PolicyDoc,
+    defaults: LimitDefaults,
+) -> Result<RateLimit, PolicyError> {
+    let rate = match &pd.rate {
+        Some(r) => check_rate(src, r)?,
+        None => defaults.rate.unwrap_or(super::DEFAULT_RATE),
+    };
+    let burst = match &pd.burst {
+        Some(b) => check_burst(src, b)?,
+        None => defaults
+            .burst
+            .unwrap_or_else(|| RateLimit::default_burst(rate)),
+    };
+    Ok(RateLimit::new(rate, burst))
+}
+
+/// Compile the presets alone (what every set starts with), with the file's limits.
+fn compile_presets(limits: LimitDefaults) -> Result<Vec<Arc<Policy>>, PolicyError> {
     let mut out = Vec::with_capacity(PRESETS.len());
     for (name, text) in PRESETS {
         let src = Src {
@@ -84,14 +150,21 @@ fn compile_presets() -> Result<Vec<Arc<Policy>>, PolicyError> {
         if p.get_ref().name.get_ref() != name {
             return Err(src.err(p.get_ref().name.span(), "preset name mismatch"));
         }
-        out.push(Arc::new(compile_policy(&src, p.get_ref(), None, true)?));
+        // A preset's text sets no limit of its own: it takes the file's.
+        out.push(Arc::new(compile_policy(
+            &src,
+            p.get_ref(),
+            None,
+            true,
+            limits,
+        )?));
     }
     Ok(out)
 }
 
 /// The set used when no file is configured: presets only, default `deny-all`.
 pub(super) fn builtin_set() -> Result<PolicySet, PolicyError> {
-    let policies = compile_presets()?;
+    let policies = compile_presets(LimitDefaults::default())?;
     let deny_all = find(&policies, DEFAULT_POLICY).unwrap_or(0);
     Ok(PolicySet {
         policies,
@@ -116,14 +189,15 @@ pub(super) fn compile_file(text: &str) -> Result<PolicySet, PolicyError> {
         origin: String::new(),
     };
     let doc = parse(&src)?;
-    let mut policies = compile_presets()?;
+    let limits = LimitDefaults::of(&src, &doc)?;
+    let mut policies = compile_presets(limits)?;
 
     let user_idx = index_policies(&src, &doc)?;
 
     // Compile in dependency order so each fallback exists before the policy that uses it.
     let mut done: Vec<Option<usize>> = vec![None; doc.policy.len()];
     for i in 0..doc.policy.len() {
-        ensure_compiled(&src, &doc, &user_idx, i, &mut done, &mut policies)?;
+        ensure_compiled(&src, &doc, &user_idx, i, limits, &mut done, &mut policies)?;
     }
 
     let lookup = |name: &Spanned<String>, what: &str| -> Result<usize, PolicyError> {
@@ -256,11 +330,13 @@ fn index_policies<'d>(
     Ok(user_idx)
 }
 
+/// Compiles the file's policy `i` (after its fallback chain), under the file's `limits`.
 fn ensure_compiled(
     src: &Src<'_>,
     doc: &FileDoc,
     user_idx: &HashMap<&str, usize>,
     i: usize,
+    limits: LimitDefaults,
     done: &mut Vec<Option<usize>>,
     policies: &mut Vec<Arc<Policy>>,
 ) -> Result<usize, PolicyError> {
@@ -272,13 +348,13 @@ fn ensure_compiled(
         None => None,
         Some(f) => match user_idx.get(f.get_ref().as_str()) {
             Some(&j) => {
-                let at = ensure_compiled(src, doc, user_idx, j, done, policies)?;
+                let at = ensure_compiled(src, doc, user_idx, j, limits, done, policies)?;
                 Some(policies[at].clone())
             }
             None => find(policies, f.get_ref()).map(|at| policies[at].clone()),
         },
     };
-    let p = compile_policy(src, pd, fallback, false)?;
+    let p = compile_policy(src, pd, fallback, false, limits)?;
     policies.push(Arc::new(p));
     let at = policies.len() - 1;
     done[i] = Some(at);
@@ -309,7 +385,9 @@ fn compile_policy(
     pd: &PolicyDoc,
     fallback: Option<Arc<Policy>>,
     builtin: bool,
+    limits: LimitDefaults,
 ) -> Result<Policy, PolicyError> {
+    let rate_limit = rate_limit(src, pd, limits)?;
     let audit = pd.audit.unwrap_or(false);
     let response_headers = match &pd.response_headers {
         Some(m) => header_pairs(src, m.get_ref())?,
@@ -338,6 +416,7 @@ fn compile_policy(
         response_headers,
         audit,
         builtin,
+        rate_limit,
     })
 }
 

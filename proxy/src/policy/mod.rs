@@ -10,6 +10,7 @@ mod load;
 pub(crate) use load::is_name_byte;
 mod matcher;
 mod presets;
+mod rate;
 mod schema;
 mod select;
 pub mod store;
@@ -17,6 +18,7 @@ pub mod store;
 pub use glob::{GlobError, NameGlob, PathGlob};
 pub use load::{DEFAULT_ANNOTATION_KEY, DEFAULT_POLICY};
 pub use presets::{is_preset, PRESETS};
+pub use rate::{RateLimit, DEFAULT_BURST_SECONDS, DEFAULT_RATE, MAX_BURST, MAX_RATE, MIN_RATE};
 
 use crate::canon::CanonicalTarget;
 use bytes::Bytes;
@@ -163,6 +165,8 @@ pub struct Policy {
     response_headers: Vec<(HeaderName, HeaderValue)>,
     audit: bool,
     builtin: bool,
+    /// How many requests one pod address under this policy may make (`rate`, `burst`).
+    rate_limit: RateLimit,
 }
 
 impl Policy {
@@ -218,6 +222,12 @@ impl Policy {
     /// respond, 400s after selection), e.g. GCP's `Metadata-Flavor: Google`.
     pub fn response_headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.response_headers
+    }
+
+    /// The per-pod rate limit of pods this policy is selected for (its own `rate`/`burst`, else
+    /// the file's, else the built-in default; never a fallback's).
+    pub fn rate_limit(&self) -> &RateLimit {
+        &self.rate_limit
     }
 }
 
@@ -287,6 +297,7 @@ impl PolicySet {
                         response_headers: Vec::new(),
                         audit: false,
                         builtin: true,
+                        rate_limit: RateLimit::default(),
                     })],
                     default: 0,
                     deny_all: 0,
@@ -399,6 +410,8 @@ impl PolicySet {
             if p.audit {
                 let _ = write!(s, ", audit");
             }
+            let l = &p.rate_limit;
+            let _ = write!(s, ", {} requests/s per pod (burst {})", l.rate(), l.burst());
             s.push('\n');
         }
         s

@@ -16,6 +16,9 @@ pub struct FileDoc {
     pub default: Option<Spanned<String>>,
     pub annotation_key: Option<Spanned<String>>,
     pub annotation_policies: Option<SpannedList>,
+    /// Per-pod rate limit of every policy that sets none (presets included).
+    pub rate: Option<Spanned<f64>>,
+    pub burst: Option<Spanned<i64>>,
     #[serde(default)]
     pub selector: Vec<Spanned<SelectorDoc>>,
     #[serde(default)]
@@ -39,6 +42,9 @@ pub struct PolicyDoc {
     pub fallback: Option<Spanned<String>>,
     pub response_headers: Option<Spanned<SpannedMap>>,
     pub audit: Option<bool>,
+    /// Per-pod rate limit: requests per second, and how many at once.
+    pub rate: Option<Spanned<f64>>,
+    pub burst: Option<Spanned<i64>>,
     #[serde(default)]
     pub rule: Vec<Spanned<RuleDoc>>,
 }

@@ -33,6 +33,7 @@ fn app(dir: &std::path::Path) -> (Arc<App>, Arc<Worker>) {
         log: DecisionLog::start(LogTarget::File(dir.join("decisions.log"))).unwrap(),
         metrics,
         targets: cfg.endpoints.iter().map(Target::from_config).collect(),
+        limiter: crate::ratelimit::RateLimiter::default(),
     });
     (app, worker)
 }

@@ -79,5 +79,6 @@ mod conf_files;
 mod gcp_azure;
 mod loading;
 mod presets;
+mod rate_limits;
 mod rules;
 mod selection;
