@@ -157,7 +157,8 @@ steady() {
   cat "$1"
 }
 
-# flood LABEL: the steady run while the flooder runs wrk; prints "p99 wrk_reqs wrk_non2xx limited_delta cpu_us_per_req".
+# flood LABEL: the steady run while the flooder runs wrk; prints
+# "p99 p50 wrk_reqs wrk_non2xx limited_delta cpu_us_per_req".
 flood() {
   local label=$1 out=$W/wrk-$1.txt limited0 limited1 cpu0 cpu1 wrk_pid line p99 reqs non2xx
   limited0=$(metric 'metaguard_proxy_requests_total{decision="rate-limited",policy="flood",rule=""}')
@@ -175,8 +176,9 @@ flood() {
   non2xx=${non2xx:-0}
   local sent
   sent=$(json_field "$line" sent)
-  awk -v p="$p99" -v r="$reqs" -v n="$non2xx" -v l="$((limited1 - limited0))" -v c0="$cpu0" -v c1="$cpu1" -v s="$sent" \
-    'BEGIN { printf "%s %s %s %s %.1f\n", p, r, n, l, (c1 - c0) / 1000 / (r + s) }'
+  awk -v p="$p99" -v m="$(json_field "$line" p50_ms)" -v r="$reqs" -v n="$non2xx" -v l="$((limited1 - limited0))" \
+    -v c0="$cpu0" -v c1="$cpu1" -v s="$sent" \
+    'BEGIN { printf "%.3f %.3f %s %s %s %.1f\n", p, m, r, n, l, (c1 - c0) / 1000 / (r + s) }'
   echo "  $label: steady $line" >&2
   echo "  $label: wrk $(grep -E 'requests in|Requests/sec|Non-2xx' "$out" | tr -s ' \n' ' ')" >&2
 }
@@ -187,17 +189,24 @@ echo "steady pod: paced-client --rate $RATE --duration $DURATION (one kept-alive
 echo "flooder: wrk -t$WRK_THREADS -c$WRK_CONNS, same path; flooder policy: built-in default limit (100 req/s, burst 1000)"
 echo
 
+# row LABEL P99_ALONE P99_FLOOD P50_ALONE P50_FLOOD REQS NON2XX LIMITED CPU: one table row.
+row() {
+  awk -v l="$1" -v a="$2" -v f="$3" -v a5="$4" -v f5="$5" -v r="$6" -v n="$7" -v m="$8" -v c="$9" \
+    'BEGIN { printf "| %s | %.3f | %.3f | %.2f | %.3f | %.3f | %s | %s | %s | %s |\n", l, a, f, f / a, a5, f5, r, n, m, c }'
+}
+
 write_policy "# no rate or burst: the built-in default"
 start_proxy
 declare -a ALONE FLOODED ROWS
 for ((r = 1; r <= ROUNDS; r++)); do
   log "round $r: steady pod alone"
-  a=$(json_field "$(steady "$W/steady-alone-$r.json")" p99_ms)
+  alone=$(steady "$W/steady-alone-$r.json")
+  a=$(json_field "$alone" p99_ms) a50=$(json_field "$alone" p50_ms)
   log "round $r: steady pod under the flood"
   flood "limited-$r" >"$W/flood-$r.txt"
-  read -r f reqs non2xx limited cpu <"$W/flood-$r.txt"
+  read -r f f50 reqs non2xx limited cpu <"$W/flood-$r.txt"
   ALONE+=("$a") FLOODED+=("$f")
-  ROWS+=("| $r | $a | $f | $(awk -v a="$a" -v f="$f" 'BEGIN { printf "%.2f", f / a }') | $reqs | $non2xx | $limited | $cpu |")
+  ROWS+=("$(row "$r" "$a" "$f" "$a50" "$f50" "$reqs" "$non2xx" "$limited" "$cpu")")
 done
 stop_proxy
 
@@ -206,16 +215,17 @@ if [ "$CONTROL" = 1 ]; then
   write_policy "rate = 1000000"
   start_proxy
   log "control: the flooder without an effective limit"
-  a=$(json_field "$(steady "$W/steady-alone-control.json")" p99_ms)
+  alone=$(steady "$W/steady-alone-control.json")
+  a=$(json_field "$alone" p99_ms) a50=$(json_field "$alone" p50_ms)
   flood control >"$W/flood-control.txt"
-  read -r f reqs non2xx limited cpu <"$W/flood-control.txt"
-  CONTROL_ROW="| control (flooder rate = 1000000) | $a | $f | $(awk -v a="$a" -v f="$f" 'BEGIN { printf "%.2f", f / a }') | $reqs | $non2xx | $limited | $cpu |"
+  read -r f f50 reqs non2xx limited cpu <"$W/flood-control.txt"
+  CONTROL_ROW=$(row "control (flooder rate = 1000000)" "$a" "$f" "$a50" "$f50" "$reqs" "$non2xx" "$limited" "$cpu")
   stop_proxy
 fi
 
 echo
-echo "| round | steady p99 alone ms | steady p99 under flood ms | ratio | flooder requests | flooder non-2xx | rate-limited (metric) | proxy CPU us/req |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| round | steady p99 alone ms | steady p99 under flood ms | ratio | p50 alone ms | p50 under flood ms | flooder requests | flooder non-2xx | rate-limited (metric) | proxy CPU us/req |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 [ -z "$CONTROL_ROW" ] || echo "$CONTROL_ROW"
 echo
@@ -225,4 +235,4 @@ awk -v a="$ma" -v f="$mf" 'BEGIN {
   r = f / a
   printf "Target: steady p99 under the flood / alone (medians over rounds) = %s / %s = %.2f  (target <= 1.5)  %s\n", f, a, r, (r <= 1.5) ? "PASS" : "FAIL"
 }'
-echo "The flooder got 429s in every round: $(printf '%s\n' "${ROWS[@]}" | awk -F'|' '{ if ($7 + 0 == 0) bad = 1 } END { print bad ? "NO" : "yes" }')"
+echo "The flooder got 429s in every round: $(printf '%s\n' "${ROWS[@]}" | awk -F'|' '{ if ($9 + 0 == 0) bad = 1 } END { print bad ? "NO" : "yes" }')"
