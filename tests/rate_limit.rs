@@ -11,6 +11,7 @@
 //!
 //! Run: `cargo build --workspace --bins && cargo test -p metaguard-tests --test rate_limit`.
 
+use metaguard_proxy::pipeline::MAX_REFUSAL_HOLD as HOLD;
 use metaguard_tests::cni::{Node, Pod};
 use metaguard_tests::fake::INSTANCE_ID;
 use metaguard_tests::netns::wait_for;
@@ -84,6 +85,15 @@ fn burst_from(pod: &Pod<'_>) -> Vec<Response> {
     let mut out = pipelined(first, &targets[..3]);
     out.extend(pipelined(second, &targets[3..]));
     let fixed = request(pod.ns.path(), addr, "GET", "/fixed", &[]);
+    if fixed.statuses() == vec![429] {
+        // A refusal is held until the next token is due, at most 100 ms (here the token is 100 s
+        // away): a client looping on refusals is paced, not served as fast as the proxy can.
+        assert!(
+            fixed.elapsed >= HOLD,
+            "refusal not held: {:?}",
+            fixed.elapsed
+        );
+    }
     out.extend(fixed.responses);
     assert_eq!(out.len(), 2 * BURST + 1, "every request answered");
     out
@@ -193,6 +203,13 @@ fn a_pod_over_its_limit_gets_429_and_another_pod_keeps_its_share() {
         );
     }
     assert_eq!(refused.last().unwrap()["path"], "/fixed");
+    // The hold is in the line's latency too.
+    assert!(
+        refused
+            .iter()
+            .all(|d| d["latency_ms"].as_f64() >= Some(99.0)),
+        "{refused:?}"
+    );
     assert!(
         lines_of(&all, &other)
             .iter()
