@@ -10,7 +10,7 @@
 //! map (a write lock only the first time the worker sees a (policy, rule) pair), so the two cores
 //! never write the same cache line per request.
 //!
-//! At scrape time [`Metrics::render`] copies the counters into a [`Scrape`], and prometheus-client
+//! At scrape time [`Metrics::render`] copies the counters into a `Scrape`, and prometheus-client
 //! encodes that in the Prometheus text format (0.0.4).
 
 use crate::outcome::{CacheUse, Outcome};

@@ -9,6 +9,7 @@
 use crate::corpus::Expect;
 use crate::fake::Recorded;
 use crate::raw::{End, Exchange};
+use metaguard_proxy::http1::reference::percent_decode_once;
 
 /// `Ok(())` when the exchange is what the case expects; otherwise why not.
 pub fn judge(expect: Expect, ex: &Exchange) -> Result<(), String> {
@@ -76,34 +77,13 @@ pub struct Violation {
 fn decode_fully(s: &str) -> String {
     let mut cur = s.as_bytes().to_vec();
     for _ in 0..4 {
-        let next = decode_once(&cur);
+        let next = percent_decode_once(&cur);
         if next == cur {
             break;
         }
         cur = next;
     }
     String::from_utf8_lossy(&cur).into_owned()
-}
-
-fn decode_once(b: &[u8]) -> Vec<u8> {
-    let hex = |x: u8| (x as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|&x| hex(x)),
-                b.get(i + 2).and_then(|&x| hex(x)),
-            ) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
 }
 
 /// The path as the most lenient server would read it: fully decoded, `\` as `/`, matrix

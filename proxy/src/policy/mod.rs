@@ -128,7 +128,7 @@ impl<'p> Decision<'p> {
     }
 
     /// The body of a Deny answer: the rule's prebuilt one, or for a request no rule matched
-    /// "no rule allows <METHOD> <path>" and a newline, built without the formatting machinery
+    /// `no rule allows <METHOD> <path>` and a newline, built without the formatting machinery
     /// (the default-deny answer is the hot path of every denied request). The canonical path
     /// and the method token hold no control characters, so the body stays one line. `None`
     /// for Allow and Respond.
