@@ -3,9 +3,9 @@
 //! GCE's metadata server holds `GET ...?wait_for_change=true` until the value's ETag differs from
 //! `last_etag` (or from the ETag the value had when the request arrived), or until `timeout_sec`
 //! seconds have passed, and then answers 200 with the value and its `ETag`. The guest agent polls
-//! this way all the time (`timeout_sec=60`, with a 70 s client timeout), and so do the osconfig
-//! agent and GKE's components. Under the ordinary `upstream.response_timeout_ms` (5 s) every one of
-//! them would end in a 504. So, for a request the policy allowed:
+//! this way all the time (`timeout_sec=60`, with a 70 s client timeout), and so does the OS Config
+//! agent (without `timeout_sec`). Under the ordinary `upstream.response_timeout_ms` (5 s) every
+//! one of them would end in a 504. So, for a request the policy allowed:
 //!
 //! - [`LongPolls::deadline`]: a request that asks to wait gets an upstream deadline of its
 //!   `timeout_sec` (at most `long_poll.max_wait_ms`; that maximum when `timeout_sec` is absent or
@@ -31,7 +31,7 @@
 //!
 //! The request is forwarded exactly as received (the canonical target): a `timeout_sec` above the
 //! maximum is not rewritten, so such a request ends in a 504 at the maximum plus slack, and the
-//! client asks again. GCE's documentation does not state how long it holds a request that has no
+//! client asks again. No documented figure was found for how long GCE holds a request that has no
 //! `timeout_sec`; the proxy gives it the maximum.
 
 use crate::canon::CanonicalTarget;
