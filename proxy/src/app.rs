@@ -1,9 +1,10 @@
 //! What every connection of every worker shares, built once at start: the policy in force, the
-//! pod records, the decision log, the metrics, and the endpoints' upstream targets. (What a worker
-//! owns alone is in `pipeline::worker`.)
+//! pod records, the decision log, the metrics, the endpoints' upstream targets, and the long polls
+//! in flight. (What a worker owns alone is in `pipeline::worker`.)
 
 use crate::decision_log::DecisionLog;
 use crate::http1::client::Target;
+use crate::longpoll::LongPolls;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::records::RecordCache;
@@ -16,6 +17,9 @@ pub struct App {
     /// Where each endpoint's allowed requests go, indexed like the configuration's endpoints
     /// (and like every worker's `Upstream`).
     pub targets: Vec<Target>,
+    /// Long-poll deadlines and the caps on how many hang at once (a pod's connections are spread
+    /// over the workers, so the caps are shared).
+    pub long_polls: LongPolls,
 }
 
 impl App {

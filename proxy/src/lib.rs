@@ -18,6 +18,7 @@
 //! | observability | [`decision_log`], [`metrics`], [`logger`] | decision lines, counters, the stderr log |
 //! | policy | [`policy`] | compiled policies, selection, decisions; the set in force ([`policy::store`]) |
 //! | HTTP/1 | [`http1`] | request heads and rules, answers, the upstream client and relay, numbers and dates |
+//! | long polls | [`longpoll`] | which requests wait for a change, their upstream deadline, the caps on how many hang |
 //! | base | [`config`], [`canon`], [`outcome`] | the configuration file; the canonical request target; the closed sets requests are recorded with |
 //!
 //! # One request's path
@@ -31,7 +32,8 @@
 //!    [`records::RecordCache::lookup_at`] (who is calling, and the policy their record selects under
 //!    the snapshot from [`policy::store::PolicyStore::current`]), [`policy::Policy::decide`]; then a
 //!    local answer ([`pipeline::local`]), a cached one ([`pipeline::cache`]), or one forwarded by
-//!    [`http1::client::Upstream::send_encoded`] and relayed ([`http1::relay`]); last, the decision
+//!    [`http1::client::Upstream::send_encoded`] and relayed ([`http1::relay`]) (a long poll takes a
+//!    slot and its own deadline from [`longpoll`] first, and skips the cache); last, the decision
 //!    line ([`decision_log`]) and the counters ([`metrics`]), written in one place.
 //! 4. [`http1::answer::encode`] writes the [`http1::Answer`] (local or relayed) with one `write`;
 //!    the connection stays open or closes ([`http1::answer::persistence`]).
@@ -45,6 +47,7 @@ pub mod decision_log;
 pub mod http1;
 pub mod lifecycle;
 pub mod logger;
+pub mod longpoll;
 pub mod metrics;
 pub mod outcome;
 pub mod pipeline;

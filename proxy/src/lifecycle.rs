@@ -6,15 +6,17 @@
 //! preloaded in the background (a miss reads the files directly, so nothing waits for the
 //! preload).
 //! SIGHUP: reload the policy (a bad file keeps the old one, logs why and counts a failed reload)
-//! and reopen the decision log file. SIGTERM/SIGINT: stop accepting (listeners closed, so pods get
-//! connection refused, never the real service), let requests in flight finish within the grace
-//! period, flush the decision log, exit 0.
+//! and reopen the decision log file; long polls in flight go on. SIGTERM/SIGINT: stop accepting
+//! (listeners closed, so pods get connection refused, never the real service), end long polls in
+//! flight at once (503, retry: `crate::longpoll`), let other requests in flight finish within the
+//! grace period, flush the decision log, exit 0.
 
 use crate::admin::{self, Admin};
 use crate::app::App;
 use crate::config::{ms, Config};
 use crate::decision_log::DecisionLog;
 use crate::http1::client::{Target, Upstream};
+use crate::longpoll::LongPolls;
 use crate::metrics::Metrics;
 use crate::pipeline::cache::ResponseCache;
 use crate::pipeline::worker::Worker;
@@ -84,6 +86,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         log,
         metrics,
         targets: cfg.endpoints.iter().map(Target::from_config).collect(),
+        long_polls: LongPolls::new(&cfg.long_poll, ms(cfg.upstream.response_timeout_ms)),
     });
     let (dispatcher, queues) = Dispatcher::new(n);
     let settings = ConnSettings::from_config(&cfg.limits);
@@ -256,6 +259,13 @@ async fn run_async(cfg: Config, started: Started) -> Result<(), RunError> {
         limits.in_use()
     );
     let _ = shutdown_tx.send(true);
+    // Long polls would hold the drain for the whole grace period (they wait up to minutes): they
+    // are answered now (503, retry), and requests of any other kind in flight finish.
+    let hanging = app.long_polls.open();
+    app.long_polls.close();
+    if hanging > 0 {
+        log::info!("shutting down: {hanging} long polls ended");
+    }
     for l in loops {
         let _ = l.await;
     }

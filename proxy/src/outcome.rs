@@ -19,10 +19,13 @@ pub enum Outcome {
     UnknownCaller,
     /// Something on our side failed: unreadable record, upstream failure.
     Error,
+    /// An allowed long poll refused because its pod (or every pod together) already holds as many
+    /// as the long-poll caps allow (`crate::longpoll`).
+    LongPollLimited,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Allow,
         Outcome::Deny,
         Outcome::Respond,
@@ -30,6 +33,7 @@ impl Outcome {
         Outcome::Invalid,
         Outcome::UnknownCaller,
         Outcome::Error,
+        Outcome::LongPollLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::UnknownCaller => "unknown-caller",
             Outcome::Error => "error",
+            Outcome::LongPollLimited => "long-poll-limited",
         }
     }
 
@@ -119,6 +124,28 @@ impl ConnRefusal {
     }
 }
 
+/// Which long-poll cap refused a long poll (label `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongPollRefusal {
+    Total,
+    PerSource,
+}
+
+impl LongPollRefusal {
+    pub const ALL: [LongPollRefusal; 2] = [LongPollRefusal::Total, LongPollRefusal::PerSource];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LongPollRefusal::Total => "total",
+            LongPollRefusal::PerSource => "per_source",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +157,9 @@ mod tests {
         }
         for (i, c) in CacheUse::ALL.iter().enumerate() {
             assert_eq!(c.index(), i);
+        }
+        for (i, r) in LongPollRefusal::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
         }
     }
 }
