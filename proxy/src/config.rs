@@ -172,6 +172,10 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordsConfig {
+    /// Watch the state directory (inotify) so that a cached record is dropped the moment its
+    /// files change. Off: a change is noticed only by the check below (an address reused by a new
+    /// pod keeps the old pod's identity for up to `revalidate_ms`); for tests and as a way out.
+    pub watch: bool,
     /// A cached record older than this is checked against its `ips/<ip>` file before use.
     pub revalidate_ms: u64,
     /// Period of the background sweep that drops cached records whose files are gone.
@@ -181,6 +185,7 @@ pub struct RecordsConfig {
 impl Default for RecordsConfig {
     fn default() -> Self {
         RecordsConfig {
+            watch: true,
             revalidate_ms: 1000,
             sweep_interval_ms: 10_000,
         }
@@ -576,6 +581,7 @@ connect_timeout_ms = 10
 [limits]
 max_connections_per_source = 2
 [records]
+watch = false
 revalidate_ms = 500
 [shutdown]
 grace_ms = 1
@@ -598,6 +604,8 @@ max_per_source = 2
         assert_eq!(c.limits.max_connections_per_source, 2);
         assert_eq!(c.limits.max_connections, 4096);
         assert_eq!(c.records.revalidate_ms, 500);
+        assert!(!c.records.watch);
+        assert!(Config::default().records.watch, "watched by default");
         assert_eq!(c.worker_threads(), 3);
         assert_eq!(c.level(), log::LevelFilter::Debug);
         assert_eq!(c.long_poll.max_wait_ms, 60_000);

@@ -82,7 +82,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         .collect::<Result<Vec<_>, RunError>>()?;
     let app = Arc::new(App {
         policy: PolicyStore::new(policy, cfg.policy.clone()),
-        records: RecordCache::new(StateDir::new(&cfg.state_dir), ms(cfg.records.revalidate_ms)),
+        records: records(&cfg),
         log,
         metrics,
         targets: cfg.endpoints.iter().map(Target::from_config).collect(),
@@ -151,6 +151,19 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         let _ = t.join();
     }
     res
+}
+
+fn records(cfg: &Config) -> RecordCache {
+    let (state, revalidate) = (StateDir::new(&cfg.state_dir), ms(cfg.records.revalidate_ms));
+    if cfg.records.watch {
+        RecordCache::watching(state, revalidate)
+    } else {
+        log::warn!(
+            "records.watch = false: an address reused by a new pod keeps the old pod's identity \
+             for up to records.revalidate_ms"
+        );
+        RecordCache::new(state, revalidate)
+    }
 }
 
 fn single_threaded() -> std::io::Result<tokio::runtime::Runtime> {
@@ -228,29 +241,7 @@ async fn run_async(cfg: Config, started: Started) -> Result<(), RunError> {
         shutdown_rx.clone(),
     )));
 
-    // Background: preload, then sweep periodically.
-    {
-        let app = app.clone();
-        let sweep_every = ms(cfg.records.sweep_interval_ms);
-        let mut shutdown = shutdown_rx.clone();
-        tokio::spawn(async move {
-            preload(&app).await;
-            let mut tick = tokio::time::interval(sweep_every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => break,
-                    _ = tick.tick() => {}
-                }
-                let a = app.clone();
-                if let Ok(n) = tokio::task::spawn_blocking(move || a.records.sweep()).await {
-                    if n > 0 {
-                        log::debug!("pod records: {n} removed addresses evicted");
-                    }
-                }
-            }
-        });
-    }
+    spawn_background(&app, &cfg, &shutdown_rx);
 
     wait_for_shutdown(&app).await.map_err(RunError::Runtime)?;
 
@@ -287,6 +278,57 @@ async fn run_async(cfg: Config, started: Started) -> Result<(), RunError> {
     drop(served);
     Ok(())
 }
+
+/// Record upkeep: the state directory's changes applied even when no request comes (so the event
+/// queue never overflows on an idle proxy and removed addresses leave memory), the preload, then
+/// the periodic sweep.
+fn spawn_background(app: &Arc<App>, cfg: &Config, shutdown_rx: &watch::Receiver<bool>) {
+    // Background: apply the state directory's changes even when no request comes (so the
+    // event queue never overflows on an idle proxy and removed addresses leave memory).
+    {
+        let app = app.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_SYNC_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = tick.tick() => {}
+                }
+                // No file I/O: one non-blocking read (and, while a directory is missing, an
+                // attempt to watch it).
+                app.records.sync_watch();
+            }
+        });
+    }
+    // Background: preload, then sweep periodically.
+    {
+        let app = app.clone();
+        let sweep_every = ms(cfg.records.sweep_interval_ms);
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            preload(&app).await;
+            let mut tick = tokio::time::interval(sweep_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = tick.tick() => {}
+                }
+                let a = app.clone();
+                if let Ok(n) = tokio::task::spawn_blocking(move || a.records.sweep()).await {
+                    if n > 0 {
+                        log::debug!("pod records: {n} removed addresses evicted");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// How often the background applies the state directory's changes (requests do it themselves).
+const WATCH_SYNC_EVERY: Duration = Duration::from_millis(250);
 
 fn describe(l: &tokio::net::TcpListener) -> String {
     l.local_addr()
