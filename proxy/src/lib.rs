@@ -14,7 +14,7 @@
 //! | serving | [`server`] | listening sockets, connection caps, dispatch to workers, the connection loop |
 //! | pipeline | [`pipeline`] | one request: canonicalise, check, identify, select, decide, answer, record; a worker's state ([`pipeline::worker`]), the answer cache |
 //! | shared state | [`app`] | what every worker shares: policy store, records, decision log, metrics, targets |
-//! | identity | [`records`] | source address -> pod record -> identity and selected policy, cached |
+//! | identity | [`records`] | source address -> pod record -> identity and selected policy, cached; the state directory watched so a change counts at once |
 //! | observability | [`decision_log`], [`metrics`], [`logger`] | decision lines, counters, the stderr log |
 //! | policy | [`policy`] | compiled policies, selection, decisions; the set in force ([`policy::store`]) |
 //! | HTTP/1 | [`http1`] | request heads and rules, answers, the upstream client and relay, numbers and dates |

@@ -246,7 +246,7 @@ impl Inner {
             Some(_) => {}
             None => {
                 if self.logged.take().is_some() {
-                    log::info!("state directory watched again");
+                    log::info!("watching the state directory, its ips/ and pods/");
                 }
             }
         }
