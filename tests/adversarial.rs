@@ -11,8 +11,9 @@
 //!
 //! The judge of the invariant is the fake's record, checked after the whole run: no denied resource
 //! (credentials, user-data, kube-env, service-account tokens and identities, `recursive` outside the
-//! service-accounts tree, managed identity), no target the proxy should have refused as ambiguous,
-//! no forwarding header, no non-HTTP bytes. Also no secret in any answer a pod got (outside audit).
+//! service-accounts tree, managed identity; near-miss names of them too), no target the proxy
+//! should have refused as ambiguous, no forwarding header, no non-HTTP bytes. Also no secret in any
+//! answer a pod got (outside audit).
 //!
 //! Run: `cargo build --workspace --bins && cargo test -p metaguard-tests --test adversarial -- --nocapture`.
 
@@ -212,6 +213,27 @@ fn adversarial_corpus() {
         r.local_addr().map(|a| a.port()) == Some(phase_port(Preset::Audit))
             && verdict::denied_resource(&r.target).is_some()
     });
+    // And it must see near-miss names: under audit every near miss the canonicaliser accepts is
+    // forwarded, arrives, and is read as the secret it nearly names. Their absence under the
+    // cloud presets then means the presets stopped them.
+    let audit_targets: Vec<&str> = records
+        .iter()
+        .filter(|r| r.local_addr().map(|a| a.port()) == Some(phase_port(Preset::Audit)))
+        .map(|r| r.target.as_str())
+        .collect();
+    let near_miss_controls: Vec<String> = outcomes
+        .iter()
+        .filter(|o| {
+            o.case.category == Category::NearMiss
+                && o.case.preset == Preset::Audit
+                && !o.case.expect.policy_independent()
+        })
+        .filter_map(|o| o.case.target())
+        .collect();
+    let near_miss_unseen: Vec<&String> = near_miss_controls
+        .iter()
+        .filter(|t| !audit_targets.contains(&t.as_str()) || verdict::denied_resource(t).is_none())
+        .collect();
 
     // Summary.
     let mut by_cat: BTreeMap<Category, (usize, usize)> = BTreeMap::new();
@@ -283,11 +305,20 @@ fn adversarial_corpus() {
     for (phase, v) in &violations {
         println!("VIOLATION [{phase}] {:?}: {}", v.target, v.why);
     }
+    println!(
+        "near-miss control: {} near-miss requests forwarded under audit, {} not seen as a secret by the judge",
+        near_miss_controls.len(),
+        near_miss_unseen.len()
+    );
     println!("adversarial: {passed} passed, {failed} failed");
 
     assert!(
         audit_saw_secret,
         "self-check: the audit phase's allowed user-data request never reached the fake"
+    );
+    assert!(
+        !near_miss_controls.is_empty() && near_miss_unseen.is_empty(),
+        "self-check: near-miss requests under audit that did not arrive or were not read as secrets: {near_miss_unseen:?}"
     );
     assert!(
         violations.is_empty(),

@@ -803,3 +803,114 @@ fn annotations_from_runtime_config_reach_the_record() {
     let rec = read_record(&pod);
     assert_eq!(rec["annotations"], json!({"metaguard.io/policy": "aws"}));
 }
+
+// --- overlapping addresses (issue 14 item 5) ---
+
+/// The key `ips/<addr>` names ("" when there is no entry).
+fn entry_owner(node: &Node, addr: IpAddr) -> String {
+    std::fs::read_to_string(node.state_dir().join("ips").join(addr.to_string())).unwrap_or_default()
+}
+
+/// Nothing of metaguard's for `pod`: no table in its namespace, no guard, no record.
+fn assert_not_set_up(node: &Node, pod: &Pod) {
+    assert_eq!(nft_tables(&pod.ns), Vec::<String>::new(), "pod tables");
+    let guard = format!("netdev {}", table_of(&pod.key()));
+    assert!(!nft_tables(&node.ns).contains(&guard), "{guard} installed");
+    assert!(!pod.record_path().exists(), "record of {}", pod.key());
+}
+
+#[test]
+fn an_address_another_live_attachment_holds_is_refused() {
+    let node = Node::new();
+    let (conf_a, conf_b, addr) = node.overlapping_networks("1.0.0");
+    let mut a = node.bridge_pod_on("1.0.0", conf_a);
+    a.metaguard("ADD").expect_ok();
+    let b = node.bridge_pod_on("1.0.0", conf_b);
+    assert_eq!((a.ip(false), b.ip(false)), (addr, addr), "ranges overlap");
+
+    let e = b.metaguard("ADD").expect_error(103);
+    let msg = e["msg"].as_str().unwrap_or_default();
+    assert_eq!(
+        msg,
+        format!(
+            "address {addr} is in use by container {} on network neta (interface eth0)",
+            a.container_id
+        )
+    );
+    assert!(
+        e["details"]
+            .as_str()
+            .is_some_and(|d| d.contains(a.ns.path_str()) && d.contains("team-a/web-0")),
+        "{e}"
+    );
+    assert_not_set_up(&node, &b);
+    // The first pod is still identified, and still guarded.
+    assert_eq!(entry_owner(&node, addr), a.key());
+    a.metaguard("CHECK").expect_ok();
+    // Its repeat ADD stays idempotent.
+    a.metaguard("ADD").expect_ok();
+    assert_eq!(entry_owner(&node, addr), a.key());
+    a.metaguard("CHECK").expect_ok();
+
+    // Control: the first pod goes away without a DEL (its namespace deleted): the second ADD
+    // takes the address over, and says so.
+    a.delete_netns();
+    let out = b.metaguard("ADD");
+    out.expect_ok();
+    assert!(
+        out.stderr
+            .contains(&format!("address {addr} taken over from {}", a.key())),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(entry_owner(&node, addr), b.key());
+    b.metaguard("CHECK").expect_ok();
+    // The first pod's DEL, late, removes its own record and never the second's entry.
+    a.metaguard("DEL").expect_ok();
+    assert!(!a.record_path().exists());
+    assert_eq!(entry_owner(&node, addr), b.key());
+    b.metaguard("CHECK").expect_ok();
+}
+
+#[test]
+fn two_adds_racing_for_one_address_never_both_succeed() {
+    const ROUNDS: usize = 25;
+    let node = Node::new();
+    let (conf_a, conf_b, addr) = node.overlapping_networks("1.0.0");
+    let a = node.bridge_pod_on("1.0.0", conf_a);
+    let b = node.bridge_pod_on("1.0.0", conf_b);
+    let mut wins = [0usize; 2];
+    // Losers that had installed their tables already: refused by the check under the lock.
+    let mut undone = 0usize;
+    for round in 0..ROUNDS {
+        let start = std::sync::Barrier::new(2);
+        let (out_a, out_b) = std::thread::scope(|s| {
+            let ta = s.spawn(|| {
+                start.wait();
+                a.metaguard("ADD")
+            });
+            let tb = s.spawn(|| {
+                start.wait();
+                b.metaguard("ADD")
+            });
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        let (winner, loser, lost) = match (out_a.success(), out_b.success()) {
+            (true, false) => (&a, &b, &out_b),
+            (false, true) => (&b, &a, &out_a),
+            both => panic!("round {round}: successes {both:?}\nA: {out_a:?}\nB: {out_b:?}"),
+        };
+        wins[usize::from(std::ptr::eq(winner, &b))] += 1;
+        lost.expect_error(103);
+        undone += usize::from(lost.stderr.contains("installed inet"));
+        assert_not_set_up(&node, loser);
+        assert_eq!(entry_owner(&node, addr), winner.key(), "round {round}");
+        winner.metaguard("CHECK").expect_ok();
+        winner.metaguard("DEL").expect_ok();
+        assert_eq!(entry_owner(&node, addr), "", "round {round}");
+    }
+    println!(
+        "{ROUNDS} rounds: a won {}, b won {}; {undone} losers refused after installing (and undone)",
+        wins[0], wins[1]
+    );
+}

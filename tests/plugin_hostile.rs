@@ -11,6 +11,7 @@
 //!
 //! Run: `cargo build --workspace --bins && cargo test -p metaguard-tests --test plugin_hostile`.
 
+use metaguard_plugin::rules::table_name;
 use metaguard_tests::bins;
 use metaguard_tests::cni::{exec_plugin, nft_tables, with_env, Node, PluginOutput, Pod};
 use serde_json::{json, Value};
@@ -195,6 +196,15 @@ fn cases(pod: &Pod<'_>, scratch: &std::path::Path) -> Vec<Hostile> {
     push(
         "env-netns-dev-null",
         with_env(add.clone(), "CNI_NETNS", Some("/dev/null")),
+        good.clone(),
+        &[4],
+    );
+    // A FIFO: opening it for reading would wait for a writer forever (the plugin used to).
+    let fifo = scratch.join("fifo");
+    mkfifo(&fifo);
+    push(
+        "env-netns-fifo",
+        with_env(add.clone(), "CNI_NETNS", Some(fifo.to_str().unwrap())),
         good.clone(),
         &[4],
     );
@@ -512,6 +522,14 @@ fn cases(pod: &Pod<'_>, scratch: &std::path::Path) -> Vec<Hostile> {
     v
 }
 
+fn mkfifo(path: &std::path::Path) {
+    let st = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
 /// The plugin must fail cleanly with one of `codes`.
 fn check_failure(id: &str, out: &PluginOutput, codes: &[u64]) -> Result<(), String> {
     if out.code.is_none() {
@@ -676,4 +694,93 @@ fn hostile_inputs_fail_cleanly_and_leave_nothing() {
         "{} of {total} hostile inputs were mishandled (listed above)",
         failures.len()
     );
+}
+
+/// A record in the state directory that claims the address a new pod got (issue 14 item 5): the
+/// state directory is root's, but ADD reads records another ADD wrote, so it reads them
+/// defensively. A holder it cannot read is not taken over (code 103, nothing installed); a
+/// holder whose netns is a FIFO or a device is never opened (no hang, no driver woken) and,
+/// being no namespace, counts as gone: the address is taken over.
+#[test]
+fn hostile_holder_records_neither_hang_nor_get_taken_over_unread() {
+    let node = Node::new();
+    let (conf_a, conf_b, addr) = node.overlapping_networks(V);
+    let a = node.bridge_pod_on(V, conf_a);
+    a.metaguard("ADD").expect_ok();
+    let b = node.bridge_pod_on(V, conf_b);
+    let good: Value = serde_json::from_slice(&std::fs::read(a.record_path()).unwrap()).unwrap();
+    let entry = node.state_dir().join("ips").join(addr.to_string());
+    let owner = || std::fs::read_to_string(&entry).unwrap_or_default();
+    let scratch = metaguard_tests::netns::TempDir::new("holder");
+    let fifo = scratch.path().join("fifo");
+    mkfifo(&fifo);
+    let copy = scratch.path().join("record-copy.json");
+    std::fs::write(&copy, serde_json::to_vec(&good).unwrap()).unwrap();
+    let with = |k: &str, v: Value| {
+        let mut r = good.clone();
+        r[k] = v;
+        serde_json::to_vec(&r).unwrap()
+    };
+    let b_left = || {
+        let mut left: Vec<String> = nft_tables(&b.ns);
+        left.extend(
+            nft_tables(&node.ns)
+                .into_iter()
+                .filter(|t| t.ends_with(&table_name(&b.key()))),
+        );
+        if b.record_path().exists() {
+            left.push("b's record".into());
+        }
+        left
+    };
+
+    // Unreadable: refused, b gets nothing, the entry stays a's.
+    let unreadable: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"{\"version\": 1, ".to_vec()),
+        ("newer-version", with("version", json!(2))),
+        ("path-in-id", with("containerId", json!("../../../etc/x"))),
+        ("not-utf8", b"\xff\xfe{}".to_vec()),
+        ("huge", vec![b' '; 4 << 20]),
+        ("relative-netns", with("netns", json!("run/netns/x"))),
+    ];
+    for (id, body) in unreadable {
+        std::fs::write(a.record_path(), &body).unwrap();
+        let out = b.metaguard("ADD");
+        let e = out.expect_error(103);
+        assert!(
+            e["msg"].as_str().unwrap().contains(&a.container_id),
+            "{id}: {e}"
+        );
+        assert_eq!(b_left(), Vec::<String>::new(), "{id}: b left {out:?}");
+        assert_eq!(owner(), a.key(), "{id}");
+    }
+    // A symlink at the record's name (to a perfectly good copy) is not followed.
+    std::fs::remove_file(a.record_path()).unwrap();
+    std::os::unix::fs::symlink(&copy, a.record_path()).unwrap();
+    let e = b.metaguard("ADD").expect_error(103);
+    assert!(e["details"].as_str().unwrap().contains("symlink"), "{e}");
+    assert_eq!(b_left(), Vec::<String>::new());
+    std::fs::remove_file(a.record_path()).unwrap();
+
+    // Paths that are no namespace: never opened, so never waited on; the address is taken over.
+    for netns in [fifo.to_str().unwrap(), "/dev/zero", "/dev/kmsg"] {
+        std::fs::write(a.record_path(), with("netns", json!(netns))).unwrap();
+        let out = b.metaguard("ADD");
+        out.expect_ok();
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "{netns}: {:?}",
+            out.elapsed
+        );
+        assert_eq!(owner(), b.key(), "{netns}");
+        assert!(out.stderr.contains("taken over from"), "{netns}: {out:?}");
+        // Back to a holding it.
+        b.metaguard("DEL").expect_ok();
+        std::fs::write(a.record_path(), serde_json::to_vec(&good).unwrap()).unwrap();
+        a.metaguard("ADD").expect_ok();
+        assert_eq!(owner(), a.key(), "{netns}");
+    }
+    // Control: the untouched record still refuses b.
+    b.metaguard("ADD").expect_error(103);
+    assert_eq!(b_left(), Vec::<String>::new());
 }

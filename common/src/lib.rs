@@ -9,4 +9,3 @@ pub mod endpoints;
 pub mod ids;
 pub mod record;
 pub mod state;
-pub mod time;

@@ -19,6 +19,14 @@
 //!   so an entry planted at a temporary name is never written through;
 //! - records and address entries are opened with `O_NOFOLLOW` and must be regular files: a
 //!   symlink there is an error ([`StateError::NotRegularFile`]), never followed.
+//!
+//! Writers lock, readers do not. An address entry is changed after a decision that reads the
+//! directory first (ADD: is the address free, or held by an attachment whose pod is gone? DEL:
+//! is this entry still mine?). Two plugin processes doing that at once could both find an
+//! address free and both take it, or a DEL could remove the entry an ADD wrote between its read
+//! and its unlink. So the plugin holds [`StateDir::lock`] (an exclusive `flock` on the state
+//! directory itself) from such a read to the write it decides. The proxy never locks: every file
+//! is replaced by a rename, so it reads the old file or the new one.
 
 use crate::ids::{split_attachment_key, valid_cni_name, valid_ifname};
 use crate::record::{PodRecord, RECORD_VERSION};
@@ -103,6 +111,29 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
     }
 }
 
+/// Who holds an address according to the state directory ([`StateDir::holder_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// No address entry.
+    Free,
+    /// The entry names the asking attachment.
+    Ours,
+    /// The entry names another key whose record is missing or does not list the address: a
+    /// leftover that grants no identity (the proxy ignores it the same way).
+    Stale { key: String },
+    /// The entry is not one the plugin writes (not a regular file, not UTF-8, not a key). `reason`
+    /// says what it is; it grants no identity either.
+    Junk { reason: String },
+    /// Another attachment's record lists the address: that attachment holds it.
+    Other(Box<PodRecord>),
+}
+
+/// An exclusive lock on the state directory, released when dropped (see the module docs).
+#[derive(Debug)]
+pub struct StateLock {
+    _dir: std::fs::File,
+}
+
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
@@ -162,6 +193,69 @@ impl StateDir {
                 .map_err(io_err(&dir))?;
         }
         Ok(())
+    }
+
+    /// Takes the writers' lock (see the module docs), creating the directories first when they
+    /// are missing. Blocks while another process holds it; the runtime's timeout for the plugin
+    /// bounds that wait (a killed holder's lock goes with its process).
+    pub fn lock(&self) -> Result<StateLock, StateError> {
+        self.create_dirs()?;
+        match self.lock_existing()? {
+            Some(lock) => Ok(lock),
+            // Created a moment ago and already gone: someone removed it; say so.
+            None => Err(io_err(&self.root)(io::ErrorKind::NotFound.into())),
+        }
+    }
+
+    /// Takes the writers' lock if the state directory exists; `Ok(None)` when it does not (there
+    /// is then nothing to protect: no entry exists to be read or removed).
+    pub fn lock_existing(&self) -> Result<Option<StateLock>, StateError> {
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.root);
+        let dir = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&self.root)(e)),
+        };
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is passed.
+            let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&dir), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(Some(StateLock { _dir: dir }));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(io_err(&self.root)(e));
+            }
+        }
+    }
+
+    /// Who holds `ip`, for the attachment `key` about to take it. Errors are reads that failed
+    /// (the entry or the holder's record could not be read or parsed): the caller cannot tell
+    /// whether another attachment holds the address.
+    pub fn holder_of(&self, ip: &IpAddr, key: &str) -> Result<Holder, StateError> {
+        let owner = match self.owner_of(ip) {
+            Ok(None) => return Ok(Holder::Free),
+            Ok(Some(owner)) => owner,
+            // Not written by the plugin: nobody's entry.
+            Err(e @ (StateError::NotRegularFile { .. } | StateError::Invalid { .. })) => {
+                return Ok(Holder::Junk {
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        if owner == key {
+            return Ok(Holder::Ours);
+        }
+        // The same rule as [`StateDir::lookup_ip`]: whatever record the proxy would give this
+        // address is its holder (even one whose content names another key than its file).
+        match self.read_record(&owner)? {
+            Some(rec) if rec.ips.contains(ip) => Ok(Holder::Other(Box::new(rec))),
+            _ => Ok(Holder::Stale { key: owner }),
+        }
     }
 
     /// Writes the record and then its address entries, each atomically.
@@ -526,6 +620,113 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.lookup_ip(&"10.0.0.10".parse().unwrap()).unwrap(), None);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn holder_of_tells_free_ours_stale_junk_and_other() {
+        let d = tmpdir("holder");
+        let s = StateDir::new(&d);
+        let ip: IpAddr = "10.0.0.20".parse().unwrap();
+        let a = rec("a", &["10.0.0.20"]);
+        let b = rec("b", &["10.0.0.20"]);
+        assert_eq!(s.holder_of(&ip, &b.key()).unwrap(), Holder::Free);
+        s.write_record(&a).unwrap();
+        assert_eq!(s.holder_of(&ip, &a.key()).unwrap(), Holder::Ours);
+        assert_eq!(
+            s.holder_of(&ip, &b.key()).unwrap(),
+            Holder::Other(Box::new(a.clone()))
+        );
+        // a's record no longer lists the address: the entry is a leftover.
+        let mut moved = a.clone();
+        moved.ips = vec!["10.0.0.21".parse().unwrap()];
+        write_atomic(
+            &s.record_path(&a.key()),
+            &serde_json::to_vec(&moved).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.holder_of(&ip, &b.key()).unwrap(),
+            Holder::Stale { key: a.key() }
+        );
+        // The record gone entirely: the same.
+        fs::remove_file(s.record_path(&a.key())).unwrap();
+        assert_eq!(
+            s.holder_of(&ip, &b.key()).unwrap(),
+            Holder::Stale { key: a.key() }
+        );
+        // Entries the plugin never writes name nobody.
+        for junk in [&b"not a key"[..], &b"net:../x:eth0"[..], &b"\xff\xfe"[..]] {
+            write_atomic(&s.ip_path(&ip), junk).unwrap();
+            assert!(
+                matches!(s.holder_of(&ip, &b.key()), Ok(Holder::Junk { .. })),
+                "{junk:?}"
+            );
+        }
+        fs::remove_file(s.ip_path(&ip)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", s.ip_path(&ip)).unwrap();
+        assert!(matches!(
+            s.holder_of(&ip, &b.key()),
+            Ok(Holder::Junk { .. })
+        ));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_holder_record_is_an_error_not_a_free_address() {
+        let d = tmpdir("holderbad");
+        let s = StateDir::new(&d);
+        let ip: IpAddr = "10.0.0.22".parse().unwrap();
+        let a = rec("a", &["10.0.0.22"]);
+        s.write_record(&a).unwrap();
+        // Garbage, a newer format, a hostile name inside: nobody can tell whether a holds it.
+        let mut wrong_version = serde_json::to_value(&a).unwrap();
+        wrong_version["version"] = 99.into();
+        let mut bad_id = serde_json::to_value(&a).unwrap();
+        bad_id["containerId"] = "../../etc".into();
+        for body in [
+            b"{".to_vec(),
+            serde_json::to_vec(&wrong_version).unwrap(),
+            serde_json::to_vec(&bad_id).unwrap(),
+            vec![b'x'; 1 << 16],
+        ] {
+            write_atomic(&s.record_path(&a.key()), &body).unwrap();
+            let e = s.holder_of(&ip, "net:b:eth0").unwrap_err();
+            assert!(matches!(e, StateError::Invalid { .. }), "{e}");
+        }
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_writers_lock_is_exclusive_across_open_files() {
+        let d = tmpdir("lock");
+        let s = StateDir::new(&d);
+        assert!(
+            s.lock_existing().unwrap().is_none(),
+            "no directory, no lock"
+        );
+        let held = s.lock().unwrap();
+        // Another open file of the directory (as another plugin process has) cannot take it.
+        let other = fs::File::open(s.root()).unwrap();
+        let try_lock = |f: &fs::File| {
+            // SAFETY: flock on a descriptor we own.
+            unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(f),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            }
+        };
+        assert_eq!(try_lock(&other), -1, "a second holder got the lock");
+        assert_eq!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::EWOULDBLOCK)
+        );
+        drop(held);
+        assert_eq!(try_lock(&other), 0, "the lock outlived its guard");
+        drop(other);
+        // And lock_existing takes it on an existing directory.
+        assert!(s.lock_existing().unwrap().is_some());
         fs::remove_dir_all(&d).unwrap();
     }
 

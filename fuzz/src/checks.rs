@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use metaguard_plugin::cni::{CniArgs, Command, Env};
 use metaguard_plugin::config::Config;
 use metaguard_proxy::canon::{self, CanonicalTarget};
+use metaguard_proxy::http1::reference::percent_decode_once;
 use metaguard_proxy::http1::relay::RelayedHead;
 use metaguard_proxy::http1::request as front;
 use metaguard_proxy::policy::{Action, PolicySet, RequestView};
@@ -125,7 +126,7 @@ fn check_accepted(method: &Method, input: &str, t: &CanonicalTarget) {
         let keys: Vec<String> = q
             .split('&')
             .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
-            .map(|k| String::from_utf8_lossy(&decode_once(k)).into_owned())
+            .map(|k| String::from_utf8_lossy(&percent_decode_once(k.as_bytes())).into_owned())
             .collect();
         assert_eq!(keys, t.query_keys, "query keys of {q:?}");
         let recursive = keys.iter().any(|k| k.eq_ignore_ascii_case("recursive"));
@@ -153,31 +154,6 @@ fn check_accepted(method: &Method, input: &str, t: &CanonicalTarget) {
     let via_uri = canon::canonicalize(method, &uri)
         .unwrap_or_else(|r| panic!("{fwd:?} refused via Uri: {r}"));
     assert_eq!(&via_uri, t, "{fwd:?} via Uri");
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-fn decode_once(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|&x| hex(x)),
-                b.get(i + 2).and_then(|&x| hex(x)),
-            ) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
 }
 
 // --- whole request heads, the way the proxy's server reads them ---------------------------------

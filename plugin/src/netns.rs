@@ -5,8 +5,9 @@
 //! [`Netns::run`] keeps talking to the pod's namespace after we switch back.
 
 use nix::sched::{setns, CloneFlags};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// `NSFS_MAGIC` from linux/magic.h: the file system type of /proc/*/ns/* and bind-mounted
@@ -14,6 +15,12 @@ use std::path::{Path, PathBuf};
 const NSFS_MAGIC: i64 = 0x6e73_6673;
 /// `PROC_SUPER_MAGIC`: /proc/<pid>/ns/net itself is on procfs before it is resolved.
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+/// The file systems a namespace file is on: nsfs, or procfs for `/proc/<pid>/ns/net` looked at
+/// before the link is resolved.
+fn is_ns_fs(magic: i64) -> bool {
+    magic == NSFS_MAGIC || magic == PROC_SUPER_MAGIC
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -45,20 +52,32 @@ pub struct Netns {
 
 impl Netns {
     /// Opens `path` and checks that it is a network namespace file.
+    ///
+    /// Paths also come from pod records (DEL, GC, and ADD asking whether the pod holding an
+    /// address still exists), so a path that is not a namespace file is never opened: its file
+    /// system is looked at first (`statfs`, which opens nothing), and a device, a FIFO or a
+    /// regular file is refused before an `open` could block on it or wake a driver. The open
+    /// itself is non-blocking too.
     pub fn open(path: &Path) -> Result<Netns, NetnsError> {
-        let file = File::open(path).map_err(|source| NetnsError::Open {
+        let open_err = |source| NetnsError::Open {
             path: path.to_path_buf(),
             source,
-        })?;
-        let st = nix::sys::statfs::fstatfs(&file).map_err(|e| NetnsError::Open {
+        };
+        let not_netns = || NetnsError::NotNetns {
             path: path.to_path_buf(),
-            source: std::io::Error::from(e),
-        })?;
-        let magic = st.filesystem_type().0 as i64;
-        if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
-            return Err(NetnsError::NotNetns {
-                path: path.to_path_buf(),
-            });
+        };
+        let st = nix::sys::statfs::statfs(path).map_err(|e| open_err(std::io::Error::from(e)))?;
+        if !is_ns_fs(st.filesystem_type().0 as i64) {
+            return Err(not_netns());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(open_err)?;
+        let st = nix::sys::statfs::fstatfs(&file).map_err(|e| open_err(std::io::Error::from(e)))?;
+        if !is_ns_fs(st.filesystem_type().0 as i64) {
+            return Err(not_netns());
         }
         // A namespace file of another kind (mnt, pid, ...) is also on nsfs: setns with
         // CLONE_NEWNET would refuse it later, but we want the clear error now. The ioctl
@@ -68,9 +87,7 @@ impl Netns {
         let kind =
             unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&file), NS_GET_NSTYPE as _) };
         if kind != libc::CLONE_NEWNET {
-            return Err(NetnsError::NotNetns {
-                path: path.to_path_buf(),
-            });
+            return Err(not_netns());
         }
         Ok(Netns {
             file,

@@ -65,6 +65,7 @@ impl Admin {
             records_loaded: self.app.records.len(),
             decision_log_dropped: self.app.log.dropped(),
             policy_loaded: true,
+            long_polls_open: self.app.long_polls.open(),
         })
     }
 

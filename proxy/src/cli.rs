@@ -12,7 +12,7 @@ use std::process::ExitCode;
 const AFTER_HELP: &str = "\
 run (the default) serves until SIGTERM; SIGHUP reloads the policy file.
 Flags override the configuration file; --listen and --upstream may be repeated.
-check-policy validates a policy file and exits 0 (valid) or 1 (invalid, with the line).
+check-policy validates a policy file and exits 0 (valid; warnings on stderr) or 1 (invalid, with the line).
 Exit codes: 0 success, 1 failure, 2 usage or configuration error.";
 
 #[derive(Debug, Parser)]
@@ -136,6 +136,45 @@ where
     })
 }
 
+/// `check-policy FILE`: what goes to stdout, to stderr, and the exit code. A valid file: its
+/// summary, exit 0, and each warning on stderr in compiler style (`FILE:LINE:COLUMN: warning:
+/// ...`, then the suggested fix), so editors can jump to it. An invalid one: the error, exit 1.
+pub fn check_policy(path: &std::path::Path) -> (String, String, u8) {
+    match crate::policy::check_policy_file(path) {
+        Ok(check) => {
+            let mut err = String::new();
+            for w in &check.warnings {
+                err.push_str(&format!(
+                    "{}:{}:{}: warning: {}\n    suggested fix: {}\n",
+                    path.display(),
+                    w.line,
+                    w.column,
+                    w.message,
+                    w.suggestion
+                ));
+            }
+            (format!("{}\n", check.summary), err, 0)
+        }
+        // Compiler-style position so editors can jump to it.
+        Err(e) if e.line > 0 => (
+            String::new(),
+            format!(
+                "{}:{}:{}: {}\n",
+                path.display(),
+                e.line,
+                e.column,
+                e.message
+            ),
+            1,
+        ),
+        Err(e) => (
+            String::new(),
+            format!("{}: {}\n", path.display(), e.message),
+            1,
+        ),
+    }
+}
+
 /// The program: parse, dispatch, map errors to exit codes (0 ok, 1 failure, 2 usage or config).
 pub fn main() -> ExitCode {
     let cmd = match parse(std::env::args_os().skip(1)) {
@@ -144,21 +183,12 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match cmd {
-        Command::CheckPolicy(path) => match crate::policy::check_policy_file(&path) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                // Compiler-style position so editors can jump to it.
-                if e.line > 0 {
-                    eprintln!("{}:{}:{}: {}", path.display(), e.line, e.column, e.message);
-                } else {
-                    eprintln!("{}: {}", path.display(), e.message);
-                }
-                ExitCode::FAILURE
-            }
-        },
+        Command::CheckPolicy(path) => {
+            let (out, err, code) = check_policy(&path);
+            print!("{out}");
+            eprint!("{err}");
+            ExitCode::from(code)
+        }
         Command::Run { config, overrides } => {
             let cfg = match Config::load(config.as_deref(), &overrides) {
                 Ok(c) => c,
@@ -290,6 +320,64 @@ mod tests {
         assert!(p(&["check-policy", "a", "b"]).is_err());
         // Run's options belong to run.
         assert!(p(&["--policy", "p", "check-policy", "f.toml"]).is_err());
+    }
+
+    /// `check-policy` on a file with a near-miss denial: valid (exit 0, summary on stdout), and
+    /// on stderr the warning at the denial's line and column, then the suggested fix.
+    #[test]
+    fn check_policy_prints_near_miss_warnings() {
+        let dir = crate::testing::TempDir::new("check-policy");
+        let path = dir.path().join("p.toml");
+        let text = "default = \"p\"\n\n[[policy]]\nname = \"p\"\nfallback = \"gcp\"\n\n\
+                    [[policy.rule]]\nid = \"startup-script\"\n\
+                    glob = \"/computeMetadata/v1/instance/attributes/startup-script/**\"\n\
+                    action = \"deny\"\n";
+        std::fs::write(&path, text).unwrap();
+        let (out, err, code) = super::check_policy(&path);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.starts_with(&format!("{}: ok, 1 warning\n", path.display())),
+            "{out}"
+        );
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        let head = format!(
+            "{}:9:8: warning: deny rule `startup-script` names `instance`, `attributes`, \
+             `startup-script` exactly, but allow rule `v1` of fallback policy `gcp` lets through \
+             near-miss names (the name plus trailing characters) such as \
+             `GET /computeMetadata/v1/instance/attributes/startup-script.`",
+            path.display()
+        );
+        assert!(lines[0].starts_with(&head), "{}\n{head}", lines[0]);
+        assert_eq!(
+            lines[1],
+            "    suggested fix: glob = \"/computeMetadata/v1/instance*/attributes*/startup-script*/**\""
+        );
+
+        // The fix applied: no warning, nothing on stderr.
+        std::fs::write(
+            &path,
+            text.replace(
+                "instance/attributes/startup-script/",
+                "instance*/attributes*/startup-script*/",
+            ),
+        )
+        .unwrap();
+        let (out, err, code) = super::check_policy(&path);
+        assert_eq!((code, err.as_str()), (0, ""));
+        assert!(
+            out.starts_with(&format!("{}: ok\n", path.display())),
+            "{out}"
+        );
+
+        // An invalid file: exit 1, the position.
+        std::fs::write(&path, "default = \"nope\"\n").unwrap();
+        let (out, err, code) = super::check_policy(&path);
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert!(
+            err.starts_with(&format!("{}:1:11: ", path.display())),
+            "{err}"
+        );
     }
 
     #[test]

@@ -172,6 +172,10 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordsConfig {
+    /// Watch the state directory (inotify) so that a cached record is dropped the moment its
+    /// files change. Off: a change is noticed only by the check below (an address reused by a new
+    /// pod keeps the old pod's identity for up to `revalidate_ms`); for tests and as a way out.
+    pub watch: bool,
     /// A cached record older than this is checked against its `ips/<ip>` file before use.
     pub revalidate_ms: u64,
     /// Period of the background sweep that drops cached records whose files are gone.
@@ -181,6 +185,7 @@ pub struct RecordsConfig {
 impl Default for RecordsConfig {
     fn default() -> Self {
         RecordsConfig {
+            watch: true,
             revalidate_ms: 1000,
             sweep_interval_ms: 10_000,
         }
@@ -208,6 +213,36 @@ impl Default for CacheConfig {
         }
     }
 }
+
+/// Long polls: requests that ask the metadata service to hold them until a value changes (GCE's
+/// `?wait_for_change=true&timeout_sec=N`; see `crate::longpoll`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LongPollConfig {
+    /// The longest wait granted: a `timeout_sec` above it is clamped to it, and a long poll
+    /// without `timeout_sec` is given this long.
+    pub max_wait_ms: u64,
+    /// Added to the wait for the upstream's deadline: time to answer once the wait is over.
+    pub slack_ms: u64,
+    /// Long polls one source address (one pod) may hold at once; the next one gets 429.
+    pub max_per_source: usize,
+    /// Long polls all sources together may hold at once; the next one gets 429.
+    pub max_total: usize,
+}
+
+impl Default for LongPollConfig {
+    fn default() -> Self {
+        LongPollConfig {
+            max_wait_ms: 300_000,
+            slack_ms: 5_000,
+            max_per_source: 8,
+            max_total: 512,
+        }
+    }
+}
+
+/// The longest `long_poll.max_wait_ms` accepted (one hour): a longer hold has no client.
+pub const MAX_LONG_POLL_WAIT_MS: u64 = 3_600_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -242,6 +277,7 @@ pub struct Config {
     pub records: RecordsConfig,
     pub cache: CacheConfig,
     pub shutdown: ShutdownConfig,
+    pub long_poll: LongPollConfig,
 }
 
 impl Default for Config {
@@ -263,6 +299,7 @@ impl Default for Config {
             records: RecordsConfig::default(),
             cache: CacheConfig::default(),
             shutdown: ShutdownConfig::default(),
+            long_poll: LongPollConfig::default(),
         }
     }
 }
@@ -427,6 +464,26 @@ impl Config {
         if self.records.revalidate_ms == 0 || self.records.sweep_interval_ms == 0 {
             return bad("records intervals must be at least 1 ms".into());
         }
+        self.validate_long_poll()
+    }
+
+    fn validate_long_poll(&self) -> Result<(), ConfigError> {
+        let lp = &self.long_poll;
+        if lp.max_wait_ms == 0 || lp.max_wait_ms > MAX_LONG_POLL_WAIT_MS {
+            return Err(ConfigError::Invalid(format!(
+                "long_poll.max_wait_ms must be between 1 and {MAX_LONG_POLL_WAIT_MS} (one hour)"
+            )));
+        }
+        if lp.slack_ms > MAX_LONG_POLL_WAIT_MS {
+            return Err(ConfigError::Invalid(format!(
+                "long_poll.slack_ms must be at most {MAX_LONG_POLL_WAIT_MS} (one hour)"
+            )));
+        }
+        if lp.max_per_source == 0 || lp.max_total == 0 {
+            return Err(ConfigError::Invalid(
+                "long_poll: max_per_source and max_total must be at least 1".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -524,9 +581,13 @@ connect_timeout_ms = 10
 [limits]
 max_connections_per_source = 2
 [records]
+watch = false
 revalidate_ms = 500
 [shutdown]
 grace_ms = 1
+[long_poll]
+max_wait_ms = 60000
+max_per_source = 2
 "#,
         )
         .unwrap();
@@ -543,8 +604,14 @@ grace_ms = 1
         assert_eq!(c.limits.max_connections_per_source, 2);
         assert_eq!(c.limits.max_connections, 4096);
         assert_eq!(c.records.revalidate_ms, 500);
+        assert!(!c.records.watch);
+        assert!(Config::default().records.watch, "watched by default");
         assert_eq!(c.worker_threads(), 3);
         assert_eq!(c.level(), log::LevelFilter::Debug);
+        assert_eq!(c.long_poll.max_wait_ms, 60_000);
+        assert_eq!(c.long_poll.max_per_source, 2);
+        assert_eq!(c.long_poll.max_total, 512, "unset keys keep defaults");
+        assert_eq!(c.long_poll.slack_ms, 5_000);
     }
 
     #[test]
@@ -575,6 +642,12 @@ grace_ms = 1
             ),
             ("[[endpoints]]\nname=\"a b\"\naddress=\"1.2.3.4\"\nproxy_port=1", "name"),
             ("listen = [\"not-an-ip\"]", "listen"),
+            ("[long_poll]\nmax_wait_ms = 0", "max_wait_ms"),
+            ("[long_poll]\nmax_wait_ms = 3600001", "one hour"),
+            ("[long_poll]\nslack_ms = 3600001", "slack_ms"),
+            ("[long_poll]\nmax_per_source = 0", "at least 1"),
+            ("[long_poll]\nmax_total = 0", "at least 1"),
+            ("[long_poll]\nmax_waits = 1", "max_waits"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");

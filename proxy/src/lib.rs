@@ -13,12 +13,13 @@
 //! | admin | [`admin`] | the admin listener: `/metrics`, `/healthz`, `/readyz` |
 //! | serving | [`server`] | listening sockets, connection caps, dispatch to workers, the connection loop |
 //! | pipeline | [`pipeline`] | one request: canonicalise, check, identify, select, decide, answer, record; a worker's state ([`pipeline::worker`]), the answer cache |
-//! | shared state | [`app`] | what every worker shares: policy store, records, decision log, metrics, targets, rate limits |
+//! | shared state | [`app`] | what every worker shares: policy store, records, decision log, metrics, targets, long polls, rate limits |
 //! | rate limits | [`ratelimit`] | one token bucket per pod address, shared by the workers |
-//! | identity | [`records`] | source address -> pod record -> identity and selected policy, cached |
+//! | identity | [`records`] | source address -> pod record -> identity and selected policy, cached; the state directory watched so a change counts at once |
 //! | observability | [`decision_log`], [`metrics`], [`logger`] | decision lines, counters, the stderr log |
 //! | policy | [`policy`] | compiled policies, selection, decisions; the set in force ([`policy::store`]) |
 //! | HTTP/1 | [`http1`] | request heads and rules, answers, the upstream client and relay, numbers and dates |
+//! | long polls | [`longpoll`] | which requests wait for a change, their upstream deadline, the caps on how many hang |
 //! | base | [`config`], [`canon`], [`outcome`] | the configuration file; the canonical request target; the closed sets requests are recorded with |
 //!
 //! # One request's path
@@ -33,7 +34,8 @@
 //!    the snapshot from [`policy::store::PolicyStore::current`]), the pod's token
 //!    ([`ratelimit::RateLimiter::check`]; over its limit: 429), [`policy::Policy::decide`]; then a
 //!    local answer ([`pipeline::local`]), a cached one ([`pipeline::cache`]), or one forwarded by
-//!    [`http1::client::Upstream::send_encoded`] and relayed ([`http1::relay`]); last, the decision
+//!    [`http1::client::Upstream::send_encoded`] and relayed ([`http1::relay`]) (a long poll takes a
+//!    slot and its own deadline from [`longpoll`] first, and skips the cache); last, the decision
 //!    line ([`decision_log`]) and the counters ([`metrics`]), written in one place.
 //! 4. [`http1::answer::encode`] writes the [`http1::Answer`] (local or relayed) with one `write`;
 //!    the connection stays open or closes ([`http1::answer::persistence`]).
@@ -47,6 +49,7 @@ pub mod decision_log;
 pub mod http1;
 pub mod lifecycle;
 pub mod logger;
+pub mod longpoll;
 pub mod metrics;
 pub mod outcome;
 pub mod pipeline;

@@ -6,15 +6,17 @@
 //! preloaded in the background (a miss reads the files directly, so nothing waits for the
 //! preload).
 //! SIGHUP: reload the policy (a bad file keeps the old one, logs why and counts a failed reload)
-//! and reopen the decision log file. SIGTERM/SIGINT: stop accepting (listeners closed, so pods get
-//! connection refused, never the real service), let requests in flight finish within the grace
-//! period, flush the decision log, exit 0.
+//! and reopen the decision log file; long polls in flight go on. SIGTERM/SIGINT: stop accepting
+//! (listeners closed, so pods get connection refused, never the real service), end long polls in
+//! flight at once (503, retry: `crate::longpoll`), let other requests in flight finish within the
+//! grace period, flush the decision log, exit 0.
 
 use crate::admin::{self, Admin};
 use crate::app::App;
 use crate::config::{ms, Config};
 use crate::decision_log::DecisionLog;
 use crate::http1::client::{Target, Upstream};
+use crate::longpoll::LongPolls;
 use crate::metrics::Metrics;
 use crate::pipeline::cache::ResponseCache;
 use crate::pipeline::worker::Worker;
@@ -81,10 +83,11 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         .collect::<Result<Vec<_>, RunError>>()?;
     let app = Arc::new(App {
         policy: PolicyStore::new(policy, cfg.policy.clone()),
-        records: RecordCache::new(StateDir::new(&cfg.state_dir), ms(cfg.records.revalidate_ms)),
+        records: records(&cfg),
         log,
         metrics,
         targets: cfg.endpoints.iter().map(Target::from_config).collect(),
+        long_polls: LongPolls::new(&cfg.long_poll, ms(cfg.upstream.response_timeout_ms)),
         limiter: RateLimiter::default(),
     });
     let (dispatcher, queues) = Dispatcher::new(n);
@@ -150,6 +153,19 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         let _ = t.join();
     }
     res
+}
+
+fn records(cfg: &Config) -> RecordCache {
+    let (state, revalidate) = (StateDir::new(&cfg.state_dir), ms(cfg.records.revalidate_ms));
+    if cfg.records.watch {
+        RecordCache::watching(state, revalidate)
+    } else {
+        log::warn!(
+            "records.watch = false: an address reused by a new pod keeps the old pod's identity \
+             for up to records.revalidate_ms"
+        );
+        RecordCache::new(state, revalidate)
+    }
 }
 
 fn single_threaded() -> std::io::Result<tokio::runtime::Runtime> {
@@ -227,6 +243,67 @@ async fn run_async(cfg: Config, started: Started) -> Result<(), RunError> {
         shutdown_rx.clone(),
     )));
 
+    spawn_background(&app, &cfg, &shutdown_rx);
+
+    wait_for_shutdown(&app).await.map_err(RunError::Runtime)?;
+
+    log::info!(
+        "shutting down: no longer accepting; {} connections open",
+        limits.in_use()
+    );
+    let _ = shutdown_tx.send(true);
+    // Long polls would hold the drain for the whole grace period (they wait up to minutes): they
+    // are answered now (503, retry), and requests of any other kind in flight finish.
+    let hanging = app.long_polls.open();
+    app.long_polls.close();
+    if hanging > 0 {
+        log::info!("shutting down: {hanging} long polls ended");
+    }
+    for l in loops {
+        let _ = l.await;
+    }
+    // The accept loops are gone: no worker gets anything new.
+    drop(dispatcher);
+    let grace = ms(cfg.shutdown.grace_ms);
+    if limits.wait_idle(grace).await {
+        log::info!("all connections finished");
+    } else {
+        log::warn!(
+            "grace period ({} ms) over: closing {} connections",
+            grace.as_millis(),
+            limits.in_use()
+        );
+    }
+    if !app.log.flush(Duration::from_secs(2)) {
+        log::warn!("decision log not fully flushed");
+    }
+    drop(served);
+    Ok(())
+}
+
+/// Record upkeep: the state directory's changes applied even when no request comes (so the event
+/// queue never overflows on an idle proxy and removed addresses leave memory), the preload, then
+/// the periodic sweep.
+fn spawn_background(app: &Arc<App>, cfg: &Config, shutdown_rx: &watch::Receiver<bool>) {
+    // Background: apply the state directory's changes even when no request comes (so the
+    // event queue never overflows on an idle proxy and removed addresses leave memory).
+    {
+        let app = app.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_SYNC_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = tick.tick() => {}
+                }
+                // No file I/O: one non-blocking read (and, while a directory is missing, an
+                // attempt to watch it).
+                app.records.sync_watch();
+            }
+        });
+    }
     // Background: preload, then sweep periodically.
     {
         let app = app.clone();
@@ -259,35 +336,10 @@ async fn run_async(cfg: Config, started: Started) -> Result<(), RunError> {
             }
         });
     }
-
-    wait_for_shutdown(&app).await.map_err(RunError::Runtime)?;
-
-    log::info!(
-        "shutting down: no longer accepting; {} connections open",
-        limits.in_use()
-    );
-    let _ = shutdown_tx.send(true);
-    for l in loops {
-        let _ = l.await;
-    }
-    // The accept loops are gone: no worker gets anything new.
-    drop(dispatcher);
-    let grace = ms(cfg.shutdown.grace_ms);
-    if limits.wait_idle(grace).await {
-        log::info!("all connections finished");
-    } else {
-        log::warn!(
-            "grace period ({} ms) over: closing {} connections",
-            grace.as_millis(),
-            limits.in_use()
-        );
-    }
-    if !app.log.flush(Duration::from_secs(2)) {
-        log::warn!("decision log not fully flushed");
-    }
-    drop(served);
-    Ok(())
 }
+
+/// How often the background applies the state directory's changes (requests do it themselves).
+const WATCH_SYNC_EVERY: Duration = Duration::from_millis(250);
 
 fn describe(l: &tokio::net::TcpListener) -> String {
     l.local_addr()

@@ -10,11 +10,11 @@
 //! map (a write lock only the first time the worker sees a (policy, rule) pair), so the two cores
 //! never write the same cache line per request.
 //!
-//! At scrape time [`Metrics::render`] copies the counters into a [`Scrape`], and prometheus-client
+//! At scrape time [`Metrics::render`] copies the counters into a `Scrape`, and prometheus-client
 //! encodes that in the Prometheus text format (0.0.4).
 
 use crate::outcome::{CacheUse, Outcome};
-pub use crate::outcome::{ConnRefusal, UpstreamFailure};
+pub use crate::outcome::{ConnRefusal, LongPollRefusal, UpstreamFailure};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     prometheus_text, DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
@@ -136,6 +136,8 @@ pub struct Metrics {
     header_timeouts: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Indexed by `LongPollRefusal::index()`.
+    long_polls_refused: [AtomicU64; LongPollRefusal::ALL.len()],
     shards: [Arc<Counters>; SHARDS],
 }
 
@@ -147,6 +149,8 @@ pub struct Gauges {
     pub records_loaded: usize,
     pub decision_log_dropped: u64,
     pub policy_loaded: bool,
+    /// Long polls in flight (`crate::longpoll`).
+    pub long_polls_open: usize,
 }
 
 impl Metrics {
@@ -167,6 +171,7 @@ impl Metrics {
             header_timeouts: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            long_polls_refused: Default::default(),
         }
     }
 
@@ -243,6 +248,11 @@ impl Metrics {
         }
     }
 
+    /// A long poll refused by a cap (`crate::longpoll`).
+    pub fn long_poll_refused(&self, why: LongPollRefusal) {
+        self.long_polls_refused[why.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self, g: &Gauges) -> String {
         let mut registry = Registry::default();
@@ -301,6 +311,8 @@ impl Metrics {
                 ("success", load(&self.reloads_ok)),
                 ("failure", load(&self.reloads_failed)),
             ],
+            long_polls_refused: LongPollRefusal::ALL
+                .map(|why| (why.as_str(), load(&self.long_polls_refused[why.index()]))),
             gauges: *g,
         }
     }
@@ -317,6 +329,7 @@ struct Scrape {
     connections_refused: [(&'static str, u64); 2],
     header_timeouts: u64,
     reloads: [(&'static str, u64); 2],
+    long_polls_refused: [(&'static str, u64); LongPollRefusal::ALL.len()],
     gauges: Gauges,
 }
 
@@ -415,6 +428,20 @@ impl Collector for Scrape {
             "Decision log lines dropped because the writer fell behind.",
             g.decision_log_dropped,
         )?;
+        gauge(
+            e,
+            "metaguard_proxy_long_polls_open",
+            "Long polls (wait_for_change) waiting on the upstream now.",
+            g.long_polls_open as u64,
+        )?;
+        labelled(
+            e,
+            "metaguard_proxy_long_polls_refused_total",
+            "Long polls answered 429 because a long-poll cap was reached, by cap.",
+            self.long_polls_refused
+                .iter()
+                .map(|(why, c)| ([("reason", *why)], *c)),
+        )?;
         let mut m = descriptor(
             e,
             "metaguard_proxy_build_info",
@@ -510,6 +537,7 @@ mod tests {
             records_loaded: 7,
             decision_log_dropped: 2,
             policy_loaded: true,
+            long_polls_open: 4,
         }
     }
 
@@ -670,6 +698,8 @@ mod tests {
         m.observe_upstream(1, Duration::from_secs(2));
         m.upstream_failed(0, UpstreamFailure::Timeout);
         m.upstream_failed(1, UpstreamFailure::Reset);
+        m.long_poll_refused(LongPollRefusal::PerSource);
+        m.long_poll_refused(LongPollRefusal::PerSource);
         (m, gauges())
     }
 
@@ -699,6 +729,7 @@ metaguard_proxy_requests_total{decision="invalid",policy="strict",rule="r1"} 1
 metaguard_proxy_requests_total{decision="unknown-caller",policy="",rule=""} 1
 metaguard_proxy_requests_total{decision="unknown-caller",policy="strict",rule="r1"} 1
 metaguard_proxy_requests_total{decision="error",policy="strict",rule="r1"} 1
+metaguard_proxy_requests_total{decision="long-poll-limited",policy="strict",rule="r1"} 1
 metaguard_proxy_requests_total{decision="rate-limited",policy="strict",rule="r1"} 1
 # HELP metaguard_cache_total Requests by what the answer cache did: hit (answered from the cache, upstream not asked), miss (the allow rule caches; asked upstream), off (not cacheable: no cache_ttl_ms, not a GET, not allowed).
 # TYPE metaguard_cache_total counter
@@ -804,6 +835,13 @@ metaguard_proxy_policy_reloads_total{result="failure"} 2
 # HELP metaguard_proxy_decision_log_dropped_total Decision log lines dropped because the writer fell behind.
 # TYPE metaguard_proxy_decision_log_dropped_total counter
 metaguard_proxy_decision_log_dropped_total 2
+# HELP metaguard_proxy_long_polls_open Long polls (wait_for_change) waiting on the upstream now.
+# TYPE metaguard_proxy_long_polls_open gauge
+metaguard_proxy_long_polls_open 4
+# HELP metaguard_proxy_long_polls_refused_total Long polls answered 429 because a long-poll cap was reached, by cap.
+# TYPE metaguard_proxy_long_polls_refused_total counter
+metaguard_proxy_long_polls_refused_total{reason="total"} 0
+metaguard_proxy_long_polls_refused_total{reason="per_source"} 2
 # HELP metaguard_proxy_build_info Version of the running daemon.
 # TYPE metaguard_proxy_build_info gauge
 metaguard_proxy_build_info{version="{VERSION}"} 1
@@ -879,6 +917,8 @@ print(json.dumps([{"name": f.name, "type": f.type, "help": f.documentation,
             ("metaguard_proxy_policy_loaded", "gauge"),
             ("metaguard_proxy_policy_reloads", "counter"),
             ("metaguard_proxy_decision_log_dropped", "counter"),
+            ("metaguard_proxy_long_polls_open", "gauge"),
+            ("metaguard_proxy_long_polls_refused", "counter"),
             ("metaguard_proxy_build_info", "gauge"),
         ]
         .map(|(n, t)| (n.to_string(), t.to_string()));
@@ -965,6 +1005,14 @@ print(json.dumps([{"name": f.name, "type": f.type, "help": f.documentation,
         );
         assert_eq!(
             sample("metaguard_proxy_decision_log_dropped_total", &[]),
+            Some(2.0)
+        );
+        assert_eq!(sample("metaguard_proxy_long_polls_open", &[]), Some(4.0));
+        assert_eq!(
+            sample(
+                "metaguard_proxy_long_polls_refused_total",
+                &[("reason", "per_source")]
+            ),
             Some(2.0)
         );
         assert_eq!(

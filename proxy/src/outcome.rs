@@ -19,12 +19,15 @@ pub enum Outcome {
     UnknownCaller,
     /// Something on our side failed: unreadable record, upstream failure.
     Error,
+    /// An allowed long poll refused because its pod (or every pod together) already holds as many
+    /// as the long-poll caps allow (`crate::longpoll`).
+    LongPollLimited,
     /// Refused with 429: the pod address is over its policy's rate limit (`ratelimit`).
     RateLimited,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Allow,
         Outcome::Deny,
         Outcome::Respond,
@@ -32,6 +35,7 @@ impl Outcome {
         Outcome::Invalid,
         Outcome::UnknownCaller,
         Outcome::Error,
+        Outcome::LongPollLimited,
         Outcome::RateLimited,
     ];
 
@@ -44,6 +48,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::UnknownCaller => "unknown-caller",
             Outcome::Error => "error",
+            Outcome::LongPollLimited => "long-poll-limited",
             Outcome::RateLimited => "rate-limited",
         }
     }
@@ -123,6 +128,28 @@ impl ConnRefusal {
     }
 }
 
+/// Which long-poll cap refused a long poll (label `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongPollRefusal {
+    Total,
+    PerSource,
+}
+
+impl LongPollRefusal {
+    pub const ALL: [LongPollRefusal; 2] = [LongPollRefusal::Total, LongPollRefusal::PerSource];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LongPollRefusal::Total => "total",
+            LongPollRefusal::PerSource => "per_source",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +161,9 @@ mod tests {
         }
         for (i, c) in CacheUse::ALL.iter().enumerate() {
             assert_eq!(c.index(), i);
+        }
+        for (i, r) in LongPollRefusal::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
         }
     }
 }

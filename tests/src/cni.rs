@@ -6,7 +6,9 @@
 //!
 //! [`Node`] is a node namespace with a state directory and a host-local data directory; a
 //! [`Pod`] is a pod namespace attached to it by Debian's `bridge` + `host-local` and then
-//! `metaguard` chained on the bridge's result (prevResult injected as libcni does). Dropping a
+//! `metaguard` chained on the bridge's result (prevResult injected as libcni does); more networks
+//! on the same node, with their own bridge and ranges, come from [`Node::bridge_conf_for`] and
+//! [`Node::bridge_pod_on`]. Dropping a
 //! Pod runs metaguard DEL and bridge DEL (reverse order) and deletes its namespace; dropping a
 //! Node deletes its namespace and directories.
 
@@ -256,18 +258,33 @@ impl Node {
 
     /// The bridge + host-local configuration (routes for both families, bridge as gateway).
     pub fn bridge_conf(&self, version: &str) -> Value {
+        let ranges = json!([[{"subnet": self.subnet4}], [{"subnet": self.subnet6}]]);
+        let mut c = self.bridge_conf_for(version, &self.network, &self.bridge, ranges);
+        c["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
+        c
+    }
+
+    /// The bridge + host-local configuration of another network of this node: its own name and
+    /// bridge, host-local `ranges` (as in host-local's configuration), no routes. Pods attach to
+    /// it with [`Node::bridge_pod_on`] (multi-network nodes, overlapping ranges).
+    pub fn bridge_conf_for(
+        &self,
+        version: &str,
+        network: &str,
+        bridge: &str,
+        ranges: Value,
+    ) -> Value {
         json!({
             "cniVersion": bridge_version(version),
-            "name": self.network,
+            "name": network,
             "type": "bridge",
-            "bridge": self.bridge,
+            "bridge": bridge,
             "isGateway": true,
             "ipMasq": false,
             "ipam": {
                 "type": "host-local",
                 "dataDir": self.ipam_dir(),
-                "ranges": [[{"subnet": self.subnet4}], [{"subnet": self.subnet6}]],
-                "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+                "ranges": ranges
             }
         })
     }
@@ -287,6 +304,25 @@ impl Node {
             }
         }
         c
+    }
+
+    /// Two more networks of this node, `neta` on bridge `mgbra` (gateway .1) and `netb` on
+    /// `mgbrb` (gateway .254), whose host-local IPv4 ranges are the same one address of this
+    /// node's subnet: each hands it to its first pod, as two overlapping networks (a Multus
+    /// secondary network over the primary's range) would. Returns both bridge configurations
+    /// (for [`Node::bridge_pod_on`]) and the address.
+    pub fn overlapping_networks(&self, version: &str) -> (Value, Value, IpAddr) {
+        let prefix = self.subnet4.trim_end_matches("0/24");
+        let addr = format!("{prefix}100");
+        let ranges = |gateway: &str| {
+            json!([[{"subnet": self.subnet4, "rangeStart": addr, "rangeEnd": addr,
+                     "gateway": format!("{prefix}{gateway}")}]])
+        };
+        (
+            self.bridge_conf_for(version, "neta", "mgbra", ranges("1")),
+            self.bridge_conf_for(version, "netb", "mgbrb", ranges("254")),
+            addr.parse().expect("overlapping address"),
+        )
     }
 
     /// Runs a plugin from /usr/lib/cni (or metaguard from the build) in this node.
@@ -322,6 +358,12 @@ impl Node {
 
     /// A pod attached by bridge only (metaguard not run yet).
     pub fn bridge_pod(&self, version: &str) -> Pod<'_> {
+        self.bridge_pod_on(version, self.bridge_conf(version))
+    }
+
+    /// A pod attached by bridge only, on the network `bridge_conf` describes (its `name` is the
+    /// network's name, for metaguard too).
+    pub fn bridge_pod_on(&self, version: &str, bridge_conf: Value) -> Pod<'_> {
         let ns = Netns::new("pod");
         let cid = format!("Ctr-{}", ns.name());
         let mut pod = Pod {
@@ -331,12 +373,14 @@ impl Node {
             ifname: "eth0".into(),
             version: version.into(),
             args: Some("IgnoreUnknown=1;K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=web-0;K8S_POD_UID=6f1e2a3b-0000-4000-8000-000000000001;K8S_POD_INFRA_CONTAINER_ID=abc".into()),
+            network: bridge_conf["name"].as_str().unwrap_or(&self.network).to_string(),
+            bridge_conf,
             mg_extra: json!({}),
             bridge_result: Value::Null,
             prev_result: Value::Null,
             mg_result: None,
         };
-        let out = self.run("bridge", &pod.call("ADD"), &self.bridge_conf(version));
+        let out = self.run("bridge", &pod.call("ADD"), &pod.bridge_conf);
         pod.bridge_result = out.expect_ok();
         pod.prev_result = prev_result_for(&pod.bridge_result, version);
         pod
@@ -390,6 +434,10 @@ pub struct Pod<'a> {
     /// metaguard's cniVersion for this pod.
     pub version: String,
     pub args: Option<String>,
+    /// The network's name (the node's, unless attached with [`Node::bridge_pod_on`]).
+    pub network: String,
+    /// The bridge configuration it was attached with (DEL uses it too).
+    pub bridge_conf: Value,
     pub mg_extra: Value,
     /// What bridge printed.
     pub bridge_result: Value,
@@ -414,6 +462,9 @@ impl Pod<'_> {
     pub fn metaguard_conf(&self) -> Value {
         let mut c = self.node.metaguard_conf(&self.version, &self.mg_extra);
         if let Some(o) = c.as_object_mut() {
+            if self.mg_extra.get("name").is_none() {
+                o.insert("name".into(), json!(self.network));
+            }
             o.insert("prevResult".into(), self.prev_result.clone());
         }
         c
@@ -431,10 +482,7 @@ impl Pod<'_> {
     }
 
     pub fn key(&self) -> String {
-        format!(
-            "{}:{}:{}",
-            self.node.network, self.container_id, self.ifname
-        )
+        format!("{}:{}:{}", self.network, self.container_id, self.ifname)
     }
 
     /// The pod's address of one family, from the bridge result.
@@ -475,9 +523,7 @@ impl Drop for Pod<'_> {
         if self.ns.is_deleted() {
             bridge_del.netns = None;
         }
-        let _ = self
-            .node
-            .run("bridge", &bridge_del, &self.node.bridge_conf(&self.version));
+        let _ = self.node.run("bridge", &bridge_del, &self.bridge_conf);
         self.ns.delete();
     }
 }

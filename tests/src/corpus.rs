@@ -14,6 +14,7 @@
 //! invariant over the fake server's record still applies to every case.
 
 use crate::raw::Step;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// What the corpus is about, for the summary table.
@@ -27,10 +28,11 @@ pub enum Category {
     Framing,
     Size,
     Slow,
+    NearMiss,
 }
 
 impl Category {
-    pub const ALL: [Category; 8] = [
+    pub const ALL: [Category; 9] = [
         Category::Path,
         Category::Query,
         Category::TargetForm,
@@ -39,6 +41,7 @@ impl Category {
         Category::Framing,
         Category::Size,
         Category::Slow,
+        Category::NearMiss,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Category {
             Category::Framing => "framing",
             Category::Size => "size",
             Category::Slow => "slow",
+            Category::NearMiss => "near-miss",
         }
     }
 }
@@ -133,6 +137,16 @@ impl Case {
             Wire::Built(f) => vec![Step::Write(f())],
             Wire::Steps(f) => f(),
         }
+    }
+
+    /// The target of the first request line (for cases sent all at once).
+    pub fn target(&self) -> Option<String> {
+        let Wire::Raw(b) = self.wire else {
+            return None;
+        };
+        let line = b.split(|&c| c == b'\r').next()?;
+        let target = line.split(|&c| c == b' ').nth(1)?;
+        Some(String::from_utf8_lossy(target).into_owned())
     }
 
     /// The first request is HEAD (its response carries no body).
@@ -256,6 +270,8 @@ const BAD_OR_CLOSED: Expect = OneOrClosed(&[400]);
 const BAD_OR_DENY: Expect = One(&[400, 403]);
 /// A method no rule allows.
 const NO_METHOD: Expect = One(&[400, 403, 405]);
+/// Forwarded (under `audit`): the fake's answer, 200 or 404 for a name it does not serve.
+pub const FORWARDED: Expect = One(&[200, 404]);
 
 impl Expect {
     /// Whether the outcome is decided before any policy is consulted (canonicaliser, framing and
@@ -274,16 +290,26 @@ impl Expect {
 
 /// Every case of the corpus, plus each policy-independent case again under `audit` (which allows
 /// everything well-formed) and `deny-all`: refusing an ambiguous request must not depend on the
-/// policy.
+/// policy. Near-miss cases run under those two presets too: refused or denied under `deny-all`,
+/// refused or forwarded under `audit` (the control that they are requests a policy could let
+/// through, and that the judge reads them as the secret).
 pub fn cases_all_presets() -> Vec<Case> {
     let base = cases();
     let mut v = base.clone();
     for preset in [Preset::Audit, Preset::DenyAll] {
-        v.extend(
-            base.iter()
-                .filter(|c| c.expect.policy_independent() && c.preset != preset)
-                .map(|c| Case { preset, ..*c }),
-        );
+        v.extend(base.iter().filter(|c| c.preset != preset).filter_map(|c| {
+            let expect = match (c.category, preset) {
+                _ if c.expect.policy_independent() => c.expect,
+                (Category::NearMiss, Preset::Audit) => FORWARDED,
+                (Category::NearMiss, _) => DENY,
+                _ => return None,
+            };
+            Some(Case {
+                preset,
+                expect,
+                ..*c
+            })
+        }));
     }
     v
 }
@@ -299,7 +325,110 @@ pub fn cases() -> Vec<Case> {
     v.extend_from_slice(FRAMING);
     v.extend_from_slice(SIZE);
     v.extend_from_slice(SLOW);
+    v.extend(near_miss_cases());
     v
+}
+
+// --- near-miss names (issue 14) ---------------------------------------------------------------
+
+/// A name a cloud preset denies, in the request a client would send for it: `before`, the name,
+/// `after`, `query`, with the preset's headers. Some names are on the way to the secret
+/// (`attributes`, `service-accounts`, `compute`): a server that ignores trailing characters there
+/// reaches the secret too.
+struct Denied {
+    preset: Preset,
+    id: &'static str,
+    before: &'static str,
+    name: &'static str,
+    after: &'static str,
+    query: &'static str,
+}
+
+#[rustfmt::skip]
+const DENIED_NAMES: &[Denied] = &[
+    Denied { preset: Preset::Aws, id: "aws-iam", before: "/latest/meta-data/", name: "iam", after: "/security-credentials/", query: "" },
+    Denied { preset: Preset::Aws, id: "aws-identity-creds", before: "/latest/meta-data/", name: "identity-credentials", after: "/ec2/security-credentials/ec2-instance", query: "" },
+    Denied { preset: Preset::Aws, id: "aws-user-data", before: "/latest/", name: "user-data", after: "", query: "" },
+    Denied { preset: Preset::Aws, id: "aws-tags", before: "/latest/meta-data/", name: "tags", after: "/instance", query: "" },
+    Denied { preset: Preset::Gcp, id: "gcp-kube-env", before: "/computeMetadata/v1/instance/attributes/", name: "kube-env", after: "", query: "" },
+    Denied { preset: Preset::Gcp, id: "gcp-attributes", before: "/computeMetadata/v1/instance/", name: "attributes", after: "/kube-env", query: "" },
+    Denied { preset: Preset::Gcp, id: "gcp-token", before: "/computeMetadata/v1/instance/service-accounts/default/", name: "token", after: "", query: "" },
+    Denied { preset: Preset::Gcp, id: "gcp-identity", before: "/computeMetadata/v1/instance/service-accounts/default/", name: "identity", after: "", query: "?audience=x" },
+    Denied { preset: Preset::Gcp, id: "gcp-service-accounts", before: "/computeMetadata/v1/instance/", name: "service-accounts", after: "/default/token", query: "" },
+    Denied { preset: Preset::Azure, id: "azure-identity", before: "/metadata/", name: "identity", after: "/oauth2/token", query: "?api-version=2018-02-01&resource=x" },
+    Denied { preset: Preset::Azure, id: "azure-user-data", before: "/metadata/instance/compute/", name: "userData", after: "", query: "?api-version=2021-01-01" },
+    Denied { preset: Preset::Azure, id: "azure-compute", before: "/metadata/instance/", name: "compute", after: "/userData", query: "?api-version=2021-01-01" },
+];
+
+/// How a near miss is spelled: `name` (upper-cased if `upper`) then `tail`. `refused`: the
+/// canonicaliser refuses it with 400 before any policy (escapes, matrix parameters); the rest
+/// must be denied by the preset.
+struct Spelling {
+    tag: &'static str,
+    tail: &'static str,
+    upper: bool,
+    refused: bool,
+}
+
+#[rustfmt::skip]
+const SPELLINGS: &[Spelling] = &[
+    Spelling { tag: "dot", tail: ".", upper: false, refused: false },
+    Spelling { tag: "x", tail: "x", upper: false, refused: false },
+    Spelling { tag: "tilde", tail: "~", upper: false, refused: false },
+    Spelling { tag: "dash", tail: "-", upper: false, refused: false },
+    Spelling { tag: "underscore", tail: "_", upper: false, refused: false },
+    Spelling { tag: "dotdot", tail: "..", upper: false, refused: false },
+    Spelling { tag: "upper-dot", tail: ".", upper: true, refused: false },
+    Spelling { tag: "pct-2e", tail: "%2e", upper: false, refused: true },
+    Spelling { tag: "pct-2E", tail: "%2E", upper: false, refused: true },
+    Spelling { tag: "pct-7e", tail: "%7e", upper: false, refused: true },
+    Spelling { tag: "matrix", tail: ";x", upper: false, refused: true },
+];
+
+/// One generated case: id, request bytes, preset, refused. Kept for the life of the process so
+/// the cases can borrow from it like the written-out ones borrow from the binary.
+type Generated = (String, Vec<u8>, Preset, bool);
+
+static NEAR_MISSES: LazyLock<Vec<Generated>> = LazyLock::new(|| {
+    let mut v = Vec::new();
+    for d in DENIED_NAMES {
+        let headers = match d.preset {
+            Preset::Gcp => "Host: metadata.google.internal\r\nMetadata-Flavor: Google\r\n",
+            Preset::Azure => "Host: 169.254.169.254\r\nMetadata: true\r\n",
+            _ => "Host: 169.254.169.254\r\n",
+        };
+        for sp in SPELLINGS {
+            let name = if sp.upper {
+                d.name.to_ascii_uppercase()
+            } else {
+                d.name.to_owned()
+            };
+            let request = format!(
+                "GET {}{name}{}{}{} HTTP/1.1\r\n{headers}\r\n",
+                d.before, sp.tail, d.after, d.query
+            );
+            let id = format!("near-{}-{}", d.id, sp.tag);
+            v.push((id, request.into_bytes(), d.preset, sp.refused));
+        }
+    }
+    v
+});
+
+/// Every near miss of every denied name, under the name's preset: 400 where the canonicaliser
+/// refuses the spelling, 403 otherwise. Never forwarded.
+fn near_miss_cases() -> Vec<Case> {
+    let generated: &'static [Generated] = &NEAR_MISSES;
+    generated
+        .iter()
+        .map(|(id, bytes, preset, refused)| Case {
+            id,
+            category: Category::NearMiss,
+            preset: *preset,
+            wire: Wire::Raw(bytes),
+            expect: if *refused { BAD } else { DENY },
+            denied: true,
+        })
+        .collect()
 }
 
 // --- path tricks ---------------------------------------------------------------------------------
@@ -1798,6 +1927,35 @@ mod tests {
                 cat.name()
             );
         }
+    }
+
+    #[test]
+    fn near_misses_cover_every_denied_name_and_run_under_every_preset() {
+        let all = cases_all_presets();
+        for d in DENIED_NAMES {
+            for preset in [d.preset, Preset::Audit, Preset::DenyAll] {
+                let n = all
+                    .iter()
+                    .filter(|c| c.category == Category::NearMiss && c.preset == preset)
+                    .filter(|c| c.id.starts_with(&format!("near-{}-", d.id)))
+                    .count();
+                assert_eq!(n, SPELLINGS.len(), "{} under {}", d.id, preset.name());
+            }
+        }
+        let c = all
+            .iter()
+            .find(|c| c.id == "near-gcp-kube-env-dot" && c.preset == Preset::Gcp)
+            .unwrap();
+        assert_eq!(
+            c.target().as_deref(),
+            Some("/computeMetadata/v1/instance/attributes/kube-env.")
+        );
+        assert_eq!(c.expect, DENY);
+        let c = all
+            .iter()
+            .find(|c| c.id == "near-azure-user-data-matrix" && c.preset == Preset::Audit)
+            .unwrap();
+        assert_eq!(c.expect, BAD);
     }
 
     #[test]

@@ -396,6 +396,25 @@ impl Cloud {
         let fake = FakeMetadata::start_in_netns(ns.name(), &listen).expect("start fake-metadata");
         Cloud { fake, ns }
     }
+
+    /// Sets the GCP value at `path` (under `/computeMetadata/v1/`, e.g.
+    /// `instance/attributes/flag`) through the fake's control path, from inside the cloud
+    /// namespace: long polls held on it are answered. `path` and `value` must not need escaping.
+    pub fn set_gcp(&self, path: &str, value: &str) {
+        let ex = request(
+            self.ns.path(),
+            imds(false),
+            "GET",
+            &format!("/fake-control/gcp-set?path={path}&value={value}"),
+            &[],
+        );
+        assert_eq!(
+            ex.responses.first().map(|r| r.status),
+            Some(200),
+            "gcp-set {path}: {}",
+            ex.summary()
+        );
+    }
 }
 
 /// One HTTP/1.1 request from inside `netns` to `addr`: `METHOD target` with `headers` (Host is
@@ -406,6 +425,18 @@ pub fn request(
     method: &str,
     target: &str,
     headers: &[(&str, &str)],
+) -> raw::Exchange {
+    request_within(netns, addr, method, target, headers, Duration::from_secs(5))
+}
+
+/// [`request`], waiting up to `deadline` for the answer (a long poll's is seconds away).
+pub fn request_within(
+    netns: &Path,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    deadline: Duration,
 ) -> raw::Exchange {
     let mut req = format!("{method} {target} HTTP/1.1\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
@@ -420,7 +451,7 @@ pub fn request(
         addr,
         &[Step::Write(req.into_bytes())],
         ReadOpts {
-            deadline: Duration::from_secs(5),
+            deadline,
             max_responses: 1,
             head_request: method == "HEAD",
         },

@@ -9,6 +9,7 @@
 use crate::corpus::Expect;
 use crate::fake::Recorded;
 use crate::raw::{End, Exchange};
+use metaguard_proxy::http1::reference::percent_decode_once;
 
 /// `Ok(())` when the exchange is what the case expects; otherwise why not.
 pub fn judge(expect: Expect, ex: &Exchange) -> Result<(), String> {
@@ -76,34 +77,13 @@ pub struct Violation {
 fn decode_fully(s: &str) -> String {
     let mut cur = s.as_bytes().to_vec();
     for _ in 0..4 {
-        let next = decode_once(&cur);
+        let next = percent_decode_once(&cur);
         if next == cur {
             break;
         }
         cur = next;
     }
     String::from_utf8_lossy(&cur).into_owned()
-}
-
-fn decode_once(b: &[u8]) -> Vec<u8> {
-    let hex = |x: u8| (x as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|&x| hex(x)),
-                b.get(i + 2).and_then(|&x| hex(x)),
-            ) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
 }
 
 /// The path as the most lenient server would read it: fully decoded, `\` as `/`, matrix
@@ -155,29 +135,36 @@ pub fn lenient_query_keys(target: &str) -> Vec<String> {
         .collect()
 }
 
-/// The denied resource a target reaches, read leniently, whatever cloud: AWS credentials and
-/// user-data, GCP kube-env, service-account tokens and identities and `recursive` outside the
-/// service-accounts tree, Azure managed identity and userData.
+/// The denied resource a target reaches, read leniently, whatever cloud: AWS credentials,
+/// user-data and instance tags, GCP kube-env, service-account tokens and identities and
+/// `recursive` outside the service-accounts tree, Azure managed identity and userData.
+///
+/// A segment that starts with a secret's name counts as that secret (`kube-env.`, `kube-envx`,
+/// `token~`, `service-accounts./default/token`): a server may ignore what trails a name, and
+/// whether a real one does is not ours to bet on (issue 14, near-miss names).
 pub fn denied_resource(target: &str) -> Option<&'static str> {
     let segs = lenient_segments(target);
     let s = |i: usize| segs.get(i).map(String::as_str).unwrap_or("");
-    let has = |name: &str| segs.iter().any(|x| x == name);
+    let named = |seg: &str, name: &str| seg.starts_with(name);
+    let has = |name: &str| segs.iter().any(|x| named(x, name));
     if has("user-data") || has("userdata") {
         return Some("user-data");
     }
     if has("security-credentials")
         || has("identity-credentials")
-        || (s(1) == "meta-data" && s(2) == "iam")
+        || (named(s(1), "meta-data") && named(s(2), "iam"))
     {
         return Some("AWS credentials");
+    }
+    if named(s(1), "meta-data") && named(s(2), "tags") {
+        return Some("AWS instance tags");
     }
     if has("kube-env") {
         return Some("GCP kube-env");
     }
-    if segs
-        .windows(3)
-        .any(|w| w[0] == "service-accounts" && matches!(w[2].as_str(), "token" | "identity"))
-    {
+    if segs.windows(3).any(|w| {
+        named(&w[0], "service-accounts") && (named(&w[2], "token") || named(&w[2], "identity"))
+    }) {
         return Some("GCP service-account token or identity");
     }
     let in_sa_tree = s(0) == "computemetadata"
@@ -191,7 +178,7 @@ pub fn denied_resource(target: &str) -> Option<&'static str> {
     {
         return Some("GCP recursive listing outside service-accounts");
     }
-    if s(0) == "metadata" && s(1) == "identity" {
+    if named(s(0), "metadata") && named(s(1), "identity") {
         return Some("Azure managed identity");
     }
     None
@@ -305,6 +292,21 @@ mod tests {
             "/computeMetadata/v1/instance/service-accounts/../?recursive=true",
             "/metadata/identity/oauth2/token?api-version=1",
             "/metadata/instance/compute/userData?api-version=1",
+            "/latest/meta-data/tags/instance",
+            // Near-miss names: the name plus trailing characters, on the leaf or on the way.
+            "/computeMetadata/v1/instance/attributes/kube-env.",
+            "/computeMetadata/v1/instance/attributes/kube-envx",
+            "/computeMetadata/v1/instance/attributes/KUBE-ENV~",
+            "/computeMetadata/v1/instance/service-accounts/default/token.",
+            "/computeMetadata/v1/instance/service-accounts/default/identity_?audience=x",
+            "/computeMetadata/v1/instance/service-accounts./default/token",
+            "/latest/meta-data/iam.",
+            "/latest/meta-data./iam/security-credentials/",
+            "/latest/user-data-",
+            "/latest/meta-data/identity-credentials%2e",
+            "/latest/meta-data/tags~/instance",
+            "/metadata/identity./oauth2/token?api-version=1",
+            "/metadata/instance/compute/userData..?api-version=1",
         ] {
             assert!(denied_resource(t).is_some(), "{t}");
         }
@@ -314,6 +316,13 @@ mod tests {
             "/computeMetadata/v1/instance/service-accounts/default/?recursive=true",
             "/computeMetadata/v1/instance/zone?alt=json%26x%3d1",
             "/metadata/instance?api-version=2021-02-01",
+            // What clients fetch next to the secrets.
+            "/computeMetadata/v1/instance/service-accounts/default/email",
+            "/computeMetadata/v1/instance/attributes/kube-labels",
+            "/computeMetadata/v1/instance/tags",
+            "/latest/meta-data/instance-id",
+            "/latest/meta-data/placement/region",
+            "/metadata/instance/compute/vmId?api-version=2017-08-01",
         ] {
             assert_eq!(denied_resource(t), None, "{t}");
         }

@@ -33,6 +33,10 @@ pub mod code {
     pub const CHECK_FAILED: u32 = 101;
     /// metaguard: the host-side interface named in prevResult is unusable (missing, ambiguous).
     pub const HOST_INTERFACE: u32 = 102;
+    /// metaguard: ADD would take an address another attachment (another network, container or
+    /// interface) holds while its network namespace still exists, or whose holder cannot be
+    /// read. Nothing was changed. See `commands::claims`.
+    pub const ADDRESS_IN_USE: u32 = 103;
     /// metaguard: an unexpected internal condition (a bug); never a panic.
     pub const INTERNAL: u32 = 199;
 }

@@ -5,8 +5,13 @@
 //! are undone before the error is returned: an attachment is fully guarded or not touched.
 //! Repeating ADD re-applies the same tables (each apply is one atomic nf_tables batch that
 //! replaces the table) and leaves an identical record alone.
+//!
+//! Before anything is installed, and again under the state directory's lock just before the
+//! record is written, the pod's addresses are checked against other attachments
+//! ([`super::claims`]): an address another live attachment holds is refused (code 103).
 
-use super::{nft_error, open_netns, plan, same_record, state_error};
+use super::claims::{self, claim};
+use super::{nft_error, open_netns, plan, same_record, state_error, Plan};
 use crate::cni::error::CniError;
 use crate::cni::result::pass_through;
 use crate::cni::Env;
@@ -30,6 +35,9 @@ pub fn add<F: Firewall>(
         )
     })?;
     let plan = plan(env, cfg, prev, probe)?;
+    // Refused here, nothing has been changed. The answer is asked again before the record is
+    // written (another ADD may take an address meanwhile); this one spares the undo.
+    claim(fw, state, &plan.record)?;
     let (path, ns) = open_netns(fw, env.netns.as_deref())?;
 
     fw.apply_pod_rules(&ns, &plan.pod)
@@ -56,18 +64,10 @@ pub fn add<F: Firewall>(
         }
     };
 
-    // An identical record (repeat ADD) is left as it is, creation time included.
-    let unchanged =
-        matches!(state.read_record(&plan.key), Ok(Some(old)) if same_record(&old, &plan.record));
-    if !unchanged {
-        if let Err(e) = state.write_record(&plan.record) {
-            for e in state.remove_record(&plan.key) {
-                log::error!("undo: {e}");
-            }
-            undo_guard();
-            undo_pod();
-            return Err(state_error("writing the pod record", e));
-        }
+    if let Err(e) = write_record(fw, state, &plan) {
+        undo_guard();
+        undo_pod();
+        return Err(e);
     }
     log::info!(
         "guarded {} ips={:?} host_interface={:?} host_guard={} layer2_guard={}",
@@ -78,4 +78,34 @@ pub fn add<F: Firewall>(
         plan.record.layer2_guard
     );
     Ok(pass_through(prev, cfg.cni_version))
+}
+
+/// Writes the record under the state directory's lock, after asking again who holds its
+/// addresses: between ADD's first check and now another ADD may have taken one. A write that
+/// fails leaves no record; on any error the caller undoes the tables.
+fn write_record<F: Firewall>(fw: &F, state: &StateDir, plan: &Plan) -> Result<(), CniError> {
+    let _lock = state
+        .lock()
+        .map_err(|e| state_error("locking the state directory", e))?;
+    let claims::Claims {
+        takeovers,
+        all_ours,
+    } = claim(fw, state, &plan.record)?;
+    // An identical record whose addresses all point at it (repeat ADD) is left as it is,
+    // creation time included.
+    let unchanged = all_ours
+        && matches!(state.read_record(&plan.key), Ok(Some(old)) if same_record(&old, &plan.record));
+    if unchanged {
+        return Ok(());
+    }
+    if let Err(e) = state.write_record(&plan.record) {
+        for e in state.remove_record(&plan.key) {
+            log::error!("undo: {e}");
+        }
+        return Err(state_error("writing the pod record", e));
+    }
+    for t in &takeovers {
+        log::warn!("{}", t.describe());
+    }
+    Ok(())
 }

@@ -1,5 +1,5 @@
 //! CHECK: the pod's table, the host guard and the record must all be exactly what ADD would
-//! install now. Any difference is code 101 listing every problem found.
+//! install now, and every address entry must name this attachment. Any difference is code 101 listing every problem found.
 //!
 //! CHECK exists from spec 0.4.0; an older cniVersion gets code 1, as in the reference `skel`.
 
@@ -9,7 +9,7 @@ use crate::cni::Env;
 use crate::config::Config;
 use crate::firewall::{Firewall, NftError};
 use crate::hostif::LinkProbe;
-use metaguard_common::state::StateDir;
+use metaguard_common::state::{StateDir, StateError};
 
 fn mismatch(what: &str, details: String) -> CniError {
     CniError::new(code::CHECK_FAILED, format!("CHECK failed: {what}"), details)
@@ -71,6 +71,26 @@ pub fn check<F: Firewall>(
             format!("record {} is missing", plan.key),
         )),
         Err(e) => problems.push(state_error("reading the pod record", e)),
+    }
+    // The entries are what the proxy looks up: a record whose address another attachment's
+    // entry names does not identify this pod.
+    for ip in &plan.record.ips {
+        match state.owner_of(ip) {
+            Ok(Some(owner)) if owner == plan.key => {}
+            Ok(owner) => problems.push(mismatch(
+                "address entry",
+                format!(
+                    "{} names {}, not {}: the proxy does not know this pod at {ip}",
+                    state.ip_path(ip).display(),
+                    owner.as_deref().unwrap_or("nothing (missing)"),
+                    plan.key
+                ),
+            )),
+            Err(e @ (StateError::NotRegularFile { .. } | StateError::Invalid { .. })) => {
+                problems.push(mismatch("address entry", e.to_string()))
+            }
+            Err(e) => problems.push(state_error("reading an address entry", e)),
+        }
     }
     match CniError::combine("CHECK failed", problems) {
         Some(e) => Err(e),

@@ -87,12 +87,18 @@ struct Pod {
 }
 
 fn pod(net: &str, n: u8) -> Pod {
+    pod_with_address(net, n, n)
+}
+
+/// Attachment `c<n>` of network `net` with the addresses of attachment `a` (10.99.1.a,
+/// fd99:1::a): two networks whose ranges overlap.
+fn pod_with_address(net: &str, n: u8, a: u8) -> Pod {
     let netns = format!("/var/run/netns/pod{n}");
     let mut prev = bridge_result_10();
     prev["interfaces"][1]["name"] = json!(format!("veth{n}"));
     prev["interfaces"][2]["sandbox"] = json!(netns);
-    prev["ips"][0]["address"] = json!(format!("10.99.1.{n}/24"));
-    prev["ips"][1]["address"] = json!(format!("fd99:1::{n}/64"));
+    prev["ips"][0]["address"] = json!(format!("10.99.1.{a}/24"));
+    prev["ips"][1]["address"] = json!(format!("fd99:1::{a}/64"));
     let cfg = json!({"cniVersion": "1.1.0", "name": net, "type": "metaguard", "prevResult": prev});
     let env = Env {
         command: Command::Add,
@@ -354,6 +360,208 @@ fn del_after_the_netns_is_gone() {
     fw.remove_netns(&p.netns);
     del_pod(&p, &st, &fw).unwrap();
     assert_nothing_left(&p, &st, &fw, "netns gone");
+}
+
+// --- overlapping addresses (issue 14 item 5) ---
+
+/// Who `ip`'s entry names.
+fn entry_owner(st: &TempState, ip: &str) -> Option<String> {
+    st.state.owner_of(&ip.parse().unwrap()).unwrap()
+}
+
+#[test]
+fn an_address_another_live_attachment_holds_is_refused_before_anything_is_installed() {
+    // Pod 1 on neta and pod 2 on netb got the same addresses from overlapping ranges.
+    let a = pod_with_address("neta", 1, 1);
+    let b = pod_with_address("netb", 2, 1);
+    let fw = FakeFirewall::with_netns(&[&a.netns, &b.netns]);
+    let st = TempState::new();
+    add_pod(&a, &st, &fw).unwrap();
+    let before = fw.steps().len();
+    let e = add_pod(&b, &st, &fw).unwrap_err();
+    assert_eq!(e.code, code::ADDRESS_IN_USE, "{e}");
+    assert_eq!(
+        e.msg,
+        "address 10.99.1.1 is in use by container c1 on network neta (interface eth0) (and 1 more)"
+    );
+    for part in [
+        "fd99:1::1 is in use by container c1 on network neta",
+        "\"ns/web\"",
+        "/var/run/netns/pod1",
+        "still exists",
+        "netb:c2:eth0 was not set up",
+    ] {
+        assert!(e.details.contains(part), "{part}: {e}");
+    }
+    // Only the holder's namespace was looked at (once per address): nothing of b's installed.
+    assert_eq!(
+        fw.steps()[before..],
+        [
+            format!("open netns {}", a.netns),
+            format!("open netns {}", a.netns)
+        ]
+    );
+    assert_eq!(fw.pod_tables(), vec![format!("{}/{}", a.netns, a.table)]);
+    assert_eq!(fw.guards(), vec![a.table.clone()]);
+    assert_eq!(st.keys(), vec![a.key.clone()]);
+    for ip in ["10.99.1.1", "fd99:1::1"] {
+        assert_eq!(entry_owner(&st, ip), Some(a.key.clone()), "{ip}");
+    }
+    // The holder repeating its ADD is not refused, and is still whole.
+    add_pod(&a, &st, &fw).unwrap();
+    check_pod(&a, &st, &fw).unwrap();
+}
+
+#[test]
+fn one_pod_on_two_overlapping_networks_is_refused_too() {
+    // The same container and namespace: still two attachments, and one identity per address.
+    let a = pod_with_address("neta", 1, 1);
+    let b = pod_with_address("netb", 1, 1);
+    let (fw, st) = fresh(&a);
+    add_pod(&a, &st, &fw).unwrap();
+    let e = add_pod(&b, &st, &fw).unwrap_err();
+    assert_eq!(e.code, code::ADDRESS_IN_USE, "{e}");
+    assert_eq!(st.keys(), vec![a.key.clone()]);
+    // A second interface of the same pod on the same network, likewise.
+    let mut c = pod_with_address("neta", 1, 1);
+    c.env.ifname = Some("net1".into());
+    let e = add(&c.env, &c.cfg, &st.state, &Probe, &fw).unwrap_err();
+    assert_eq!(e.code, code::ADDRESS_IN_USE, "{e}");
+}
+
+#[test]
+fn an_address_whose_holder_is_gone_is_taken_over_and_the_old_del_leaves_it() {
+    let a = pod_with_address("neta", 1, 1);
+    let b = pod_with_address("netb", 2, 1);
+    let fw = FakeFirewall::with_netns(&[&a.netns, &b.netns]);
+    let st = TempState::new();
+    add_pod(&a, &st, &fw).unwrap();
+    // a's pod went away without a DEL: its namespace is gone, its record stays.
+    fw.remove_netns(&a.netns);
+    add_pod(&b, &st, &fw).unwrap();
+    for ip in ["10.99.1.1", "fd99:1::1"] {
+        assert_eq!(entry_owner(&st, ip), Some(b.key.clone()), "{ip}");
+    }
+    check_pod(&b, &st, &fw).unwrap();
+    // a's DEL, late, removes a's record and never b's entries.
+    del_pod(&a, &st, &fw).unwrap();
+    assert_eq!(st.keys(), vec![b.key.clone()]);
+    for ip in ["10.99.1.1", "fd99:1::1"] {
+        assert_eq!(entry_owner(&st, ip), Some(b.key.clone()), "{ip}");
+    }
+    check_pod(&b, &st, &fw).unwrap();
+}
+
+#[test]
+fn stale_and_junk_entries_are_not_holders() {
+    let a = pod_with_address("neta", 1, 1);
+    let b = pod_with_address("netb", 2, 1);
+    let fw = FakeFirewall::with_netns(&[&a.netns, &b.netns]);
+    let st = TempState::new();
+    add_pod(&a, &st, &fw).unwrap();
+    // a's record lost (the entries remain): they name a record that does not list them.
+    std::fs::remove_file(st.state.record_path(&a.key)).unwrap();
+    // One entry is not even a key.
+    std::fs::write(st.state.ip_path(&"fd99:1::1".parse().unwrap()), b"junk").unwrap();
+    add_pod(&b, &st, &fw).unwrap();
+    for ip in ["10.99.1.1", "fd99:1::1"] {
+        assert_eq!(entry_owner(&st, ip), Some(b.key.clone()), "{ip}");
+    }
+}
+
+#[test]
+fn a_holder_that_cannot_be_read_is_not_taken_over() {
+    let a = pod_with_address("neta", 1, 1);
+    let b = pod_with_address("netb", 2, 1);
+    let fw = FakeFirewall::with_netns(&[&a.netns, &b.netns]);
+    let st = TempState::new();
+    add_pod(&a, &st, &fw).unwrap();
+    let good = std::fs::read(st.state.record_path(&a.key)).unwrap();
+    let mut relative: Value = serde_json::from_slice(&good).unwrap();
+    relative["netns"] = json!("netns/pod1");
+    let mut failing = relative.clone();
+    failing["netns"] = json!("/var/run/netns/unreadable");
+    for (body, says) in [
+        (b"{".to_vec(), "record cannot be read"),
+        (
+            serde_json::to_vec(&relative).unwrap(),
+            "is not an absolute path",
+        ),
+        (serde_json::to_vec(&failing).unwrap(), "cannot be told"),
+    ] {
+        std::fs::write(st.state.record_path(&a.key), &body).unwrap();
+        let fw = FakeFirewall::with_netns(&[&b.netns]);
+        // The holder's namespace cannot be opened (EIO): not known to be gone.
+        fw.fail_at(1);
+        let e = add_pod(&b, &st, &fw).unwrap_err();
+        assert_eq!(e.code, code::ADDRESS_IN_USE, "{e}");
+        assert!(e.msg.contains("container c1 on network neta"), "{e}");
+        assert!(e.details.contains(says), "{says}: {e}");
+        assert_eq!(fw.pod_tables(), Vec::<String>::new(), "{says}");
+        assert_eq!(entry_owner(&st, "10.99.1.1"), Some(a.key.clone()));
+        assert!(!st.has_record(&b.key));
+    }
+}
+
+#[test]
+fn check_reports_an_address_entry_that_names_another_attachment() {
+    let p = pod("mgnet", 1);
+    let (fw, st) = fresh(&p);
+    add_pod(&p, &st, &fw).unwrap();
+    check_pod(&p, &st, &fw).unwrap();
+    let entry = st.state.ip_path(&"fd99:1::1".parse().unwrap());
+    std::fs::write(&entry, b"othernet:c9:eth0").unwrap();
+    let e = check_pod(&p, &st, &fw).unwrap_err();
+    assert_eq!(
+        (e.code, e.msg.as_str()),
+        (code::CHECK_FAILED, "CHECK failed: address entry")
+    );
+    assert!(e.details.contains("names othernet:c9:eth0"), "{e}");
+    std::fs::remove_file(&entry).unwrap();
+    let e = check_pod(&p, &st, &fw).unwrap_err();
+    assert!(e.details.contains("nothing (missing)"), "{e}");
+    // A repeat ADD repairs it.
+    add_pod(&p, &st, &fw).unwrap();
+    check_pod(&p, &st, &fw).unwrap();
+}
+
+#[test]
+fn of_two_adds_racing_for_an_address_the_later_one_undoes_its_rules() {
+    let a = pod_with_address("neta", 1, 1);
+    let b = pod_with_address("netb", 2, 1);
+    let fw = FakeFirewall::with_netns(&[&a.netns, &b.netns]);
+    let st = TempState::new();
+    // b passes its first check; while it installs its guard (step 3), a's ADD (another
+    // process, its own view of the kernel) completes.
+    let (a_env, a_cfg, a_netns, state) = (
+        a.env.clone(),
+        a.cfg.clone(),
+        a.netns.clone(),
+        st.state.clone(),
+    );
+    fw.before_step(3, move || {
+        let other = FakeFirewall::with_netns(&[&a_netns]);
+        add(&a_env, &a_cfg, &state, &Probe, &other).unwrap();
+    });
+    let e = add_pod(&b, &st, &fw).unwrap_err();
+    assert_eq!(e.code, code::ADDRESS_IN_USE, "{e}");
+    // b's tables undone, a's record and entries untouched.
+    assert_eq!(fw.pod_tables(), Vec::<String>::new());
+    assert_eq!(fw.guards(), Vec::<String>::new());
+    assert_eq!(st.keys(), vec![a.key.clone()]);
+    for ip in ["10.99.1.1", "fd99:1::1"] {
+        assert_eq!(entry_owner(&st, ip), Some(a.key.clone()), "{ip}");
+    }
+    assert_eq!(
+        fw.steps()[2..],
+        [
+            format!("apply host guard {} on veth2", b.table),
+            format!("open netns {}", a.netns),
+            format!("open netns {}", a.netns),
+            format!("remove host guard {}", b.table),
+            format!("remove pod rules {} in {}", b.table, b.netns),
+        ]
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 pub mod add;
 pub mod check;
+pub mod claims;
 pub mod del;
 pub mod gc;
 pub mod status;
@@ -388,9 +389,17 @@ pub fn teardown<F: Firewall>(
         Err(e) if e.is_not_found() => log::debug!("no netdev {table}"),
         Err(e) => errors.push(nft_error("deleting the host guard", e)),
     }
-    // The record read above, so it is not read a second time.
-    for e in state.remove_read_record(key, record.as_ref()) {
-        errors.push(state_error("removing the pod record", e));
+    // The record read above, so it is not read a second time. Under the writers' lock: an
+    // address entry is removed only if it still names this attachment, and no ADD can take the
+    // address over between that read and the unlink (the entry would then be the new pod's).
+    match state.lock_existing() {
+        Ok(_lock) => {
+            for e in state.remove_read_record(key, record.as_ref()) {
+                errors.push(state_error("removing the pod record", e));
+            }
+        }
+        // Removing unlocked could remove another pod's fresh entry: left for the retry.
+        Err(e) => errors.push(state_error("locking the state directory", e)),
     }
     errors
 }

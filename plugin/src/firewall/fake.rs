@@ -37,9 +37,20 @@ struct State {
     fail_from: Option<usize>,
 }
 
+/// Code run just before a step: what another process does meanwhile.
+#[derive(Default)]
+struct Hooks(BTreeMap<usize, Box<dyn FnOnce()>>);
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct FakeFirewall {
     state: RefCell<State>,
+    hooks: RefCell<Hooks>,
 }
 
 fn comment(tag: &str) -> Option<String> {
@@ -73,6 +84,11 @@ impl FakeFirewall {
     /// Makes step `n` fail (steps count from 1, over the firewall's whole life).
     pub fn fail_at(&self, n: usize) {
         self.state.borrow_mut().fail.insert(n);
+    }
+
+    /// Runs `f` just before step `n` (another process acting between two steps of a command).
+    pub fn before_step(&self, n: usize, f: impl FnOnce() + 'static) {
+        self.hooks.borrow_mut().0.insert(n, Box::new(f));
     }
 
     /// Makes every step fail from step `n` on.
@@ -143,6 +159,12 @@ impl FakeFirewall {
 
     /// Records a step; `Err` when it is one told to fail.
     fn step(&self, what: String) -> Result<(), NftError> {
+        let next = self.state.borrow().steps.len() + 1;
+        // Taken out first: the hook may use this firewall too.
+        let hook = self.hooks.borrow_mut().0.remove(&next);
+        if let Some(f) = hook {
+            f();
+        }
         let mut s = self.state.borrow_mut();
         s.steps.push(what);
         let n = s.steps.len();

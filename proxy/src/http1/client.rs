@@ -126,8 +126,24 @@ impl Upstream {
         endpoint: usize,
         head_only: bool,
         request: &[u8],
+        deadline: Pin<&mut Sleep>,
+        now: Instant,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let timeout = self.response_timeout;
+        self.send_encoded_within(endpoint, head_only, request, deadline, now, timeout)
+            .await
+    }
+
+    /// [`Upstream::send_encoded`] under `timeout` instead of the response timeout (a long poll's
+    /// deadline, `crate::longpoll`).
+    pub async fn send_encoded_within(
+        &self,
+        endpoint: usize,
+        head_only: bool,
+        request: &[u8],
         mut deadline: Pin<&mut Sleep>,
         now: Instant,
+        timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let target = self
             .targets
@@ -135,7 +151,7 @@ impl Upstream {
             .ok_or_else(|| UpstreamError::new(UpstreamFailure::Connect, "no such endpoint"))?;
         deadline
             .as_mut()
-            .reset(tokio::time::Instant::from_std(now) + self.response_timeout);
+            .reset(tokio::time::Instant::from_std(now) + timeout);
         let exchange = async {
             // A pooled connection may have been closed by the upstream while idle; that shows as
             // nothing received, and deserves one more try on a fresh connection.
@@ -167,10 +183,7 @@ impl Upstream {
             r = exchange => r,
             _ = deadline => Err(UpstreamError::new(
                 UpstreamFailure::Timeout,
-                format!(
-                    "no complete response within {} ms",
-                    self.response_timeout.as_millis()
-                ),
+                format!("no complete response within {} ms", timeout.as_millis()),
             )),
         }
     }
@@ -549,6 +562,59 @@ mod tests {
         let e = get_fails(&u).await;
         assert_eq!(e.kind, UpstreamFailure::Timeout);
         assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn a_longer_deadline_outlasts_the_response_timeout() {
+        // The server answers after 300 ms: past the 100 ms response timeout, within 2 s.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            read_head(&mut s).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+        });
+        let u = upstream(addr, 1024, 100);
+        let deadline = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(deadline);
+        let r = u
+            .send_encoded_within(
+                0,
+                false,
+                b"GET / HTTP/1.1\r\n\r\n",
+                deadline.as_mut(),
+                Instant::now(),
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
+        assert_eq!(&r.body[..], b"ok");
+        server.await.unwrap();
+        // The deadline given, not the response timeout, is what a timeout reports.
+        let (addr, _h) = server_silent().await;
+        let u = upstream(addr, 1024, 5000);
+        let e = u
+            .send_encoded_within(
+                0,
+                false,
+                b"GET / HTTP/1.1\r\n\r\n",
+                deadline.as_mut(),
+                Instant::now(),
+                Duration::from_millis(150),
+            )
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, UpstreamFailure::Timeout);
+        assert!(e.reason().contains("150 ms"), "{}", e.reason());
+    }
+
+    /// A server that reads one request and never answers.
+    async fn server_silent() -> (SocketAddr, tokio::task::JoinHandle<Vec<Vec<String>>>) {
+        server(vec![vec![None]]).await
     }
 
     #[tokio::test]

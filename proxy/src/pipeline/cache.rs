@@ -10,6 +10,8 @@
 //!   here only after an allow rule with `cache_ttl_ms` matched; a request a policy denies is never
 //!   answered from the cache, whatever the cache holds.
 //! - Only GET, only upstream 200 answers are stored (HEAD and other methods always go upstream).
+//!   Long polls (`crate::longpoll`) neither look here nor store: the pipeline skips the cache for
+//!   them, since a stored answer would end the next long poll's wait at once.
 //! - The key is the endpoint, the exact forwarded target (path and query) and every header that
 //!   is forwarded upstream, name and value, in order (Host excluded: the proxy sets it from the
 //!   endpoint). So an answer that needed an IMDSv2 token (`X-aws-ec2-metadata-token`),

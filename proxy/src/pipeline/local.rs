@@ -41,6 +41,15 @@ pub fn text_body(status: StatusCode, body: Bytes) -> Answer {
     }
 }
 
+/// `reason` as a one-line text body, with `Retry-After: retry_after_secs`.
+pub fn retry_later(status: StatusCode, reason: &str, retry_after_secs: u32) -> Answer {
+    let mut answer = text(status, reason);
+    if let Answer::Local { headers, .. } = &mut answer {
+        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    }
+    answer
+}
+
 /// A deny rule's answer: its text body and the policy's response headers.
 pub fn deny(policy: &Policy, status: StatusCode, body: Bytes) -> Answer {
     let mut answer = text_body(status, body);
@@ -121,6 +130,21 @@ mod tests {
         assert_eq!(headers["metadata-flavor"], "Google", "the policy's headers");
         assert_eq!(headers[CONTENT_TYPE], "text/plain; charset=utf-8");
         assert_eq!(&body[..], b"slow down\n");
+    }
+
+    #[test]
+    fn retry_later_says_when() {
+        let Answer::Local {
+            status,
+            headers,
+            body,
+        } = retry_later(StatusCode::TOO_MANY_REQUESTS, "too many", 5)
+        else {
+            panic!("a local answer");
+        };
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[RETRY_AFTER], "5");
+        assert_eq!(&body[..], b"too many\n");
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::canon::{self, CanonicalTarget, Rejection};
 use crate::decision_log::{self, Entry};
 use crate::http1::client::encode_request;
 use crate::http1::{rules, Answer, HeadError};
-use crate::outcome::{CacheUse, Outcome};
+use crate::longpoll;
+use crate::outcome::{CacheUse, LongPollRefusal, Outcome};
 use crate::policy::store::Snapshot;
 use crate::policy::{Action, Decision, Policy, RequestView};
 use crate::ratelimit::Verdict;
@@ -350,7 +351,10 @@ struct Allowed<'v, 'a> {
 }
 
 /// Answers an allowed request: from the worker's answer cache when the rule allows it and the
-/// cache has it, else from the upstream (storing the answer when the rule caches).
+/// cache has it, else from the upstream (storing the answer when the rule caches). A long poll
+/// (`crate::longpoll`) takes a slot under the long-poll caps first, or is refused; it gets its own
+/// upstream deadline and never touches the cache: a stored answer would end its wait at once, and
+/// its answer is "the value after a change", which no later request asked for.
 async fn forward<'a>(
     cx: &Ctx<'_>,
     a: &Allowed<'_, 'a>,
@@ -366,25 +370,19 @@ async fn forward<'a>(
         Outcome::Allow
     };
     let mut fields = Fields::decided(d, outcome, StatusCode::OK);
-    // The policy has allowed this request (on every request); only now may the cache answer it,
-    // and only for a GET under a rule with `cache_ttl_ms`. The key is built from the request
-    // itself, so a hit costs no upstream header map.
+    let long_poll = app.long_polls.deadline(longpoll::requested_wait(target));
+    // Held until the exchange is over.
+    let _slot = match long_poll {
+        None => None,
+        Some(_) => match app.long_polls.begin(cx.conn.peer) {
+            Ok(slot) => Some(slot),
+            Err(refused) => return long_poll_refused(app, refused, fields),
+        },
+    };
     let mut key = Vec::new();
-    if let (Some(_), &Method::GET) = (d.cache_ttl, method) {
-        let mut c = worker.cache();
-        if c.enabled() {
-            let forwarded = rules::forwarded(a.view.headers);
-            cache::key(&mut key, endpoint, target.path, target.raw_query, forwarded);
-            if let Some(hit) = c.get(a.generation, &key, cx.start) {
-                fields.cache = CacheUse::Hit;
-                let answer = Answer::Relayed {
-                    status: StatusCode::OK,
-                    head: hit.head,
-                    body: hit.body,
-                };
-                return (answer, fields);
-            }
-            fields.cache = CacheUse::Miss;
+    if long_poll.is_none() {
+        if let Some(hit) = cached(cx, a, &mut key, &mut fields) {
+            return (hit, fields);
         }
     }
     let upstream = &worker.upstream;
@@ -399,9 +397,21 @@ async fn forward<'a>(
     });
     let up_start = Instant::now();
     let head_only = *method == Method::HEAD;
-    let result = upstream
-        .send_encoded(endpoint, head_only, scratch, timer, up_start)
-        .await;
+    let result = match long_poll {
+        None => {
+            upstream
+                .send_encoded(endpoint, head_only, scratch, timer, up_start)
+                .await
+        }
+        Some(within) => {
+            let send =
+                upstream.send_encoded_within(endpoint, head_only, scratch, timer, up_start, within);
+            match app.long_polls.unless_closed(send).await {
+                Some(r) => r,
+                None => return long_poll_refused(app, longpoll::Refused::Closing, fields),
+            }
+        }
+    };
     // One clock read for the upstream latency and the request's.
     let done = Instant::now();
     fields.done = Some(done);
@@ -440,6 +450,88 @@ async fn forward<'a>(
             (answer, fields)
         }
     }
+}
+
+/// The answer cache's part of [`forward`]: the policy has allowed this request (on every
+/// request); only now may the cache answer it, and only for a GET under a rule with
+/// `cache_ttl_ms`. The key is built (into `key`) from the request itself, so a hit costs no
+/// upstream header map. Records a hit or a miss in `fields`.
+fn cached(
+    cx: &Ctx<'_>,
+    a: &Allowed<'_, '_>,
+    key: &mut Vec<u8>,
+    fields: &mut Fields<'_>,
+) -> Option<Answer> {
+    let (Some(_), &Method::GET) = (a.decision.cache_ttl, a.view.method) else {
+        return None;
+    };
+    let mut c = cx.worker.cache();
+    if !c.enabled() {
+        return None;
+    }
+    let target = a.view.target;
+    let forwarded = rules::forwarded(a.view.headers);
+    cache::key(
+        key,
+        cx.conn.endpoint,
+        target.path,
+        target.raw_query,
+        forwarded,
+    );
+    match c.get(a.generation, key, cx.start) {
+        Some(hit) => {
+            fields.cache = CacheUse::Hit;
+            Some(Answer::Relayed {
+                status: StatusCode::OK,
+                head: hit.head,
+                body: hit.body,
+            })
+        }
+        None => {
+            fields.cache = CacheUse::Miss;
+            None
+        }
+    }
+}
+
+/// A long poll not started (a cap: 429, decision `long-poll-limited`, counted by cap) or ended by
+/// shutdown (503, decision `error`): nothing more is forwarded, and the answer says when to ask
+/// again.
+fn long_poll_refused<'a>(
+    app: &App,
+    refused: longpoll::Refused,
+    mut fields: Fields<'a>,
+) -> (Answer, Fields<'a>) {
+    let lp = &app.long_polls;
+    let (status, reason, retry_after) = match refused {
+        longpoll::Refused::Cap(why) => {
+            app.metrics.long_poll_refused(why);
+            fields.outcome = Outcome::LongPollLimited;
+            let reason = match why {
+                LongPollRefusal::PerSource => format!(
+                    "too many long polls from this address (at most {}); retry later",
+                    lp.max_per_source
+                ),
+                LongPollRefusal::Total => format!(
+                    "too many long polls in progress (at most {}); retry later",
+                    lp.max_total
+                ),
+            };
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            (status, reason, longpoll::RETRY_AFTER_CAP)
+        }
+        longpoll::Refused::Closing => {
+            fields.outcome = Outcome::Error;
+            fields.done = Some(Instant::now());
+            let reason = "long poll ended: the proxy is shutting down; retry".to_owned();
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            (status, reason, longpoll::RETRY_AFTER_SHUTDOWN)
+        }
+    };
+    fields.status = status;
+    let answer = local::retry_later(status, &reason, retry_after);
+    fields.reason = Some(Cow::Owned(reason));
+    (answer, fields)
 }
 
 /// Counts the request (metrics) and writes its decision line: the one place that does either.

@@ -24,8 +24,9 @@ impl fmt::Display for GlobError {
     }
 }
 
+/// One compiled segment of a [`PathGlob`] (`near_miss` reads them to intersect two globs).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
+pub(super) enum Seg {
     /// The segment must be exactly this (possibly empty: trailing slash).
     Literal(String),
     /// `*`: any one non-empty segment.
@@ -75,6 +76,11 @@ impl PathGlob {
             )));
         }
         Ok(PathGlob { segs })
+    }
+
+    /// The compiled segments, in order.
+    pub(super) fn segments(&self) -> &[Seg] {
+        &self.segs
     }
 
     /// Whether the canonical `path` (starting with `/`) matches.
@@ -194,6 +200,11 @@ impl NameGlob {
         NameGlob {
             parts: pattern.split('*').map(str::to_owned).collect(),
         }
+    }
+
+    /// The pattern split on `*` (at least one part; `parts().len() - 1` stars).
+    pub(super) fn parts(&self) -> &[String] {
+        &self.parts
     }
 
     pub fn matches(&self, s: &str) -> bool {

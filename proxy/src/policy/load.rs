@@ -3,11 +3,12 @@
 
 use super::glob::{NameGlob, PathGlob};
 use super::matcher::{HeaderCond, Methods, PathMatch, QueryAllow, Rule};
+use super::near_miss;
 use super::presets::{is_preset, PRESETS};
 use super::rate::{RateLimit, MAX_BURST, MAX_RATE, MIN_RATE};
 use super::schema::{FileDoc, PolicyDoc, RuleDoc, SpannedList, SpannedMap};
 use super::select::{AnnotationRule, Selector};
-use super::{Action, Policy, PolicyError, PolicySet, DEFAULT_DENY_ID};
+use super::{Action, Policy, PolicyError, PolicySet, PolicyWarning, DEFAULT_DENY_ID};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
@@ -135,8 +136,12 @@ fn rate_limit(
     Ok(RateLimit::new(rate, burst))
 }
 
-/// Compile the presets alone (what every set starts with), with the file's limits.
-fn compile_presets(limits: LimitDefaults) -> Result<Vec<Arc<Policy>>, PolicyError> {
+/// Compile the presets alone (what every set starts with), with the file's limits. Their
+/// warnings go to `warnings` (there are none: a unit test holds the presets to that).
+fn compile_presets(
+    limits: LimitDefaults,
+    warnings: &mut Vec<PolicyWarning>,
+) -> Result<Vec<Arc<Policy>>, PolicyError> {
     let mut out = Vec::with_capacity(PRESETS.len());
     for (name, text) in PRESETS {
         let src = Src {
@@ -157,6 +162,7 @@ fn compile_presets(limits: LimitDefaults) -> Result<Vec<Arc<Policy>>, PolicyErro
             None,
             true,
             limits,
+            warnings,
         )?));
     }
     Ok(out)
@@ -164,7 +170,8 @@ fn compile_presets(limits: LimitDefaults) -> Result<Vec<Arc<Policy>>, PolicyErro
 
 /// The set used when no file is configured: presets only, default `deny-all`.
 pub(super) fn builtin_set() -> Result<PolicySet, PolicyError> {
-    let policies = compile_presets(LimitDefaults::default())?;
+    let mut warnings = Vec::new();
+    let policies = compile_presets(LimitDefaults::default(), &mut warnings)?;
     let deny_all = find(&policies, DEFAULT_POLICY).unwrap_or(0);
     Ok(PolicySet {
         policies,
@@ -175,6 +182,7 @@ pub(super) fn builtin_set() -> Result<PolicySet, PolicyError> {
             key: DEFAULT_ANNOTATION_KEY.to_owned(),
             allowed: Vec::new(),
         },
+        warnings,
     })
 }
 
@@ -190,14 +198,23 @@ pub(super) fn compile_file(text: &str) -> Result<PolicySet, PolicyError> {
     };
     let doc = parse(&src)?;
     let limits = LimitDefaults::of(&src, &doc)?;
-    let mut policies = compile_presets(limits)?;
+    let mut warnings = Vec::new();
+    let mut policies = compile_presets(limits, &mut warnings)?;
 
     let user_idx = index_policies(&src, &doc)?;
 
     // Compile in dependency order so each fallback exists before the policy that uses it.
     let mut done: Vec<Option<usize>> = vec![None; doc.policy.len()];
     for i in 0..doc.policy.len() {
-        ensure_compiled(&src, &doc, &user_idx, i, limits, &mut done, &mut policies)?;
+        ensure_compiled(
+            &src,
+            &doc,
+            &user_idx,
+            i,
+            &mut done,
+            &mut policies,
+            &mut warnings,
+        )?;
     }
 
     let lookup = |name: &Spanned<String>, what: &str| -> Result<usize, PolicyError> {
@@ -267,6 +284,7 @@ pub(super) fn compile_file(text: &str) -> Result<PolicySet, PolicyError> {
         deny_all,
         selectors,
         annotation: AnnotationRule { key, allowed },
+        warnings,
     })
 }
 
@@ -330,15 +348,15 @@ fn index_policies<'d>(
     Ok(user_idx)
 }
 
-/// Compiles the file's policy `i` (after its fallback chain), under the file's `limits`.
+/// Compiles the file's policy `i` (after its fallback chain), under the file's top-level limits.
 fn ensure_compiled(
     src: &Src<'_>,
     doc: &FileDoc,
     user_idx: &HashMap<&str, usize>,
     i: usize,
-    limits: LimitDefaults,
     done: &mut Vec<Option<usize>>,
     policies: &mut Vec<Arc<Policy>>,
+    warnings: &mut Vec<PolicyWarning>,
 ) -> Result<usize, PolicyError> {
     if let Some(at) = done[i] {
         return Ok(at);
@@ -348,13 +366,20 @@ fn ensure_compiled(
         None => None,
         Some(f) => match user_idx.get(f.get_ref().as_str()) {
             Some(&j) => {
-                let at = ensure_compiled(src, doc, user_idx, j, limits, done, policies)?;
+                let at = ensure_compiled(src, doc, user_idx, j, done, policies, warnings)?;
                 Some(policies[at].clone())
             }
             None => find(policies, f.get_ref()).map(|at| policies[at].clone()),
         },
     };
-    let p = compile_policy(src, pd, fallback, false, limits)?;
+    let p = compile_policy(
+        src,
+        pd,
+        fallback,
+        false,
+        LimitDefaults::of(src, doc)?,
+        warnings,
+    )?;
     policies.push(Arc::new(p));
     let at = policies.len() - 1;
     done[i] = Some(at);
@@ -386,6 +411,7 @@ fn compile_policy(
     fallback: Option<Arc<Policy>>,
     builtin: bool,
     limits: LimitDefaults,
+    warnings: &mut Vec<PolicyWarning>,
 ) -> Result<Policy, PolicyError> {
     let rate_limit = rate_limit(src, pd, limits)?;
     let audit = pd.audit.unwrap_or(false);
@@ -408,6 +434,7 @@ fn compile_policy(
         }
         rules.push(rule);
     }
+    near_miss_warnings(src, pd, &rules, fallback.as_deref(), warnings);
     Ok(Policy {
         name: pd.name.get_ref().clone(),
         description: pd.description.clone(),
@@ -418,6 +445,90 @@ fn compile_policy(
         builtin,
         rate_limit,
     })
+}
+
+/// A warning for each denial of `pd` that near-miss names get past (see `near_miss`), at the
+/// denial's `path`/`prefix`/`glob`, naming the allow rule and a path it lets through, with the
+/// denial rewritten so that each exposed segment is a segment prefix.
+fn near_miss_warnings(
+    src: &Src<'_>,
+    pd: &PolicyDoc,
+    rules: &[Rule],
+    fallback: Option<&Policy>,
+    out: &mut Vec<PolicyWarning>,
+) {
+    let (findings, complete) = near_miss::findings(rules, fallback);
+    if !complete {
+        let (line, column) = line_col(src.text, pd.name.span().start);
+        out.push(PolicyWarning {
+            line,
+            column,
+            message: format!(
+                "{}policy `{}` is too large for the near-miss check ({} comparisons); \
+                 some denials were not checked",
+                src.origin,
+                pd.name.get_ref(),
+                near_miss::MAX_INTERSECTIONS
+            ),
+            suggestion: "split the policy, or check its denials by hand (docs/policy.md, \
+                         \"Near-miss names\")"
+                .to_owned(),
+        });
+    }
+    for f in findings {
+        let Some(rd) = pd.rule.get(f.rule).map(Spanned::get_ref) else {
+            continue;
+        };
+        let Some((kind, value)) = [
+            ("path", &rd.path),
+            ("prefix", &rd.prefix),
+            ("glob", &rd.glob),
+        ]
+        .into_iter()
+        .find_map(|(k, v)| v.as_ref().map(|v| (k, v))) else {
+            continue;
+        };
+        let text = value.get_ref();
+        let names: Vec<String> = text
+            .strip_prefix('/')
+            .unwrap_or(text)
+            .split('/')
+            .enumerate()
+            .filter(|(i, _)| f.segments.contains(i))
+            .map(|(_, s)| format!("`{s}`"))
+            .collect();
+        let allow = match &f.allow.fallback {
+            None => {
+                let line = pd
+                    .rule
+                    .get(f.allow.index)
+                    .map_or(0, |r| line_col(src.text, r.get_ref().id.span().start).0);
+                format!("allow rule `{}` (line {line})", f.allow.id)
+            }
+            Some(p) => format!("allow rule `{}` of fallback policy `{p}`", f.allow.id),
+        };
+        let fixes: Vec<String> = near_miss::suggestion(kind, text, &f.segments)
+            .iter()
+            .map(|g| format!("glob = \"{g}\""))
+            .collect();
+        let (line, column) = line_col(src.text, value.span().start);
+        out.push(PolicyWarning {
+            line,
+            column,
+            message: format!(
+                "{}{} rule `{}` names {} exactly, but {allow} lets through near-miss names \
+                 (the name plus trailing characters) such as `GET {}`; a metadata server may \
+                 read them as the name (or make `{}` allow named leaves, not a whole tree)",
+                src.origin,
+                rd.action.get_ref(),
+                rd.id.get_ref(),
+                names.join(", "),
+                f.example,
+                f.allow.id,
+            ),
+            suggestion: fixes.join(", "),
+        });
+    }
 }
 
 /// Response headers the proxy may not be told to set: it owns the framing of its answers.

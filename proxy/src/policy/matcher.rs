@@ -78,6 +78,35 @@ fn header_holds(headers: &HeaderMap, name: &HeaderName, cond: &HeaderCond) -> bo
 }
 
 impl Rule {
+    /// Whether the rule's path condition holds for the canonical `path`.
+    pub fn path_matches(&self, path: &str) -> bool {
+        match (&self.path, self.ignore_case) {
+            (PathMatch::Any, _) => true,
+            (PathMatch::Exact(p), false) => path == *p,
+            (PathMatch::Exact(p), true) => path.eq_ignore_ascii_case(p),
+            (PathMatch::Prefix(p), false) => path.starts_with(p.as_str()),
+            (PathMatch::Prefix(p), true) => path
+                .as_bytes()
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
+            (PathMatch::Glob(g), false) => g.matches(path),
+            // Only case-insensitive glob rules pay for the lower-cased copy.
+            (PathMatch::Glob(g), true) => g.matches(&path.to_ascii_lowercase()),
+        }
+    }
+
+    /// Whether the path is the rule's only condition: it applies to every method, query and
+    /// header set (what `near_miss` needs to call a path covered by a denial).
+    pub fn path_is_only_condition(&self) -> bool {
+        self.methods == Methods::Any
+            && self.query == QueryAllow::Any
+            && self.require_query.is_empty()
+            && self.has_query.is_empty()
+            && self.lacks_query.is_empty()
+            && self.headers.is_empty()
+            && self.lacks_headers.is_empty()
+    }
+
     /// Whether this rule applies to `req`.
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
         let t = req.target;
@@ -85,24 +114,7 @@ impl Rule {
             Methods::Any => true,
             Methods::List(ms) => ms.iter().any(|m| m == req.method),
         };
-        if !method_ok {
-            return false;
-        }
-        let path_ok = match (&self.path, self.ignore_case) {
-            (PathMatch::Any, _) => true,
-            (PathMatch::Exact(p), false) => t.path == *p,
-            (PathMatch::Exact(p), true) => t.path.eq_ignore_ascii_case(p),
-            (PathMatch::Prefix(p), false) => t.path.starts_with(p.as_str()),
-            (PathMatch::Prefix(p), true) => t
-                .path
-                .as_bytes()
-                .get(..p.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(p.as_bytes())),
-            (PathMatch::Glob(g), false) => g.matches(t.path),
-            // Only case-insensitive glob rules pay for the lower-cased copy.
-            (PathMatch::Glob(g), true) => g.matches(&t.path.to_ascii_lowercase()),
-        };
-        if !path_ok {
+        if !method_ok || !self.path_matches(t.path) {
             return false;
         }
         if let QueryAllow::Keys(allowed) = &self.query {

@@ -9,6 +9,7 @@ mod load;
 #[cfg(test)]
 pub(crate) use load::is_name_byte;
 mod matcher;
+mod near_miss;
 mod presets;
 mod rate;
 mod schema;
@@ -54,6 +55,29 @@ impl fmt::Display for PolicyError {
 }
 
 impl std::error::Error for PolicyError {}
+
+/// Something valid but probably not meant, found while compiling a policy file: today, a denial
+/// that near-miss names get past (docs/policy.md, "Near-miss names"). `check-policy` prints it;
+/// the daemon logs it at load and reload. `line`/`column` are 1-based and point at the denial's
+/// `path`, `prefix` or `glob`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyWarning {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// What to write instead (`glob = "..."`, possibly several, comma-separated).
+    pub suggestion: String,
+}
+
+impl fmt::Display for PolicyWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}; suggested fix: {}",
+            self.line, self.column, self.message, self.suggestion
+        )
+    }
+}
 
 /// What a policy does with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +154,7 @@ impl<'p> Decision<'p> {
     }
 
     /// The body of a Deny answer: the rule's prebuilt one, or for a request no rule matched
-    /// "no rule allows <METHOD> <path>" and a newline, built without the formatting machinery
+    /// `no rule allows <METHOD> <path>` and a newline, built without the formatting machinery
     /// (the default-deny answer is the hot path of every denied request). The canonical path
     /// and the method token hold no control characters, so the body stays one line. `None`
     /// for Allow and Respond.
@@ -263,6 +287,8 @@ pub struct PolicySet {
     deny_all: usize,
     selectors: Vec<Selector>,
     annotation: AnnotationRule,
+    /// Found while compiling; the set works as written.
+    warnings: Vec<PolicyWarning>,
 }
 
 impl PolicySet {
@@ -306,6 +332,7 @@ impl PolicySet {
                         key: DEFAULT_ANNOTATION_KEY.to_owned(),
                         allowed: Vec::new(),
                     },
+                    warnings: Vec::new(),
                 }
             }
         }
@@ -369,6 +396,11 @@ impl PolicySet {
         &self.policies[self.default]
     }
 
+    /// Warnings found while compiling (near-miss names), in file order.
+    pub fn warnings(&self) -> &[PolicyWarning] {
+        &self.warnings
+    }
+
     /// The annotation key pods may use to pick a policy.
     pub fn annotation_key(&self) -> &str {
         &self.annotation.key
@@ -418,10 +450,27 @@ impl PolicySet {
     }
 }
 
-/// Validate a policy file for `metaguard-proxy check-policy FILE`; returns a human summary.
-pub fn check_policy_file(path: &Path) -> Result<String, PolicyError> {
+/// What `check-policy` reports for a valid file.
+#[derive(Debug)]
+pub struct PolicyCheck {
+    /// `<file>: ok` (with the number of warnings) and the set's summary.
+    pub summary: String,
+    pub warnings: Vec<PolicyWarning>,
+}
+
+/// Validate a policy file for `metaguard-proxy check-policy FILE`.
+pub fn check_policy_file(path: &Path) -> Result<PolicyCheck, PolicyError> {
     let set = PolicySet::load(path)?;
-    Ok(format!("{}: ok\n{}", path.display(), set.summary()))
+    let n = set.warnings.len();
+    let status = match n {
+        0 => "ok".to_owned(),
+        1 => "ok, 1 warning".to_owned(),
+        n => format!("ok, {n} warnings"),
+    };
+    Ok(PolicyCheck {
+        summary: format!("{}: {status}\n{}", path.display(), set.summary()),
+        warnings: set.warnings,
+    })
 }
 
 #[cfg(test)]

@@ -28,31 +28,34 @@ name = "aws"
 description = "EC2 IMDS: identity, placement and network metadata; no credentials, no user-data; IMDSv1 and IMDSv2."
 
 # Denials first, with reasons. `/**` also matches the path itself and its trailing-slash form
-# (kube2iam leaked the role through `iam/security-credentials` without the slash).
+# (kube2iam leaked the role through `iam/security-credentials` without the slash). Each secret is
+# named as a segment prefix (`iam*`), so near-miss names (`iam.`, `iamx`, `user-data~`) are
+# denied by the secret's own rule too, whatever the allow rules below say (docs/policy.md,
+# "Near-miss names").
 [[policy.rule]]
 id = "iam"
-glob = "/*/meta-data/iam/**"
+glob = "/*/meta-data/iam*/**"
 ignore_case = true
 action = "deny"
 reason = "IAM role credentials are not available to pods"
 
 [[policy.rule]]
 id = "identity-credentials"
-glob = "/*/meta-data/identity-credentials/**"
+glob = "/*/meta-data/identity-credentials*/**"
 ignore_case = true
 action = "deny"
 reason = "instance identity credentials are not available to pods"
 
 [[policy.rule]]
 id = "user-data"
-glob = "/*/user-data/**"
+glob = "/*/user-data*/**"
 ignore_case = true
 action = "deny"
 reason = "user-data is not available to pods (it often holds secrets)"
 
 [[policy.rule]]
 id = "tags"
-glob = "/*/meta-data/tags/**"
+glob = "/*/meta-data/tags*/**"
 ignore_case = true
 action = "deny"
 reason = "instance tags are not available to pods"
@@ -143,23 +146,27 @@ description = "GCE metadata with the GKE metadata-concealment set: no kube-env, 
 # google-auth decides "am I on GCE" from this header, so the proxy's own answers carry it too.
 response_headers = { "Metadata-Flavor" = "Google" }
 
+# Denials first. The `v1` rule below allows the whole tree, so each secret is named as a segment
+# prefix and anywhere on the path: near-miss names (`kube-env.`, `kube-envx`, `token~`,
+# `attributes./kube-env`, `service-accounts./default/token`) are denied, not forwarded
+# (docs/policy.md, "Near-miss names").
 [[policy.rule]]
 id = "kube-env"
-glob = "/computeMetadata/*/instance/attributes/kube-env/**"
+glob = "/**/kube-env*/**"
 ignore_case = true
 action = "deny"
 reason = "kube-env holds the node's credentials"
 
 [[policy.rule]]
 id = "service-account-token"
-glob = "/**/service-accounts/*/token/**"
+glob = "/**/service-accounts*/*/token*/**"
 ignore_case = true
 action = "deny"
 reason = "service-account access tokens (the node's credentials) are not available to pods"
 
 [[policy.rule]]
 id = "service-account-identity"
-glob = "/**/service-accounts/*/identity/**"
+glob = "/**/service-accounts*/*/identity*/**"
 ignore_case = true
 action = "deny"
 reason = "service-account identity tokens (the node's identity) are not available to pods"
@@ -216,16 +223,19 @@ pub const AZURE: &str = r#"
 name = "azure"
 description = "Azure IMDS: instance metadata with Metadata: true and api-version; no managed-identity tokens, no userData."
 
+# Denials first, each secret named as a segment prefix (`identity*`, `userData*`): the `instance`
+# rule below allows a whole tree, and near-miss names (`userData.`, `compute./userData`) must not
+# get through it (docs/policy.md, "Near-miss names").
 [[policy.rule]]
 id = "managed-identity"
-glob = "/metadata/identity/**"
+glob = "/metadata/identity*/**"
 ignore_case = true
 action = "deny"
 reason = "managed identity tokens are not available to pods"
 
 [[policy.rule]]
 id = "user-data"
-glob = "/metadata/instance/compute/userData/**"
+glob = "/metadata/**/userData*/**"
 ignore_case = true
 action = "deny"
 reason = "userData is not available to pods (it often holds secrets)"

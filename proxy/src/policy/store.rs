@@ -77,10 +77,17 @@ pub struct LoadError {
 /// Reads and validates the policy file, or the built-in default when there is none.
 pub fn load(path: Option<&Path>) -> Result<PolicySet, LoadError> {
     match path {
-        Some(p) => PolicySet::load(p).map_err(|source| LoadError {
-            path: p.display().to_string(),
-            source,
-        }),
+        Some(p) => {
+            let set = PolicySet::load(p).map_err(|source| LoadError {
+                path: p.display().to_string(),
+                source,
+            })?;
+            // Valid but probably not meant (near-miss names): in force, and said once per load.
+            for w in set.warnings() {
+                log::warn!("policy {}: {w}", p.display());
+            }
+            Ok(set)
+        }
         None => Ok(PolicySet::builtin_default()),
     }
 }

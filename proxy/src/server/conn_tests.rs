@@ -6,6 +6,7 @@ use super::*;
 use crate::config::{Config, LogTarget};
 use crate::decision_log::DecisionLog;
 use crate::http1::client::{Target, Upstream};
+use crate::longpoll::LongPolls;
 use crate::metrics::Metrics;
 use crate::pipeline::cache::ResponseCache;
 use crate::policy::store::{self, PolicyStore};
@@ -33,6 +34,7 @@ fn app(dir: &std::path::Path) -> (Arc<App>, Arc<Worker>) {
         log: DecisionLog::start(LogTarget::File(dir.join("decisions.log"))).unwrap(),
         metrics,
         targets: cfg.endpoints.iter().map(Target::from_config).collect(),
+        long_polls: LongPolls::new(&cfg.long_poll, Duration::from_millis(5000)),
         limiter: crate::ratelimit::RateLimiter::default(),
     });
     (app, worker)

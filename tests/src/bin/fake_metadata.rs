@@ -10,7 +10,9 @@
 //! `write` to an `O_APPEND` file before the answer is sent, so a reader that got the answer finds the
 //! line. `--bench` answers every request with a small fixed body (the benchmark ceiling); the path
 //! `/bench` does the same without the flag. Fault paths: `/fault/hang`, `/fault/reset`,
-//! `/fault/500`, `/fault/slow?ms=N`, `/fault/big?bytes=N`.
+//! `/fault/500`, `/fault/slow?ms=N`, `/fault/big?bytes=N`. GCE long polls (`wait_for_change`,
+//! `last_etag`, `timeout_sec`) are held like GCE holds them; `/fake-control/gcp-set?path=P&value=V`
+//! changes a GCP value (and ends the long polls on it).
 //!
 //! HTTP/1.1 is parsed here rather than by hyper on purpose: a recorder in front of a security proxy
 //! must record what arrived even when it is malformed (a proxy bug that forwards garbage must show up

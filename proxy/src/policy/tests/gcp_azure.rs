@@ -67,7 +67,7 @@ fn gcp_preset() {
             ("GET", "/computeMetadata/v1/instance/id", &[("X-Google-Metadata-Request", "True")], d, "metadata-flavor-required"),
             // everything else
             ("GET", "/computeMetadata/v1beta1/instance/id", FLAVOR, d, DEFAULT_DENY_ID),
-            ("GET", "/0.1/meta-data/attributes/kube-env", FLAVOR, d, DEFAULT_DENY_ID),
+            ("GET", "/0.1/meta-data/attributes/kube-env", FLAVOR, d, "kube-env"),
             ("GET", "/computeMetadata/v1/instance/id?foo=1", FLAVOR, d, DEFAULT_DENY_ID),
             ("GET", "/computeMetadata/v1/instance/id?ALT=json", FLAVOR, d, DEFAULT_DENY_ID),
             ("POST", "/computeMetadata/v1/instance/id", FLAVOR, d, DEFAULT_DENY_ID),

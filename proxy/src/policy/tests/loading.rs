@@ -89,7 +89,8 @@ fn check_policy_file_reports() {
     std::fs::create_dir_all(&dir).unwrap();
     let good = dir.join("good.toml");
     std::fs::write(&good, FALLBACK).unwrap();
-    let summary = check_policy_file(&good).unwrap();
+    let check = check_policy_file(&good).unwrap();
+    let summary = check.summary;
     assert!(summary.contains("ok"), "{summary}");
     assert!(summary.contains("default policy: strict"), "{summary}");
     assert!(

@@ -78,6 +78,7 @@ mod caching;
 mod conf_files;
 mod gcp_azure;
 mod loading;
+mod near_miss;
 mod presets;
 mod rate_limits;
 mod rules;

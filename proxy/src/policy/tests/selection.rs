@@ -3,27 +3,16 @@
 use super::*;
 use std::collections::BTreeMap;
 
+/// A pod with namespace, name and annotations set or left out (the shared fixture otherwise).
 fn rec(ns: Option<&str>, pod: Option<&str>, ann: &[(&str, &str)]) -> PodRecord {
-    PodRecord {
-        version: 1,
-        container_id: "c0ffee".into(),
-        network: "net".into(),
-        ifname: "eth0".into(),
-        netns: "/var/run/netns/x".into(),
-        ips: vec!["10.0.0.2".parse().unwrap()],
-        namespace: ns.map(str::to_owned),
-        pod_name: pod.map(str::to_owned),
-        pod_uid: None,
-        annotations: ann
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
-        host_interface: None,
-        host_guard: true,
-        mac: None,
-        layer2_guard: false,
-        created_unix: 0,
-    }
+    let mut r = crate::testing::pod_record("c0ffee", &["10.0.0.2"], "");
+    r.namespace = ns.map(str::to_owned);
+    r.pod_name = pod.map(str::to_owned);
+    r.annotations = ann
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<BTreeMap<_, _>>();
+    r
 }
 
 const SELECT: &str = r#"

@@ -1,6 +1,11 @@
 //! What the fake answers: AWS (IMDSv1 and IMDSv2), GCP, Azure, Alibaba (AWS-shaped paths) and
 //! OpenStack content, fault paths and the benchmark path.
 //!
+//! GCP values can change while the fake runs, so tests can drive GCE's long polls: every GCP answer
+//! carries an `ETag` (a hash of its body), `GET /fake-control/gcp-set?path=P&value=V` sets the
+//! value at `P` (under `/computeMetadata/v1/`), and a request with `wait_for_change=true` is held
+//! like GCE holds it ([`long_poll`]; the waiting itself is `server.rs`'s).
+//!
 //! Routing is deliberately lenient (the path is percent-decoded once, empty and dot segments are
 //! resolved) like a permissive real server: a proxy that forwards `/latest/meta-data/x/../iam/...`
 //! gets the secret back, so a bypass is visible in the answer as well as in the record. Every secret
@@ -12,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 // Shared with the test harness, which asserts on them.
 #[cfg(test)]
@@ -65,14 +71,42 @@ impl Reply {
     }
 }
 
-/// IMDSv2 tokens handed out, with their expiry.
-#[derive(Debug, Default)]
+/// IMDSv2 tokens handed out, with their expiry; GCP values set through the control path.
+#[derive(Debug)]
 pub struct State {
     tokens: Mutex<HashMap<String, Instant>>,
     next: AtomicU64,
+    /// (path under /computeMetadata/v1/, value), in the order they were set.
+    gcp_values: Mutex<Vec<(String, String)>>,
+    /// Bumped at every change of a GCP value: what held long polls wait on.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            tokens: Mutex::default(),
+            next: AtomicU64::default(),
+            gcp_values: Mutex::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 impl State {
+    /// A receiver that sees every GCP change from now on.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn set_gcp(&self, path: &str, value: &str) {
+        if let Ok(mut v) = self.gcp_values.lock() {
+            v.retain(|(p, _)| p != path);
+            v.push((path.to_string(), value.to_string()));
+        }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     fn issue(&self, ttl: u64) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let token = format!("AQAEAFAKEIMDSTOKEN{n:08}==");
@@ -193,11 +227,20 @@ pub fn route(head: &Head, st: &State, bench: bool) -> Reply {
     if p == "/bench" {
         return Reply::bench();
     }
+    if p == "/fake-control/gcp-set" {
+        return match (req.q("path"), req.q("value")) {
+            (Some(path), Some(value)) if !path.trim_matches('/').is_empty() => {
+                st.set_gcp(path.trim_matches('/'), value);
+                Reply::text(200, "ok\n")
+            }
+            _ => Reply::text(400, "gcp-set needs path and value\n"),
+        };
+    }
     if let Some(f) = p.strip_prefix("/fault/") {
         return fault(f, &req);
     }
     if p == "/computeMetadata" || p.starts_with("/computeMetadata/") {
-        return gcp(&req);
+        return gcp(&req, st);
     }
     if p.starts_with("/metadata/") || p == "/metadata" {
         return azure(&req);
@@ -382,7 +425,28 @@ fn aws_token(req: &Req, st: &State) -> Reply {
 
 // ---------------------------------------------------------------- GCP
 
-fn gcp_tree() -> Value {
+/// The GCP tree with the values set through the control path.
+fn gcp_tree(st: &State) -> Value {
+    let mut tree = gcp_tree_base();
+    if let Ok(values) = st.gcp_values.lock() {
+        for (path, value) in values.iter() {
+            let mut node = &mut tree;
+            for seg in path.split('/').filter(|s| !s.is_empty()) {
+                if !node.is_object() {
+                    *node = json!({});
+                }
+                node = match node {
+                    Value::Object(o) => o.entry(seg.to_string()).or_insert(Value::Null),
+                    other => other,
+                };
+            }
+            *node = Value::String(value.clone());
+        }
+    }
+    tree
+}
+
+fn gcp_tree_base() -> Value {
     json!({
         "instance": {
             "id": "4520031799277581759",
@@ -421,12 +485,65 @@ fn gcp_listing(obj: &serde_json::Map<String, Value>) -> String {
         .collect()
 }
 
-fn gcp(req: &Req) -> Reply {
-    let reply = gcp_inner(req);
-    reply.with("Metadata-Flavor", "Google")
+fn gcp(req: &Req, st: &State) -> Reply {
+    let reply = gcp_inner(req, st);
+    let etag = etag(&reply.body);
+    reply.with("Metadata-Flavor", "Google").with("ETag", etag)
 }
 
-fn gcp_inner(req: &Req) -> Reply {
+/// GCE-style ETag: 16 hex digits that change when the answer's body changes.
+pub fn etag(body: &[u8]) -> String {
+    // FNV-1a, 64 bits.
+    let h = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// How long a long poll without `timeout_sec` is held (GCE does not document its own figure; this
+/// is metaguard-proxy's default maximum wait).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+/// A GCP request with `wait_for_change=true` (any case: Python's client sends `True`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LongPoll {
+    pub last_etag: Option<String>,
+    pub timeout: Duration,
+}
+
+/// The long poll `head` asks for, if it is one. Like GCE: answered at once when `last_etag` is
+/// given and differs from the value's ETag; else held until the ETag changes or `timeout_sec`
+/// seconds pass, then answered with the value as it is.
+pub fn long_poll(head: &Head) -> Option<LongPoll> {
+    let (raw_path, raw_query) = split_target(&head.target);
+    let path = normalize(&raw_path);
+    if !path.starts_with("/computeMetadata/") {
+        return None;
+    }
+    let query = parse_query(&raw_query);
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if !q("wait_for_change").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    let timeout = q("timeout_sec")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .map_or(DEFAULT_WAIT, Duration::from_secs);
+    Some(LongPoll {
+        last_etag: q("last_etag").map(str::to_string),
+        timeout,
+    })
+}
+
+/// The ETag header of a reply.
+pub fn reply_etag(r: &Reply) -> Option<&str> {
+    r.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
+        .map(|(_, v)| v.as_str())
+}
+
+fn gcp_inner(req: &Req, st: &State) -> Reply {
     if req.head.has_header("X-Forwarded-For") {
         return Reply::text(403, "Request had X-Forwarded-For header.\n");
     }
@@ -440,7 +557,7 @@ fn gcp_inner(req: &Req) -> Reply {
         return not_found();
     };
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let tree = gcp_tree();
+    let tree = gcp_tree(st);
     let mut node = &tree;
     for s in &segs {
         match node.get(*s) {
@@ -694,6 +811,87 @@ mod tests {
         let rec = get("/computeMetadata/v1/instance/?recursive=TRUE", &flavor);
         assert!(body(&rec).contains("kube-env"));
         assert!(body(&get("/computeMetadata/v1/instance/", &flavor)).contains("attributes/"));
+    }
+
+    #[test]
+    fn gcp_values_change_through_the_control_path_and_so_do_etags() {
+        let st = State::default();
+        let flavor = [("Metadata-Flavor", "Google")];
+        let at = |st: &State| {
+            route(
+                &head(
+                    "GET",
+                    "/computeMetadata/v1/instance/attributes/flag",
+                    &flavor,
+                ),
+                st,
+                false,
+            )
+        };
+        assert_eq!(at(&st).status, 404);
+        let mut changes = st.subscribe();
+        let set = |v: &str| {
+            let t = format!("/fake-control/gcp-set?path=instance/attributes/flag&value={v}");
+            route(&head("GET", &t, &[]), &st, false)
+        };
+        assert_eq!(set("one").status, 200);
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        let one = at(&st);
+        assert_eq!(body(&one), "one");
+        let etag_one = reply_etag(&one).unwrap().to_string();
+        assert_eq!(etag_one.len(), 16);
+        assert_eq!(
+            reply_etag(&at(&st)).unwrap(),
+            etag_one,
+            "same value, same ETag"
+        );
+        set("two%20too");
+        assert!(changes.has_changed().unwrap());
+        let two = at(&st);
+        assert_eq!(body(&two), "two too");
+        assert_ne!(reply_etag(&two).unwrap(), etag_one);
+        // The listing shows the new key too, and the static values are still there.
+        let listing = route(
+            &head("GET", "/computeMetadata/v1/instance/attributes/", &flavor),
+            &st,
+            false,
+        );
+        assert!(body(&listing).contains("flag\n") && body(&listing).contains("kube-env\n"));
+        assert_eq!(
+            route(
+                &head("GET", "/fake-control/gcp-set?path=/", &[]),
+                &st,
+                false
+            )
+            .status,
+            400
+        );
+    }
+
+    #[test]
+    fn what_is_a_long_poll() {
+        let lp = |t: &str| long_poll(&head("GET", t, &[]));
+        assert_eq!(lp("/computeMetadata/v1/instance/id"), None);
+        assert_eq!(
+            lp("/computeMetadata/v1/instance/id?wait_for_change=false"),
+            None
+        );
+        assert_eq!(lp("/latest/meta-data/?wait_for_change=true"), None);
+        assert_eq!(
+            lp("/computeMetadata/v1/instance/id?wait_for_change=True&timeout_sec=7&last_etag=abc"),
+            Some(LongPoll {
+                last_etag: Some("abc".into()),
+                timeout: Duration::from_secs(7)
+            })
+        );
+        assert_eq!(
+            lp("/computeMetadata/v1/?wait_for_change=true"),
+            Some(LongPoll {
+                last_etag: None,
+                timeout: DEFAULT_WAIT
+            })
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Listeners and connections: accept, parse, record, answer; keep-alive and pipelining.
 
-use crate::content::{self, Action, Reply, State};
+use crate::content::{self, Action, LongPoll, Reply, State};
 use crate::http1::{self, Chunked, Framing, ParsedHead, MAX_HEAD};
 use crate::record::{self, Conn, Line, Recorder};
 use bytes::{Buf, BytesMut};
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -169,6 +170,40 @@ async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> bool {
     matches!(stream.read_buf(buf).await, Ok(n) if n > 0)
 }
 
+/// Holds a GCE long poll (`wait_for_change=true`): a `last_etag` other than the value's ETag is
+/// answered at once; else the answer waits until the value's ETag changes (a control request set
+/// it) or the timeout passes, and is then the value as it is, with its ETag. Errors (403, 404) are
+/// answered at once.
+async fn hold(
+    lp: LongPoll,
+    first: Reply,
+    head: &http1::Head,
+    state: &State,
+    mut changes: watch::Receiver<u64>,
+) -> Reply {
+    let Some(seen) = content::reply_etag(&first).map(str::to_string) else {
+        return first;
+    };
+    if first.status != 200 || lp.last_etag.as_deref().is_some_and(|e| e != seen) {
+        return first;
+    }
+    let deadline = tokio::time::Instant::now() + lp.timeout;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return content::route(head, state, false),
+            r = changes.changed() => {
+                if r.is_err() {
+                    return first;
+                }
+                let now = content::route(head, state, false);
+                if content::reply_etag(&now) != Some(seen.as_str()) {
+                    return now;
+                }
+            }
+        }
+    }
+}
+
 async fn connection(mut stream: TcpStream, conn: Conn, shared: &Shared) {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
@@ -250,7 +285,12 @@ async fn connection(mut stream: TcpStream, conn: Conn, shared: &Shared) {
         };
         // Record before answering.
         write_record(shared, &conn, Some(&head), body_len, None);
-        let reply = content::route(&head, &shared.state, shared.cfg.bench);
+        // Subscribed before the value is read: a change in between is not missed.
+        let changes = shared.state.subscribe();
+        let mut reply = content::route(&head, &shared.state, shared.cfg.bench);
+        if let Some(lp) = content::long_poll(&head).filter(|_| !shared.cfg.bench) {
+            reply = hold(lp, reply, &head, &shared.state, changes).await;
+        }
         match reply.action {
             Action::Respond => {}
             Action::Delay(d) => tokio::time::sleep(d).await,
