@@ -200,6 +200,12 @@ fn mac_spoof_attack(
             }
         })
     };
+    // The victim starts once the flood is running (a busy machine can start the thread late; the
+    // control stops at its first capture, which must not come before the flood proper).
+    let started = Instant::now();
+    while sent.load(Ordering::Relaxed) <= 100 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::yield_now();
+    }
     let (gw, victim_ip) = (v4(node.gateway4), v4(victim.ip(false)));
     let mut captured = 0;
     let mut answered = 0;
