@@ -7,83 +7,26 @@ use super::*;
 const FLAVOR: &[(&str, &str)] = &[("Metadata-Flavor", "Google")];
 const MD: &[(&str, &str)] = &[("Metadata", "true")];
 
-/// The gcp preset as it was before issue 14 (exact-segment denials under the broad `v1` allow),
-/// as a user policy.
-const OLD_GCP: &str = r#"default = "old-gcp"
-
-[[policy]]
-name = "old-gcp"
-description = "GCE metadata with the GKE metadata-concealment set: no kube-env, no tokens, no recursive listings outside the service-accounts tree."
-# google-auth decides "am I on GCE" from this header, so the proxy's own answers carry it too.
-response_headers = { "Metadata-Flavor" = "Google" }
-
-[[policy.rule]]
-id = "kube-env"
-glob = "/computeMetadata/*/instance/attributes/kube-env/**"
-ignore_case = true
-action = "deny"
-reason = "kube-env holds the node's credentials"
-
-[[policy.rule]]
-id = "service-account-token"
-glob = "/**/service-accounts/*/token/**"
-ignore_case = true
-action = "deny"
-reason = "service-account access tokens (the node's credentials) are not available to pods"
-
-[[policy.rule]]
-id = "service-account-identity"
-glob = "/**/service-accounts/*/identity/**"
-ignore_case = true
-action = "deny"
-reason = "service-account identity tokens (the node's identity) are not available to pods"
-
-[[policy.rule]]
-id = "metadata-flavor-required"
-lacks_headers = { "Metadata-Flavor" = "Google" }
-action = "deny"
-reason = "the Metadata-Flavor: Google header is required"
-
-[[policy.rule]]
-id = "service-accounts"
-glob = "/computeMetadata/v1/instance/service-accounts/**"
-query = ["alt", "wait_for_change", "timeout_sec", "last_etag", "recursive"]
-headers = { "Metadata-Flavor" = "Google" }
-action = "allow"
-
-# `recursive` in any case, value or encoding (keys are decoded once, compared ignoring case).
-[[policy.rule]]
-id = "recursive"
-has_query = ["recursive"]
-action = "deny"
-reason = "recursive listings are only allowed under /computeMetadata/v1/instance/service-accounts/"
-
-[[policy.rule]]
-id = "root"
-path = "/"
-headers = { "Metadata-Flavor" = "Google" }
-action = "allow"
-
-[[policy.rule]]
-id = "compute-metadata-index"
-path = "/computeMetadata/"
-headers = { "Metadata-Flavor" = "Google" }
-action = "allow"
-
-[[policy.rule]]
-id = "v1-index"
-path = "/computeMetadata/v1/"
-query = ["alt", "wait_for_change", "timeout_sec", "last_etag"]
-headers = { "Metadata-Flavor" = "Google" }
-action = "allow"
-
-[[policy.rule]]
-id = "v1"
-glob = "/computeMetadata/v1/**"
-query = ["alt", "wait_for_change", "timeout_sec", "last_etag"]
-headers = { "Metadata-Flavor" = "Google" }
-action = "allow"
-"#;
+/// The gcp preset as it was before issue 14, as a user policy: the same rules, with the three
+/// denials naming exact segments under the broad `v1` allow (the shape that let near misses
+/// through). Derived from the current preset so the two differ in nothing else.
+fn old_gcp() -> String {
+    let old = crate::policy::presets::GCP
+        .replace("name = \"gcp\"", "name = \"old-gcp\"")
+        .replace(
+            "glob = \"/**/kube-env*/**\"",
+            "glob = \"/computeMetadata/*/instance/attributes/kube-env/**\"",
+        )
+        .replace(
+            "glob = \"/**/service-accounts*/*/token*/**\"",
+            "glob = \"/**/service-accounts/*/token/**\"",
+        )
+        .replace(
+            "glob = \"/**/service-accounts*/*/identity*/**\"",
+            "glob = \"/**/service-accounts/*/identity/**\"",
+        );
+    format!("default = \"old-gcp\"\n{old}")
+}
 
 /// Trailing characters a lenient server might drop or a sloppy one might match.
 const TAILS: &[&str] = &[".", "x", "~", "-", "_", "..", ".json", "0"];
@@ -353,7 +296,7 @@ fn azure_and_aws_near_misses_are_denied() {
 /// above can fail; under the preset they are denied.
 #[test]
 fn old_gcp_shape_forwards_near_misses() {
-    let old = PolicySet::from_toml(OLD_GCP).unwrap();
+    let old = PolicySet::from_toml(&old_gcp()).unwrap();
     let old = old.policy("old-gcp").unwrap();
     let new = builtin("gcp");
     let new = new.policy("gcp").unwrap();
@@ -426,13 +369,14 @@ fn position(text: &str, needle: &str) -> (usize, usize) {
 
 #[test]
 fn check_policy_warns_about_the_old_gcp_shape() {
-    let set = PolicySet::from_toml(OLD_GCP).unwrap();
+    let old = old_gcp();
+    let set = PolicySet::from_toml(&old).unwrap();
     let w = set.warnings();
     assert_eq!(w.len(), 3, "{w:#?}");
-    let v1_line = position(OLD_GCP, "id = \"v1\"").0;
+    let v1_line = position(&old, "id = \"v1\"").0;
 
     let (line, column) = position(
-        OLD_GCP,
+        &old,
         "glob = \"/computeMetadata/*/instance/attributes/kube-env/**\"",
     );
     assert_eq!((w[0].line, w[0].column), (line, column));
@@ -450,7 +394,7 @@ fn check_policy_warns_about_the_old_gcp_shape() {
         "glob = \"/computeMetadata/*/instance*/attributes*/kube-env*/**\""
     );
 
-    let (line, _) = position(OLD_GCP, "glob = \"/**/service-accounts/*/token/**\"");
+    let (line, _) = position(&old, "glob = \"/**/service-accounts/*/token/**\"");
     assert_eq!(w[1].line, line);
     assert!(
         w[1].message.starts_with(
@@ -463,7 +407,7 @@ fn check_policy_warns_about_the_old_gcp_shape() {
         w[1].suggestion,
         "glob = \"/**/service-accounts*/*/token*/**\""
     );
-    let (line, _) = position(OLD_GCP, "glob = \"/**/service-accounts/*/identity/**\"");
+    let (line, _) = position(&old, "glob = \"/**/service-accounts/*/identity/**\"");
     assert_eq!(w[2].line, line);
     assert_eq!(
         w[2].suggestion,
@@ -475,7 +419,7 @@ fn check_policy_warns_about_the_old_gcp_shape() {
     )));
 
     // The suggested fixes, applied, silence the warnings and deny the near misses.
-    let fixed = OLD_GCP
+    let fixed = old
         .replace(
             "/computeMetadata/*/instance/attributes/kube-env/**",
             "/computeMetadata/*/instance*/attributes*/kube-env*/**",
