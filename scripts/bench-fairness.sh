@@ -63,21 +63,7 @@ URL=http://$IMDS$PATHNAME
 TAG=mgbf$$
 NODE=${TAG}node CLOUD=${TAG}cloud FLOOD=${TAG}flood STEADY=${TAG}steady
 
-bench_netns_add "$NODE"
-bench_netns_add "$CLOUD"
-ip -n "$NODE" link add up0 type veth peer name up1 netns "$CLOUD"
-ip -n "$NODE" addr add 10.254.0.1/30 dev up0
-ip -n "$NODE" link set up0 up
-ip -n "$CLOUD" addr add "$CLOUD_IP/30" dev up1
-ip -n "$CLOUD" link set up1 up
-ip -n "$CLOUD" addr add "$IMDS/32" dev lo
-ip -n "$NODE" route add "$IMDS/32" via "$CLOUD_IP"
-ip -n "$CLOUD" route add 10.99.0.0/16 via 10.254.0.1
-ip netns exec "$NODE" sysctl -qw net.ipv4.ip_forward=1
-
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-http_code() { in_ns "$1" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$2" || true; }
-code_is() { [ "$(http_code "$1" "$2")" = "$3" ]; }
+bench_node_cloud "$NODE" "$CLOUD" "$CLOUD_IP" "$IMDS"
 
 ip netns exec "$CLOUD" "$FAKE" --listen "$IMDS:80" --bench >"$W/fake.log" 2>&1 &
 BENCH_PIDS+=("$!")

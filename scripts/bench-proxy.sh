@@ -101,25 +101,8 @@ TAG=mgbx$$
 NODE=${TAG}node CLOUD=${TAG}cloud POD=${TAG}pod
 
 # --- namespaces --------------------------------------------------------------------------------
-bench_netns_add "$NODE"
-bench_netns_add "$CLOUD"
+bench_node_cloud "$NODE" "$CLOUD" "$CLOUD_IP" "$IMDS"
 bench_netns_add "$POD"
-ip -n "$NODE" link add up0 type veth peer name up1 netns "$CLOUD"
-ip -n "$NODE" addr add 10.254.0.1/30 dev up0
-ip -n "$NODE" link set up0 up
-ip -n "$CLOUD" addr add "$CLOUD_IP/30" dev up1
-ip -n "$CLOUD" link set up1 up
-ip -n "$CLOUD" addr add "$IMDS/32" dev lo
-ip -n "$NODE" route add "$IMDS/32" via "$CLOUD_IP"
-ip -n "$CLOUD" route add 10.99.0.0/16 via 10.254.0.1
-ip netns exec "$NODE" sysctl -qw net.ipv4.ip_forward=1
-
-# in_ns NS CMD...: run a command in one of our namespaces (foreground only: a background job must be
-# started with `ip netns exec` itself, so that $! is the server's own pid, ip having exec'd it).
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-# http_code NS URL: the status code a request gets (000 when it fails).
-http_code() { in_ns "$1" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$2" || true; }
-code_is() { [ "$(http_code "$1" "$2")" = "$3" ]; }
 
 # --- fake upstream -------------------------------------------------------------------------------
 ip netns exec "$CLOUD" "$FAKE" --listen "$IMDS:80" --listen "$CLOUD_IP:80" --bench >"$W/fake.log" 2>&1 &

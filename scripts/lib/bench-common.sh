@@ -52,6 +52,31 @@ bench_netns_add() {
   ip -n "$1" link set lo up
 }
 
+# bench_node_cloud NODE CLOUD CLOUD_IP IMDS: a "node" and a "cloud" namespace joined by a veth
+# (10.254.0.1/30 on the node, CLOUD_IP/30 in the cloud); the cloud holds the metadata address IMDS
+# on its loopback, the node routes IMDS to it and forwards, the cloud routes the pods' 10.99/16 back.
+bench_node_cloud() {
+  local node=$1 cloud=$2 cloud_ip=$3 imds=$4
+  bench_netns_add "$node"
+  bench_netns_add "$cloud"
+  ip -n "$node" link add up0 type veth peer name up1 netns "$cloud"
+  ip -n "$node" addr add 10.254.0.1/30 dev up0
+  ip -n "$node" link set up0 up
+  ip -n "$cloud" addr add "$cloud_ip/30" dev up1
+  ip -n "$cloud" link set up1 up
+  ip -n "$cloud" addr add "$imds/32" dev lo
+  ip -n "$node" route add "$imds/32" via "$cloud_ip"
+  ip -n "$cloud" route add 10.99.0.0/16 via 10.254.0.1
+  ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
+}
+
+# in_ns NS CMD...: run a command in one of our namespaces (foreground only: a background job must be
+# started with `ip netns exec` itself, so that $! is the server's own pid, ip having exec'd it).
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# http_code NS URL: the status code a request gets (000 when it fails).
+http_code() { in_ns "$1" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$2" || true; }
+code_is() { [ "$(http_code "$1" "$2")" = "$3" ]; }
+
 bench_netns_del() {
   ip netns del "$1" 2>/dev/null || true
   local i
