@@ -65,22 +65,7 @@ fn errors_point_at_the_offending_line() {
         ("default = \"aws\"\ndefault = \"gcp\"\n", 2, 0, "duplicate key"),
         ("[[policy]\n", 1, 0, ""),
     ];
-    for (text, line, col, frag) in cases {
-        let e = match PolicySet::from_toml(text) {
-            Ok(_) => panic!("accepted:\n{text}"),
-            Err(e) => e,
-        };
-        let shown = e.to_string();
-        assert_eq!(e.line, *line, "{text:?}: {shown}");
-        if *col != 0 {
-            assert_eq!(e.column, *col, "{text:?}: {shown}");
-        }
-        assert!(e.message.contains(frag), "{text:?}: {shown}");
-        assert!(
-            shown.starts_with(&format!("line {line}, column ")),
-            "{shown}"
-        );
-    }
+    assert_refused_at(cases);
 }
 
 #[test]

@@ -83,3 +83,24 @@ mod presets;
 mod rate_limits;
 mod rules;
 mod selection;
+
+/// Each `(text, line, column, fragment)`: the policy file `text` is refused at that line (and
+/// column, unless 0), with a message containing `fragment` and shown as `line L, column C: ...`.
+fn assert_refused_at(cases: &[(&str, usize, usize, &str)]) {
+    for (text, line, col, frag) in cases {
+        let e = match PolicySet::from_toml(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        };
+        let shown = e.to_string();
+        assert_eq!(e.line, *line, "{text:?}: {shown}");
+        if *col != 0 {
+            assert_eq!(e.column, *col, "{text:?}: {shown}");
+        }
+        assert!(e.message.contains(frag), "{text:?}: {shown}");
+        assert!(
+            shown.starts_with(&format!("line {line}, column ")),
+            "{shown}"
+        );
+    }
+}

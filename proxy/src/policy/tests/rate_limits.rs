@@ -117,14 +117,7 @@ fn bad_values_are_refused_with_their_line() {
             "unknown field",
         ),
     ];
-    for (text, line, col, frag) in cases {
-        let e = PolicySet::from_toml(text).unwrap_err();
-        assert_eq!(e.line, *line, "{text:?}: {e}");
-        if *col != 0 {
-            assert_eq!(e.column, *col, "{text:?}: {e}");
-        }
-        assert!(e.message.contains(frag), "{text:?}: {e}");
-    }
+    assert_refused_at(cases);
 }
 
 #[test]
