@@ -278,6 +278,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub shutdown: ShutdownConfig,
     pub long_poll: LongPollConfig,
+    /// Per-pod IMDSv2 tokens and role credentials on EC2 nodes (docs/identity.md).
+    pub aws: AwsConfig,
 }
 
 impl Default for Config {
@@ -300,9 +302,87 @@ impl Default for Config {
             cache: CacheConfig::default(),
             shutdown: ShutdownConfig::default(),
             long_poll: LongPollConfig::default(),
+            aws: AwsConfig::default(),
         }
     }
 }
+
+/// `[aws]`: the proxy answers the AWS endpoints' IMDSv2 token requests itself (tokens bound to
+/// the pod) and vends each pod with a role its own credentials from STS (docs/identity.md).
+/// Off by default: on other clouds 169.254.169.254 speaks another protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    pub enabled: bool,
+    /// The endpoints (by name) that are EC2's instance metadata service.
+    pub endpoints: Vec<String>,
+    /// Which endpoint the proxy reads the node's own token, credentials and region from.
+    pub node_endpoint: String,
+    /// How often the key that signs pod tokens is replaced (the previous key stays valid for
+    /// one more period, so this must be at least the longest token TTL, 21600 s).
+    pub token_key_rotation_ms: u64,
+    pub sts: StsConfig,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            enabled: false,
+            endpoints: vec!["imds-v4".into(), "imds-v6".into()],
+            node_endpoint: "imds-v4".into(),
+            token_key_rotation_ms: 21_600_000,
+            sts: StsConfig::default(),
+        }
+    }
+}
+
+/// `[aws.sts]`: how the proxy calls `sts:AssumeRole` for pods.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StsConfig {
+    /// `https://sts.<region>.amazonaws.com` when empty. `http://` is accepted (test STS).
+    pub endpoint: String,
+    /// The signing region; when empty, the node's region from the metadata service.
+    pub region: String,
+    /// `DurationSeconds` of every AssumeRole (900 to 43200; the role's maximum applies too).
+    pub duration_seconds: u32,
+    /// Session tags `metaguard:namespace`, `metaguard:pod`, `metaguard:pod-uid`, `metaguard:node`.
+    pub session_tags: bool,
+    /// The node name in the session tags; when empty, the host name.
+    pub node_name: String,
+    /// Credentials are renewed this long before they expire (at least 15 minutes).
+    pub refresh_before_ms: u64,
+    /// AssumeRole calls per second for the whole node, and how many at once.
+    pub rate: u32,
+    pub burst: u32,
+    /// How long a pod's credential request waits for credentials not yet fetched.
+    pub wait_ms: u64,
+    /// Timeout of one STS call (connect to last byte).
+    pub timeout_ms: u64,
+}
+
+impl Default for StsConfig {
+    fn default() -> Self {
+        StsConfig {
+            endpoint: String::new(),
+            region: String::new(),
+            duration_seconds: 3600,
+            session_tags: true,
+            node_name: String::new(),
+            refresh_before_ms: 15 * 60 * 1000,
+            rate: 20,
+            burst: 40,
+            wait_ms: 2000,
+            timeout_ms: 5000,
+        }
+    }
+}
+
+/// The least `aws.sts.refresh_before_ms` accepted: SDKs refresh credentials that expire within
+/// 15 minutes (botocore's advisory window), so anything shorter makes them ask again and again.
+pub const MIN_STS_REFRESH_BEFORE_MS: u64 = 15 * 60 * 1000;
+/// The longest token TTL the metadata service accepts (6 hours).
+pub const MAX_TOKEN_TTL_SECS: u64 = 21_600;
 
 /// Command-line values that override the file (each `None`/empty = keep the file's value).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -464,7 +544,47 @@ impl Config {
         if self.records.revalidate_ms == 0 || self.records.sweep_interval_ms == 0 {
             return bad("records intervals must be at least 1 ms".into());
         }
-        self.validate_long_poll()
+        self.validate_long_poll()?;
+        self.validate_aws()
+    }
+
+    fn validate_aws(&self) -> Result<(), ConfigError> {
+        let a = &self.aws;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let known = |n: &str| self.endpoints.iter().any(|e| e.name == n);
+        for n in a.endpoints.iter().chain(std::iter::once(&a.node_endpoint)) {
+            if a.enabled && !known(n) {
+                return bad(format!("aws: no endpoint named {n:?}"));
+            }
+        }
+        if a.token_key_rotation_ms < MAX_TOKEN_TTL_SECS * 1000 {
+            return bad(format!(
+                "aws.token_key_rotation_ms must be at least {} (the longest token TTL)",
+                MAX_TOKEN_TTL_SECS * 1000
+            ));
+        }
+        let s = &a.sts;
+        if !(900..=43_200).contains(&s.duration_seconds) {
+            return bad("aws.sts.duration_seconds must be between 900 and 43200".into());
+        }
+        if s.refresh_before_ms < MIN_STS_REFRESH_BEFORE_MS
+            || s.refresh_before_ms >= u64::from(s.duration_seconds) * 1000
+        {
+            return bad(format!(
+                "aws.sts.refresh_before_ms must be at least {MIN_STS_REFRESH_BEFORE_MS} \
+                 (15 minutes) and less than duration_seconds"
+            ));
+        }
+        if s.rate == 0 || s.burst == 0 || s.wait_ms == 0 || s.timeout_ms == 0 {
+            return bad("aws.sts: rate, burst, wait_ms and timeout_ms must be at least 1".into());
+        }
+        if !(s.endpoint.is_empty()
+            || s.endpoint.starts_with("https://")
+            || s.endpoint.starts_with("http://"))
+        {
+            return bad("aws.sts.endpoint must be an http:// or https:// URL".into());
+        }
+        Ok(())
     }
 
     fn validate_long_poll(&self) -> Result<(), ConfigError> {

@@ -47,6 +47,7 @@ pub mod cli;
 pub mod config;
 pub mod decision_log;
 pub mod http1;
+pub mod identity;
 pub mod lifecycle;
 pub mod logger;
 pub mod longpoll;

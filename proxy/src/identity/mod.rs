@@ -1,0 +1,45 @@
+//! Each pod its own AWS identity (docs/identity.md): IMDSv2 tokens bound to the pod, and role
+//! credentials from `sts:AssumeRole` vended per pod, prefetched when its record appears.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`token`] | pod-bound IMDSv2 tokens: minted and checked with an HMAC under an in-memory key |
+//! | [`node`] | the node's own IMDSv2 token, credentials and region, read from the metadata service |
+//! | [`sts`] | one `AssumeRole` call: the form, its SigV4 signature, the answer parsed |
+//! | [`creds`] | the per-identity credential cache: prefetch, one call per identity, refresh, wait |
+//!
+//! The pipeline (`pipeline::imds`) answers pods from here; nothing here answers a pod itself.
+
+pub mod node;
+pub mod sts;
+
+use std::time::SystemTime;
+
+/// Credentials with a secret part: what the node holds and what STS returns.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Absent for long-term keys (an IAM user's).
+    pub session_token: Option<String>,
+    /// `None` for long-term keys.
+    pub expiration: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Never prints the secret or the token (logs and panics would leak them).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one successful AssumeRole gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleCredentials {
+    pub credentials: Credentials,
+    /// `AssumedRoleUser.Arn`: `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
+    pub assumed_role_arn: String,
+}

@@ -1,0 +1,1 @@
+//! One `sts:AssumeRole` call (to be written: see docs/identity.md).
