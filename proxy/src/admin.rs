@@ -66,6 +66,7 @@ impl Admin {
             decision_log_dropped: self.app.log.dropped(),
             policy_loaded: true,
             long_polls_open: self.app.long_polls.open(),
+            aws_identity: self.app.aws.is_some(),
         })
     }
 

@@ -4,6 +4,7 @@
 
 use crate::decision_log::DecisionLog;
 use crate::http1::client::Target;
+use crate::identity::AwsIdentity;
 use crate::longpoll::LongPolls;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
@@ -23,6 +24,8 @@ pub struct App {
     pub long_polls: LongPolls,
     /// Every pod address's rate-limit bucket, shared by the workers.
     pub limiter: RateLimiter,
+    /// Per-pod IMDSv2 tokens and role credentials on the AWS endpoints (`[aws]` enabled).
+    pub aws: Option<AwsIdentity>,
 }
 
 impl App {

@@ -51,6 +51,11 @@ pub struct Entry<'a> {
     pub reason: Option<&'a str>,
     /// What the answer cache did: "hit", "miss" or "off" (see `outcome::CacheUse`).
     pub cache: &'static str,
+    /// On the AWS endpoints under `[aws]`: "v1" or "v2" (how the request was authenticated).
+    /// The field is left out otherwise.
+    pub imds_version: Option<&'static str>,
+    /// The caller's AWS role ARN, when the role mapping gives it one (left out otherwise).
+    pub role: Option<&'a str>,
 }
 
 impl Entry<'_> {
@@ -113,6 +118,14 @@ impl Entry<'_> {
         json_opt_str(out, self.reason);
         out.extend_from_slice(b",\"cache\":");
         json_token(out, self.cache);
+        if let Some(v) = self.imds_version {
+            out.extend_from_slice(b",\"imds_version\":");
+            json_token(out, v);
+        }
+        if let Some(r) = self.role {
+            out.extend_from_slice(b",\"role\":");
+            json_str(out, r);
+        }
         out.extend_from_slice(b"}\n");
     }
 
@@ -511,7 +524,21 @@ mod tests {
             latency: Duration::from_micros(1250),
             reason: None,
             cache: "hit",
+            imds_version: None,
+            role: None,
         }
+    }
+
+    #[test]
+    fn imds_version_and_role_are_written_when_known() {
+        let plain = sample("").to_line();
+        assert!(!plain.contains("imds_version") && !plain.contains("\"role\""));
+        let mut e = sample("");
+        e.imds_version = Some("v2");
+        e.role = Some("arn:aws:iam::123456789012:role/r");
+        let v: serde_json::Value = serde_json::from_str(&e.to_line()).unwrap();
+        assert_eq!(v["imds_version"], "v2");
+        assert_eq!(v["role"], "arn:aws:iam::123456789012:role/r");
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         targets: cfg.endpoints.iter().map(Target::from_config).collect(),
         long_polls: LongPolls::new(&cfg.long_poll, ms(cfg.upstream.response_timeout_ms)),
         limiter: RateLimiter::default(),
+        aws: None,
     });
     let (dispatcher, queues) = Dispatcher::new(n);
     let settings = ConnSettings::from_config(&cfg.limits);

@@ -139,6 +139,91 @@ pub struct Metrics {
     /// Indexed by `LongPollRefusal::index()`.
     long_polls_refused: [AtomicU64; LongPollRefusal::ALL.len()],
     shards: [Arc<Counters>; SHARDS],
+    /// Per-pod AWS identity: STS calls, the credential cache (`identity::creds`).
+    pub identity: Arc<IdentityCounters>,
+}
+
+/// The `result` label values of `metaguard_sts_calls_total`: `ok`, then every
+/// `StsError::result_label` (and `node_credentials`: the node's own credentials were missing).
+pub const STS_RESULTS: [&str; 10] = [
+    "ok",
+    "throttled",
+    "denied",
+    "invalid_request",
+    "transport",
+    "timeout",
+    "server_error",
+    "bad_response",
+    "node_credentials",
+    "other",
+];
+
+/// What the per-pod identity counts (shared with `identity::creds`; none of it is per request
+/// on other paths).
+pub struct IdentityCounters {
+    sts_calls: [AtomicU64; STS_RESULTS.len()],
+    sts_latency: Histogram,
+    cache: [AtomicU64; 2],
+    served: AtomicU64,
+    /// The last failed call: its result label and when (seconds since the epoch).
+    last_error: std::sync::Mutex<Option<(&'static str, f64)>>,
+}
+
+impl Default for IdentityCounters {
+    fn default() -> Self {
+        IdentityCounters {
+            sts_calls: std::array::from_fn(|_| AtomicU64::new(0)),
+            sts_latency: Histogram::new(),
+            cache: [AtomicU64::new(0), AtomicU64::new(0)],
+            served: AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl IdentityCounters {
+    fn result_index(label: &str) -> usize {
+        STS_RESULTS
+            .iter()
+            .position(|r| *r == label)
+            .unwrap_or(STS_RESULTS.len() - 1)
+    }
+
+    /// One AssumeRole call ended with `result` after `took`.
+    pub fn sts_call(&self, result: &str, took: Duration) {
+        self.sts_calls[Self::result_index(result)].fetch_add(1, Ordering::Relaxed);
+        self.sts_latency.observe(took);
+    }
+
+    /// The last STS error (its label; the message goes to the log).
+    pub fn sts_error(&self, result: &str, _message: &str) {
+        let label = STS_RESULTS[Self::result_index(result)];
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some((label, now));
+    }
+
+    /// A credential request answered from memory at once.
+    pub fn cache_hit(&self) {
+        self.cache[0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A credential request that found nothing ready (it waited, or got an error).
+    pub fn cache_miss(&self) {
+        self.cache[1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Credentials handed to a pod.
+    pub fn served(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Credential requests that found nothing ready so far.
+    pub fn cache_misses(&self) -> u64 {
+        self.cache[1].load(Ordering::Relaxed)
+    }
 }
 
 /// Values owned elsewhere, read at render time.
@@ -151,6 +236,8 @@ pub struct Gauges {
     pub policy_loaded: bool,
     /// Long polls in flight (`crate::longpoll`).
     pub long_polls_open: usize,
+    /// The proxy vends AWS roles (`[aws]`): the STS and credential families are shown.
+    pub aws_identity: bool,
 }
 
 impl Metrics {
@@ -172,6 +259,7 @@ impl Metrics {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             long_polls_refused: Default::default(),
+            identity: Arc::new(IdentityCounters::default()),
         }
     }
 
@@ -313,9 +401,38 @@ impl Metrics {
             ],
             long_polls_refused: LongPollRefusal::ALL
                 .map(|why| (why.as_str(), load(&self.long_polls_refused[why.index()]))),
+            identity: self.scrape_identity(),
             gauges: *g,
         }
     }
+
+    fn scrape_identity(&self) -> IdentityScrape {
+        let id = &self.identity;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let h = &id.sts_latency;
+        IdentityScrape {
+            sts_calls: std::array::from_fn(|i| (STS_RESULTS[i], load(&id.sts_calls[i]))),
+            buckets: std::array::from_fn(|i| load(&h.buckets[i])),
+            inf: load(&h.inf),
+            sum_us: load(&h.sum_us),
+            count: load(&h.count),
+            cache: [("hit", load(&id.cache[0])), ("miss", load(&id.cache[1]))],
+            served: load(&id.served),
+            last_error: *id.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct IdentityScrape {
+    sts_calls: [(&'static str, u64); STS_RESULTS.len()],
+    buckets: [u64; BUCKETS_US.len()],
+    inf: u64,
+    sum_us: u64,
+    count: u64,
+    cache: [(&'static str, u64); 2],
+    served: u64,
+    last_error: Option<(&'static str, f64)>,
 }
 
 /// One scrape's values, owned so that a prometheus-client [`Registry`] can encode them.
@@ -330,6 +447,7 @@ struct Scrape {
     header_timeouts: u64,
     reloads: [(&'static str, u64); 2],
     long_polls_refused: [(&'static str, u64); LongPollRefusal::ALL.len()],
+    identity: IdentityScrape,
     gauges: Gauges,
 }
 
@@ -442,6 +560,9 @@ impl Collector for Scrape {
                 .iter()
                 .map(|(why, c)| ([("reason", *why)], *c)),
         )?;
+        if g.aws_identity {
+            self.encode_identity(e)?;
+        }
         let mut m = descriptor(
             e,
             "metaguard_proxy_build_info",
@@ -453,6 +574,51 @@ impl Collector for Scrape {
 }
 
 impl Scrape {
+    fn encode_identity(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let id = &self.identity;
+        labelled(
+            e,
+            "metaguard_sts_calls_total",
+            "AssumeRole calls made for pods' roles, by result.",
+            id.sts_calls.iter().map(|(r, c)| ([("result", *r)], *c)),
+        )?;
+        let mut m = descriptor(
+            e,
+            "metaguard_sts_duration_seconds",
+            "Time one AssumeRole call took, whatever its result.",
+            MetricType::Histogram,
+        )?;
+        let buckets: Vec<(f64, u64)> = BUCKETS_US
+            .iter()
+            .zip(id.buckets)
+            .map(|(b, c)| (*b as f64 / 1e6, c))
+            .chain([(f64::INFINITY, id.inf)])
+            .collect();
+        m.encode_histogram::<NoLabelSet>(id.sum_us as f64 / 1e6, id.count, &buckets, None)?;
+        labelled(
+            e,
+            "metaguard_credential_cache_total",
+            "Pod credential requests by what the cache had: hit (ready, answered from memory), miss (waited for STS, or got an error).",
+            id.cache.iter().map(|(r, c)| ([("result", *r)], *c)),
+        )?;
+        counter(
+            e,
+            "metaguard_credentials_served_total",
+            "Role credentials handed to pods.",
+            id.served,
+        )?;
+        let mut m = descriptor(
+            e,
+            "metaguard_sts_last_error_timestamp_seconds",
+            "When the last AssumeRole call failed (seconds since the epoch), labelled with its result; absent until one fails.",
+            MetricType::Gauge,
+        )?;
+        if let Some((label, at)) = id.last_error {
+            ConstGauge::new(at).encode(m.encode_family(&[("result", label)])?)?;
+        }
+        Ok(())
+    }
+
     fn encode_upstream(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let mut m = descriptor(
             e,
@@ -538,7 +704,36 @@ mod tests {
             decision_log_dropped: 2,
             policy_loaded: true,
             long_polls_open: 4,
+            aws_identity: false,
         }
+    }
+
+    #[test]
+    fn identity_families_show_under_aws_only() {
+        let m = Metrics::new(vec!["imds-v4".into()]);
+        m.identity.sts_call("ok", Duration::from_millis(3));
+        m.identity.sts_call("throttled", Duration::from_millis(40));
+        m.identity.sts_error("throttled", "Rate exceeded");
+        m.identity.cache_hit();
+        m.identity.cache_hit();
+        m.identity.cache_miss();
+        m.identity.served();
+        assert!(!m.render(&gauges()).contains("metaguard_sts"));
+        let text = m.render(&Gauges {
+            aws_identity: true,
+            ..gauges()
+        });
+        for line in [
+            "metaguard_sts_calls_total{result=\"ok\"} 1",
+            "metaguard_sts_calls_total{result=\"throttled\"} 1",
+            "metaguard_sts_duration_seconds_count 2",
+            "metaguard_credential_cache_total{result=\"hit\"} 2",
+            "metaguard_credential_cache_total{result=\"miss\"} 1",
+            "metaguard_credentials_served_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(text.contains("metaguard_sts_last_error_timestamp_seconds{result=\"throttled\"}"));
     }
 
     #[test]

@@ -32,7 +32,9 @@
 mod watch;
 
 use crate::decision_log::WhoJson;
+use crate::identity::role::{Naming, PodRole};
 use crate::policy::store::Snapshot;
+use crate::policy::RoleChoice;
 use metaguard_common::record::PodRecord;
 use metaguard_common::state::{StateDir, StateError};
 use rustc_hash::FxHashMap;
@@ -56,7 +58,8 @@ pub fn normalize(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// What the logs say about a caller.
+/// Who a caller is: what the logs say about it, the attachment its IMDSv2 tokens are bound to,
+/// and the AWS identity the role mapping gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub container_id: Box<str>,
@@ -64,6 +67,10 @@ pub struct Identity {
     pub pod: Option<Box<str>>,
     /// Both, as the decision log writes them.
     pub who: WhoJson,
+    /// The record's key (`network:container:ifname`).
+    pub attachment: Box<str>,
+    /// The pod's role and session (`[aws]` enabled and the mapping grants one).
+    pub role: Option<Arc<PodRole>>,
 }
 
 impl Identity {
@@ -72,6 +79,8 @@ impl Identity {
             who: WhoJson::new(pod.as_deref(), container_id),
             container_id: container_id.into(),
             pod: pod.map(String::into_boxed_str),
+            attachment: container_id.into(),
+            role: None,
         }
     }
 
@@ -80,7 +89,24 @@ impl Identity {
             (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
             _ => None,
         };
-        Identity::new(&rec.container_id, pod)
+        Identity {
+            attachment: rec.key().into(),
+            ..Identity::new(&rec.container_id, pod)
+        }
+    }
+
+    /// [`Identity::of`] with the role `snap`'s mapping gives the pod, when `naming` says the
+    /// proxy vends roles (`[aws]` enabled). A refused role annotation is logged.
+    pub fn resolve(rec: &PodRecord, snap: &Snapshot, naming: Option<&Naming>) -> Identity {
+        let mut id = Identity::of(rec);
+        if let Some(naming) = naming {
+            match snap.role(rec) {
+                RoleChoice::None => {}
+                RoleChoice::Granted(g) => id.role = Some(Arc::new(PodRole::new(g, rec, naming))),
+                RoleChoice::Refused(why) => log::warn!("pod {}: {why}", rec.display_name()),
+            }
+        }
+        id
     }
 }
 
@@ -163,6 +189,8 @@ pub struct RecordCache {
     /// read and compared under the write lock when it is inserted: if a change was applied in
     /// between, the entry may predate it and is not cached.
     changes: AtomicU64,
+    /// Set when the proxy vends AWS roles: how their sessions are named and tagged.
+    naming: Option<Naming>,
 }
 
 impl RecordCache {
@@ -198,7 +226,14 @@ impl RecordCache {
             epoch: Instant::now(),
             watching,
             changes: AtomicU64::new(0),
+            naming: None,
         }
+    }
+
+    /// Resolves each caller's AWS role too (`[aws]` enabled), named and tagged per `naming`.
+    pub fn with_roles(mut self, naming: Naming) -> RecordCache {
+        self.naming = Some(naming);
+        self
     }
 
     /// Applies every change the watch has seen so far. Lookups do this themselves; the daemon
@@ -336,7 +371,7 @@ impl RecordCache {
             Ok(Some(rec)) => {
                 let entry = Arc::new(Entry {
                     key: rec.key().into(),
-                    identity: Arc::new(Identity::of(&rec)),
+                    identity: Arc::new(Identity::resolve(&rec, snap, self.naming.as_ref())),
                     policy: snap.select(&rec),
                     generation: snap.generation,
                     stamp,
@@ -406,7 +441,7 @@ impl RecordCache {
                     Ok(Some(r)) => {
                         let v = Loaded {
                             key: key.as_str().into(),
-                            identity: Arc::new(Identity::of(&r)),
+                            identity: Arc::new(Identity::resolve(&r, snap, self.naming.as_ref())),
                             policy: snap.select(&r),
                             ips: r.ips,
                             seen,
@@ -531,7 +566,13 @@ mod tests {
         let id = Identity::of(&r);
         assert_eq!(&*id.container_id, "abc");
         assert_eq!(id.pod.as_deref(), Some("ns1/abc"));
-        assert_eq!(id, Identity::new("abc", Some("ns1/abc".into())));
+        assert_eq!(
+            &*id.attachment,
+            r.key(),
+            "tokens are bound to the attachment"
+        );
+        let bare = Identity::new("abc", Some("ns1/abc".into()));
+        assert_eq!((bare.who, bare.role), (id.who, None));
         let mut r = rec("abc", &[], "ns1");
         r.pod_name = None;
         assert_eq!(Identity::of(&r).pod, None);

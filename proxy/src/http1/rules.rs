@@ -177,12 +177,50 @@ pub fn forwarded(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &Hea
 /// ([`forwarded`], in order), then `Host` set to `upstream_host`. Nothing is added besides Host.
 /// (`reference::upstream_headers` builds the same as a map, for the tests.)
 pub fn write_upstream_headers(headers: &HeaderMap, upstream_host: &str, out: &mut Vec<u8>) {
-    for (name, value) in forwarded(headers) {
+    write_lines(forwarded(headers), out);
+    write_host(upstream_host, out);
+}
+
+/// The pod's IMDSv2 token header (and the name the node's token is sent under).
+pub const IMDS_TOKEN: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
+
+/// [`forwarded`] on EC2's metadata service when the proxy answers IMDSv2 per pod (`[aws]`):
+/// without the pod's `X-aws-ec2-metadata-token`, which is the proxy's own and means nothing
+/// upstream (and must not key the answer cache: the node's token fetches the same answer).
+pub fn forwarded_imds(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    forwarded(headers).filter(|(n, _)| **n != IMDS_TOKEN)
+}
+
+/// [`write_upstream_headers`] for EC2's metadata service under `[aws]`: [`forwarded_imds`], then
+/// the node's own token when the proxy holds one, then `Host`.
+pub fn write_upstream_headers_imds(
+    headers: &HeaderMap,
+    upstream_host: &str,
+    node_token: Option<&str>,
+    out: &mut Vec<u8>,
+) {
+    write_lines(forwarded_imds(headers), out);
+    if let Some(t) = node_token.filter(|t| t.bytes().all(valid_value_byte)) {
+        out.extend_from_slice(b"x-aws-ec2-metadata-token: ");
+        out.extend_from_slice(t.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    write_host(upstream_host, out);
+}
+
+fn write_lines<'h>(
+    lines: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+    out: &mut Vec<u8>,
+) {
+    for (name, value) in lines {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+}
+
+fn write_host(upstream_host: &str, out: &mut Vec<u8>) {
     // The check `HeaderValue::from_str` makes, without its copy.
     if upstream_host.bytes().all(valid_value_byte) {
         out.extend_from_slice(b"host: ");

@@ -10,8 +10,12 @@
 //!
 //! The pipeline (`pipeline::imds`) answers pods from here; nothing here answers a pod itself.
 
+pub mod creds;
 pub mod node;
+pub mod prefetch;
+pub mod role;
 pub mod sts;
+pub mod token;
 
 use std::time::SystemTime;
 
@@ -42,4 +46,21 @@ pub struct RoleCredentials {
     pub credentials: Credentials,
     /// `AssumedRoleUser.Arn`: `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
     pub assumed_role_arn: String,
+}
+
+/// What the pipeline needs to answer the AWS endpoints per pod (`[aws]` enabled).
+pub struct AwsIdentity {
+    /// Indexed like the configuration's endpoints: whether each is EC2's metadata service.
+    pub endpoints: Vec<bool>,
+    pub tokens: token::TokenKeys,
+    pub creds: std::sync::Arc<creds::CredStore>,
+    /// The node's own token, put on forwarded requests instead of the pod's.
+    pub node: std::sync::Arc<node::NodeSource>,
+}
+
+impl AwsIdentity {
+    /// Whether requests to endpoint `i` get per-pod IMDSv2 and role answers.
+    pub fn serves(&self, i: usize) -> bool {
+        self.endpoints.get(i).copied().unwrap_or(false)
+    }
 }

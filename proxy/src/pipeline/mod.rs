@@ -10,6 +10,7 @@
 //! holds a lock across an await.
 
 pub mod cache;
+pub mod imds;
 pub mod local;
 pub mod worker;
 
@@ -18,6 +19,7 @@ use crate::canon::{self, CanonicalTarget, Rejection};
 use crate::decision_log::{self, Entry};
 use crate::http1::client::encode_request;
 use crate::http1::{rules, Answer, HeadError};
+use crate::identity::AwsIdentity;
 use crate::longpoll;
 use crate::outcome::{CacheUse, LongPollRefusal, Outcome};
 use crate::policy::store::Snapshot;
@@ -69,6 +71,9 @@ pub struct ConnCtx {
 pub struct Reply {
     pub answer: Answer,
     pub close: bool,
+    /// Send this answer (and the rest of the connection) with this IP TTL / hop limit: an IMDSv2
+    /// token answer under `token_hop_limit`.
+    pub hop_limit: Option<u8>,
 }
 
 /// A request refused before its policy was consulted.
@@ -121,6 +126,8 @@ impl Refusal {
             reason: Some(self.reason),
             cache: CacheUse::Off,
             done: None,
+            imds: None,
+            hop_limit: None,
         };
         (answer, fields)
     }
@@ -138,6 +145,10 @@ struct Fields<'a> {
     /// When a forwarded request's upstream exchange ended (the request's latency ends there, one
     /// clock read for both); `None`: when the decision line is written.
     done: Option<Instant>,
+    /// On the AWS endpoints under `[aws]`: how the request was authenticated.
+    imds: Option<imds::Version>,
+    /// The IP TTL / hop limit to send the answer with (an IMDSv2 token's, `token_hop_limit`).
+    hop_limit: Option<u8>,
 }
 
 impl<'a> Fields<'a> {
@@ -151,6 +162,8 @@ impl<'a> Fields<'a> {
             reason: None,
             cache: CacheUse::Off,
             done: None,
+            imds: None,
+            hop_limit: None,
         }
     }
 }
@@ -205,7 +218,11 @@ pub async fn handle(
     let caller = caller.as_ref().ok().and_then(Option::as_ref);
     let close = fields.outcome == Outcome::Invalid;
     record(&cx, caller, method, path, &fields, latency);
-    Reply { answer, close }
+    Reply {
+        answer,
+        close,
+        hop_limit: fields.hop_limit,
+    }
 }
 
 /// What every step may use: the shared state, the worker's, the connection's, and when the
@@ -234,13 +251,28 @@ async fn decide<'a>(
         hold(timer, cx.start + pause).await;
         return Ok((answer, fields));
     }
+    // The AWS endpoints under `[aws]`: the pod's token first, then its own role's `iam/`.
+    let aws = cx.app.aws.as_ref().filter(|a| a.serves(cx.conn.endpoint));
+    let mut imds_version = None;
+    if let Some(aws) = aws {
+        imds_version = match imds::check_token(cx, aws, head, target, caller, policy) {
+            Ok(v) => v,
+            Err(refused) => return Ok(refused),
+        };
+        if let Some((answer, mut fields)) =
+            imds::role_answer(cx, aws, head, target, caller, policy).await
+        {
+            fields.imds = imds_version;
+            return Ok((answer, fields));
+        }
+    }
     let view = RequestView {
         method: &head.method,
         target,
         headers: head.headers,
     };
     let d = policy.decide(&view);
-    Ok(match d.action {
+    let (answer, mut fields) = match d.action {
         Action::Deny { status, reason, .. } => {
             let st = local::status(*status);
             let body = d.deny_body(&view).unwrap_or_default();
@@ -257,15 +289,28 @@ async fn decide<'a>(
             let fields = Fields::decided(&d, Outcome::Respond, st);
             (local::respond(policy, st, headers, body), fields)
         }
-        Action::Allow => {
-            let allowed = Allowed {
-                view: &view,
-                decision: &d,
-                generation: snap.generation,
-            };
-            forward(cx, &allowed, timer, scratch).await
-        }
-    })
+        Action::Allow => match aws {
+            // Allowed by the policy, answered here: a token bound to this pod.
+            Some(aws) if imds::is_token_request(&head.method, target) => {
+                let (answer, mut fields, hop_limit) =
+                    imds::issue_token(cx, aws, head, caller, policy);
+                fields.rule = Some(d.rule_id);
+                fields.hop_limit = hop_limit;
+                (answer, fields)
+            }
+            _ => {
+                let allowed = Allowed {
+                    view: &view,
+                    decision: &d,
+                    generation: snap.generation,
+                    aws,
+                };
+                forward(cx, &allowed, timer, scratch).await
+            }
+        },
+    };
+    fields.imds = fields.imds.or(imds_version);
+    Ok((answer, fields))
 }
 
 /// Who is calling: a pod record, or a refusal (fail closed: an unreadable record is no identity).
@@ -329,6 +374,8 @@ fn over_limit<'a>(
         reason: Some(Cow::Borrowed(reason)),
         cache: CacheUse::Off,
         done: None,
+        imds: None,
+        hop_limit: None,
     };
     Some((answer, fields, wait.min(MAX_REFUSAL_HOLD)))
 }
@@ -348,6 +395,9 @@ struct Allowed<'v, 'a> {
     decision: &'v Decision<'a>,
     /// The policy generation it was decided under (the answer cache's entries carry it).
     generation: u64,
+    /// Set when the endpoint is EC2's and the proxy answers IMDSv2 per pod: the pod's token is
+    /// not forwarded (nor part of the cache key), the node's is sent instead.
+    aws: Option<&'v AwsIdentity>,
 }
 
 /// Answers an allowed request: from the worker's answer cache when the rule allows it and the
@@ -392,9 +442,19 @@ async fn forward<'a>(
         .unwrap_or("");
     // Exactly what was matched: the canonical path and the raw query (`forward_target`).
     scratch.clear();
-    encode_request(scratch, method, target.path, target.raw_query, |v| {
-        rules::write_upstream_headers(a.view.headers, host, v)
-    });
+    let node_token = a.aws.and_then(imds::node_token);
+    encode_request(
+        scratch,
+        method,
+        target.path,
+        target.raw_query,
+        |v| match a.aws {
+            None => rules::write_upstream_headers(a.view.headers, host, v),
+            Some(_) => {
+                rules::write_upstream_headers_imds(a.view.headers, host, node_token.as_deref(), v)
+            }
+        },
+    );
     let up_start = Instant::now();
     let head_only = *method == Method::HEAD;
     let result = match long_poll {
@@ -470,14 +530,17 @@ fn cached(
         return None;
     }
     let target = a.view.target;
-    let forwarded = rules::forwarded(a.view.headers);
-    cache::key(
-        key,
-        cx.conn.endpoint,
-        target.path,
-        target.raw_query,
-        forwarded,
-    );
+    let (path, query, endpoint) = (target.path, target.raw_query, cx.conn.endpoint);
+    match a.aws {
+        None => cache::key(key, endpoint, path, query, rules::forwarded(a.view.headers)),
+        Some(_) => cache::key(
+            key,
+            endpoint,
+            path,
+            query,
+            rules::forwarded_imds(a.view.headers),
+        ),
+    }
     match c.get(a.generation, key, cx.start) {
         Some(hit) => {
             fields.cache = CacheUse::Hit;
@@ -563,5 +626,9 @@ fn record(
         latency,
         reason: f.reason.as_deref(),
         cache: f.cache.as_str(),
+        imds_version: f.imds.map(imds::Version::as_str),
+        role: identity
+            .and_then(|i| i.role.as_deref())
+            .map(|r| r.role_arn()),
     });
 }

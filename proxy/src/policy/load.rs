@@ -6,6 +6,7 @@ use super::matcher::{HeaderCond, Methods, PathMatch, QueryAllow, Rule};
 use super::near_miss;
 use super::presets::{is_preset, PRESETS};
 use super::rate::{RateLimit, MAX_BURST, MAX_RATE, MIN_RATE};
+use super::roles::RoleMap;
 use super::schema::{FileDoc, PolicyDoc, RuleDoc, SpannedList, SpannedMap};
 use super::select::{AnnotationRule, Selector};
 use super::{Action, Policy, PolicyError, PolicySet, PolicyWarning, DEFAULT_DENY_ID};
@@ -183,6 +184,7 @@ pub(super) fn builtin_set() -> Result<PolicySet, PolicyError> {
             allowed: Vec::new(),
         },
         warnings,
+        roles: RoleMap::default(),
     })
 }
 
@@ -285,6 +287,7 @@ pub(super) fn compile_file(text: &str) -> Result<PolicySet, PolicyError> {
         selectors,
         annotation: AnnotationRule { key, allowed },
         warnings,
+        roles: super::roles::compile(&|span, msg| src.err(span, msg), &doc)?,
     })
 }
 
@@ -435,7 +438,16 @@ fn compile_policy(
         rules.push(rule);
     }
     near_miss_warnings(src, pd, &rules, fallback.as_deref(), warnings);
+    let token_hop_limit = match &pd.token_hop_limit {
+        None => None,
+        Some(h) => match u8::try_from(*h.get_ref()) {
+            Ok(v) if (1..=64).contains(&v) => Some(v),
+            _ => return Err(src.err(h.span(), "token_hop_limit must be from 1 to 64")),
+        },
+    };
     Ok(Policy {
+        require_imdsv2: pd.require_imdsv2.unwrap_or(false),
+        token_hop_limit,
         name: pd.name.get_ref().clone(),
         description: pd.description.clone(),
         rules,

@@ -12,6 +12,7 @@ mod matcher;
 mod near_miss;
 mod presets;
 mod rate;
+mod roles;
 mod schema;
 mod select;
 pub mod store;
@@ -20,6 +21,7 @@ pub use glob::{GlobError, NameGlob, PathGlob};
 pub use load::{DEFAULT_ANNOTATION_KEY, DEFAULT_POLICY};
 pub use presets::{is_preset, PRESETS};
 pub use rate::{RateLimit, DEFAULT_BURST_SECONDS, DEFAULT_RATE, MAX_BURST, MAX_RATE, MIN_RATE};
+pub use roles::{RoleChoice, RoleGrant, RoleMap, DEFAULT_ROLE_ANNOTATION_KEY};
 
 use crate::canon::CanonicalTarget;
 use bytes::Bytes;
@@ -191,6 +193,10 @@ pub struct Policy {
     builtin: bool,
     /// How many requests one pod address under this policy may make (`rate`, `burst`).
     rate_limit: RateLimit,
+    /// On the AWS endpoints (`[aws]` enabled): requests without a valid IMDSv2 token get 401.
+    require_imdsv2: bool,
+    /// On the AWS endpoints: the IP TTL / hop limit the token answer is sent with.
+    token_hop_limit: Option<u8>,
 }
 
 impl Policy {
@@ -253,6 +259,16 @@ impl Policy {
     pub fn rate_limit(&self) -> &RateLimit {
         &self.rate_limit
     }
+
+    /// Whether IMDSv1 requests are refused on the AWS endpoints (`require_imdsv2`).
+    pub fn require_imdsv2(&self) -> bool {
+        self.require_imdsv2
+    }
+
+    /// The IP TTL / hop limit of IMDSv2 token answers (`token_hop_limit`), if set.
+    pub fn token_hop_limit(&self) -> Option<u8> {
+        self.token_hop_limit
+    }
 }
 
 /// How [`PolicySet::selection`] chose a policy.
@@ -289,6 +305,8 @@ pub struct PolicySet {
     annotation: AnnotationRule,
     /// Found while compiling; the set works as written.
     warnings: Vec<PolicyWarning>,
+    /// Which pods get which AWS role (`[[role]]`, `[[role_annotation]]`).
+    roles: RoleMap,
 }
 
 impl PolicySet {
@@ -324,6 +342,8 @@ impl PolicySet {
                         audit: false,
                         builtin: true,
                         rate_limit: RateLimit::default(),
+                        require_imdsv2: false,
+                        token_hop_limit: None,
                     })],
                     default: 0,
                     deny_all: 0,
@@ -333,6 +353,7 @@ impl PolicySet {
                         allowed: Vec::new(),
                     },
                     warnings: Vec::new(),
+                    roles: RoleMap::default(),
                 }
             }
         }
@@ -379,6 +400,16 @@ impl PolicySet {
             AnnotationChoice::Rejected => (self.deny_all, SelectedBy::AnnotationRejected),
             AnnotationChoice::Absent => (self.default, SelectedBy::Default),
         }
+    }
+
+    /// The AWS role a pod gets, if any (see [`RoleMap::choose`]).
+    pub fn role(&self, rec: &PodRecord) -> RoleChoice {
+        self.roles.choose(rec)
+    }
+
+    /// The role mapping (for `check-policy`'s summary and the docs' examples).
+    pub fn roles(&self) -> &RoleMap {
+        &self.roles
     }
 
     /// Names of every policy in the set, presets included.

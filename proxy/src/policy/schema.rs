@@ -23,6 +23,35 @@ pub struct FileDoc {
     pub selector: Vec<Spanned<SelectorDoc>>,
     #[serde(default)]
     pub policy: Vec<Spanned<PolicyDoc>>,
+    /// The pod annotation that may name a role (kube2iam's and kiam's key by default).
+    pub role_annotation_key: Option<Spanned<String>>,
+    /// Prefix that turns a role name in the annotation into an ARN (kube2iam's `--base-role-arn`).
+    pub role_base_arn: Option<Spanned<String>>,
+    #[serde(default)]
+    pub role: Vec<Spanned<RoleDoc>>,
+    #[serde(default)]
+    pub role_annotation: Vec<Spanned<RoleAnnotationDoc>>,
+}
+
+/// `[[role]]`: pods matching every condition given get `role_arn` (first match wins).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleDoc {
+    pub namespace: Option<Spanned<String>>,
+    pub pod: Option<Spanned<String>>,
+    pub annotations: Option<Spanned<SpannedMap>>,
+    pub role_arn: Spanned<String>,
+    pub external_id: Option<Spanned<String>>,
+    pub session_policy: Option<Spanned<String>>,
+}
+
+/// `[[role_annotation]]`: in namespaces matching `namespace`, the role annotation is honoured
+/// when the role's ARN matches one of `allow`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleAnnotationDoc {
+    pub namespace: Spanned<String>,
+    pub allow: SpannedList,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +74,10 @@ pub struct PolicyDoc {
     /// Per-pod rate limit: requests per second, and how many at once.
     pub rate: Option<Spanned<f64>>,
     pub burst: Option<Spanned<i64>>,
+    /// On the AWS endpoints: refuse requests without a valid IMDSv2 token (401).
+    pub require_imdsv2: Option<bool>,
+    /// On the AWS endpoints: the IP TTL / hop limit of token answers (1 = the pod only).
+    pub token_hop_limit: Option<Spanned<i64>>,
     #[serde(default)]
     pub rule: Vec<Spanned<RuleDoc>>,
 }

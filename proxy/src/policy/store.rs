@@ -58,6 +58,11 @@ impl Snapshot {
     pub fn policy_names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().map(|n| &**n)
     }
+
+    /// The AWS role `rec` gets under this snapshot's mapping.
+    pub fn role(&self, rec: &PodRecord) -> crate::policy::RoleChoice {
+        self.set.role(rec)
+    }
 }
 
 pub struct PolicyStore {

@@ -36,6 +36,7 @@ fn app(dir: &std::path::Path) -> (Arc<App>, Arc<Worker>) {
         targets: cfg.endpoints.iter().map(Target::from_config).collect(),
         long_polls: LongPolls::new(&cfg.long_poll, Duration::from_millis(5000)),
         limiter: crate::ratelimit::RateLimiter::default(),
+        aws: None,
     });
     (app, worker)
 }

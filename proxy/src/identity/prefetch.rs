@@ -1,0 +1,175 @@
+//! Prefetch: a pod's credentials are fetched when its record appears, not when it first asks.
+//!
+//! The plugin writes `pods/<key>.json` (a rename) before it writes the pod's address file and
+//! before ADD returns, and the kernel queues the inotify event inside that rename. This task
+//! waits on that event (its own inotify instance, read through the runtime's reactor, so it wakes
+//! at once), reads the record, resolves its role under the policy in force and hands it to
+//! [`CredStore::pod_added`], which starts the STS call. By the time the runtime has started the
+//! pod's containers, the credentials are in memory: the start-up race of kube2iam and kiam
+//! (the pod asking before the daemon knows it) does not exist here. DEL's removal of the record
+//! drops the pod's entry ([`CredStore::pod_gone`]).
+//!
+//! At start, after a queue overflow, and when asked ([`Prefetch::rescan`], after a policy
+//! reload) every record is read again and pods whose record is gone are forgotten. While `pods/`
+//! does not exist (no ADD yet), the watch is retried every second.
+
+use super::creds::CredStore;
+use super::role::PodRole;
+use inotify::{EventMask, Inotify, WatchMask};
+use metaguard_common::record::PodRecord;
+use metaguard_common::state::StateDir;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+/// What the pod's record gives: its role under the policy in force (`None`: no role).
+pub type Resolve = dyn Fn(&PodRecord) -> Option<Arc<PodRole>> + Send + Sync;
+
+/// How often a missing `pods/` directory is looked for again.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub struct Prefetch {
+    state: StateDir,
+    store: Arc<CredStore>,
+    resolve: Box<Resolve>,
+    rescan: Notify,
+}
+
+impl Prefetch {
+    pub fn new(state: StateDir, store: Arc<CredStore>, resolve: Box<Resolve>) -> Arc<Prefetch> {
+        Arc::new(Prefetch {
+            state,
+            store,
+            resolve,
+            rescan: Notify::new(),
+        })
+    }
+
+    /// Read every record again on the next turn (the policy changed: roles may have).
+    pub fn rescan(&self) {
+        self.rescan.notify_one();
+    }
+
+    /// The record `name` (`<key>.json`) appeared or changed.
+    fn added(&self, key: &str) {
+        match self.state.read_record(key) {
+            Ok(Some(rec)) => self.store.pod_added(key, (self.resolve)(&rec)),
+            Ok(None) => self.store.pod_gone(key),
+            // Unreadable: the request path will refuse it too; nothing to fetch.
+            Err(e) => log::warn!("prefetch: {e}"),
+        }
+    }
+
+    /// Every record, and forget the pods whose record is gone.
+    fn scan(&self) {
+        let keys = match self.state.list_keys() {
+            Ok(k) => k,
+            Err(e) => {
+                log::warn!("prefetch: {e}");
+                return;
+            }
+        };
+        for k in &keys {
+            self.added(k);
+        }
+        let live: HashSet<&str> = keys.iter().map(String::as_str).collect();
+        self.store.retain_pods(&|k| live.contains(k));
+    }
+
+    /// Runs until the runtime stops.
+    pub async fn run(self: Arc<Self>) {
+        let inotify = match Inotify::init() {
+            Ok(i) => i,
+            Err(e) => {
+                log::error!(
+                    "prefetch: cannot set up inotify ({e}): credentials are fetched at a pod's \
+                     first request"
+                );
+                return;
+            }
+        };
+        // SAFETY: `Inotify` owns its descriptor (opened non-blocking) and closes it only when
+        // dropped, which is after the `AsyncFd` that owns it deregisters it.
+        let mut fd = match unsafe { AsyncFd::register(inotify) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::error!("prefetch: {e}: credentials are fetched at a pod's first request");
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 4096];
+        let mut watching = false;
+        loop {
+            if !watching {
+                watching = self.watch(fd.get_mut());
+                // Whatever happened before the watch: read it all now.
+                self.scan();
+            }
+            tokio::select! {
+                ready = fd.readable_mut(), if watching => {
+                    let Ok(mut guard) = ready else { return };
+                    match guard.get_inner_mut().read_events(&mut buf) {
+                        Ok(events) => {
+                            let mut again = false;
+                            for ev in events {
+                                again |= self.event(ev.mask, ev.name.and_then(|n| n.to_str()));
+                            }
+                            if again {
+                                watching = false;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            guard.clear_ready();
+                        }
+                        Err(e) => {
+                            log::warn!("prefetch: reading events: {e}");
+                            watching = false;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(RETRY), if !watching => {}
+                _ = self.rescan.notified() => self.scan(),
+            }
+        }
+    }
+
+    fn watch(&self, inotify: &mut Inotify) -> bool {
+        let mask = WatchMask::MOVED_TO
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::DELETE
+            | WatchMask::MOVED_FROM
+            | WatchMask::DELETE_SELF
+            | WatchMask::MOVE_SELF
+            | WatchMask::ONLYDIR
+            | WatchMask::DONT_FOLLOW;
+        inotify.watches().add(self.state.pods_dir(), mask).is_ok()
+    }
+
+    /// Applies one event; `true` when the watch was lost or events were missed (watch again,
+    /// rescan).
+    fn event(&self, mask: EventMask, name: Option<&str>) -> bool {
+        if mask.intersects(
+            EventMask::Q_OVERFLOW
+                | EventMask::IGNORED
+                | EventMask::DELETE_SELF
+                | EventMask::MOVE_SELF,
+        ) {
+            return true;
+        }
+        // Temporary files of atomic writes start with '.'.
+        let Some(key) = name
+            .filter(|n| !n.starts_with('.'))
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            return false;
+        };
+        if mask.intersects(EventMask::MOVED_TO | EventMask::CLOSE_WRITE) {
+            self.added(key);
+        } else if mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
+            self.store.pod_gone(key);
+        }
+        false
+    }
+}
