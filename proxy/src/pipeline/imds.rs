@@ -102,16 +102,16 @@ pub(super) fn check_token<'a>(
     target: &CanonicalTarget<'_>,
     caller: &Caller,
     policy: &'a Policy,
-) -> Result<Option<Version>, (Answer, Fields<'a>)> {
+) -> TokenCheck<'a> {
     if is_token_request(&head.method, target) {
-        return Ok(None);
+        return TokenCheck::Passed(None);
     }
     let refuse = |rule, reason: String, version| {
         let st = StatusCode::UNAUTHORIZED;
         let answer = text(st, policy, &reason);
         let mut f = local(policy, Outcome::Deny, rule, st, Some(Cow::Owned(reason)));
         f.imds = version;
-        Err((answer, f))
+        TokenCheck::Refused(Box::new((answer, f)))
     };
     match head.headers.get(rules::IMDS_TOKEN) {
         Some(t) => {
@@ -120,7 +120,7 @@ pub(super) fn check_token<'a>(
                 address: cx.conn.peer,
             };
             match aws.tokens.verify(t.as_bytes(), holder, cx.start) {
-                Ok(()) => Ok(Some(Version::V2)),
+                Ok(()) => TokenCheck::Passed(Some(Version::V2)),
                 Err(e) => refuse(RULE_TOKEN_REFUSED, e.to_string(), Some(Version::V2)),
             }
         }
@@ -131,8 +131,16 @@ pub(super) fn check_token<'a>(
                 .to_owned(),
             Some(Version::V1),
         ),
-        None => Ok(Some(Version::V1)),
+        None => TokenCheck::Passed(Some(Version::V1)),
     }
+}
+
+/// What [`check_token`] found.
+pub(super) enum TokenCheck<'a> {
+    /// Go on; how the request is authenticated (`None`: a token request).
+    Passed(Option<Version>),
+    /// 401, decided here (boxed: the rare case carries the whole answer).
+    Refused(Box<(Answer, Fields<'a>)>),
 }
 
 /// The answer to a token request the policy allowed: a token bound to this pod and address,

@@ -256,8 +256,8 @@ async fn decide<'a>(
     let mut imds_version = None;
     if let Some(aws) = aws {
         imds_version = match imds::check_token(cx, aws, head, target, caller, policy) {
-            Ok(v) => v,
-            Err(refused) => return Ok(refused),
+            imds::TokenCheck::Passed(v) => v,
+            imds::TokenCheck::Refused(refused) => return Ok(*refused),
         };
         if let Some((answer, mut fields)) =
             imds::role_answer(cx, aws, head, target, caller, policy).await

@@ -405,10 +405,10 @@ mod tests {
 
     #[test]
     fn annotations_are_honoured_only_where_allowed() {
-        let s = set(&format!(
+        let s = set(
             "role_base_arn = \"arn:aws:iam::123456789012:role/\"\n\
-             [[role_annotation]]\nnamespace = \"team-a\"\nallow = [\"arn:aws:iam::123456789012:role/team-a*\"]\n"
-        ));
+             [[role_annotation]]\nnamespace = \"team-a\"\nallow = [\"arn:aws:iam::123456789012:role/team-a*\"]\n",
+        );
         let key = DEFAULT_ROLE_ANNOTATION_KEY;
         // By ARN and by name (kube2iam's base ARN), within the allow-list.
         assert_eq!(granted(s.role(&pod("team-a", "p", &[(key, A)]))), A);
