@@ -7,16 +7,17 @@
 
 use metaguard_tests::cni::Node;
 use metaguard_tests::moto::{
-    pod_client, sts_addr, IdentityCloud, IdentityOptions, ImdsMode, NodeCredentials,
+    pod_client, sts_addr, IdentityCloud, IdentityOptions, ImdsMode, Moto, NodeCredentials,
     PodClientOptions, StsAnswer, StsOp,
 };
+use metaguard_tests::netns::Netns;
 use std::time::Duration;
 
 const V: &str = "1.0.0";
 
 fn identity(node: &Node, require_imdsv2: bool) -> IdentityCloud {
     IdentityCloud::attach(
-        &node.ns,
+        node,
         &IdentityOptions {
             require_imdsv2,
             ..IdentityOptions::default()
@@ -326,4 +327,24 @@ fn pods_reach_sts_through_the_node() {
         .ns
         .tcp_connect(None, sts_addr(), Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("guarded pod cannot reach moto at {}: {e}", sts_addr()));
+}
+
+/// The control for the signature checks above: the same wrong signature passes when moto runs
+/// without INITIAL_NO_AUTH_ACTION_COUNT (its default), so those checks can fail.
+#[test]
+fn control_without_the_auth_count_moto_accepts_a_wrong_signature() {
+    let ns = Netns::new("motoctl");
+    let moto = Moto::start_unauthenticated(
+        &ns,
+        "127.0.0.1:5000".parse().unwrap(),
+        &["pod-role-a"],
+        Duration::from_secs(3600),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let wrong = NodeCredentials {
+        secret_access_key: "wrong".into(),
+        ..moto.setup.node.clone()
+    };
+    let a = moto.sts_call(&ns, &wrong, &StsOp::CallerIdentity).unwrap();
+    assert!(a.ok, "{a:?}");
 }

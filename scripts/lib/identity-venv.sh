@@ -39,12 +39,19 @@ mkdir -p "$(dirname "$VENV")"
     echo "identity-venv: '$PY -m venv' failed: on Debian, apt-get install python3-venv (scripts/lib/deps.sh does)" >&2
     exit 1
 }
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ" >"$LOG" 2>&1 || {
-    cat "$LOG" >&2
+"$VENV/bin/pip" install --disable-pip-version-check -r "$REQ" >"$LOG" 2>&1 || {
+    tail -n 30 "$LOG" >&2
     echo "identity-venv: pip could not install $REQ for Python $pyver." >&2
-    echo "  'Requires-Python' or 'No matching distribution' above: a pin does not support $pyver (the pins" >&2
-    echo "  are checked on 3.11.2 and 3.13.5; re-pin as the file explains). Otherwise pip could not reach" >&2
-    echo "  the package index (PyPI or PIP_INDEX_URL): check the network or proxy settings, then run again." >&2
+    if grep -q "from versions: none" "$LOG"; then
+        # A pin that does not fit this Python still lists the versions the index has; none at all
+        # means the index gave nothing.
+        echo "  pip found no version at all of a package: it could not reach the package index" >&2
+        echo "  ($(grep -m1 "Looking in indexes" "$LOG" || echo "PyPI")). Check the network, the proxy settings" >&2
+        echo "  (HTTPS_PROXY) or PIP_INDEX_URL, then run again." >&2
+    else
+        echo "  A pin does not support Python $pyver (the pins are checked on 3.11.2 and 3.13.5): set PYTHON=" >&2
+        echo "  to one of those, or re-pin as $REQ explains." >&2
+    fi
     rm -rf "$VENV"
     exit 1
 }

@@ -9,10 +9,10 @@
 //!
 //! Network layout, added to [`crate::proxy::Cloud`]'s by [`attach_sts_address`]: moto listens on
 //! [`STS_ADDR`] (192.0.2.10, TEST-NET-1) in the cloud namespace, port [`STS_PORT`]; the node routes
-//! 192.0.2.10/32 via the cloud's 169.254.169.254 on `mgcloud0`; the cloud routes everything else
-//! back via the node's 169.254.169.1, so pods (default route via their bridge's gateway, forwarded
-//! by the node, which the bridge plugin's `isGateway` turns on) reach it too. Nothing leaves the
-//! test's namespaces: the node has no other link.
+//! 192.0.2.10/32 via the cloud's 169.254.169.254 on `mgcloud0`; the cloud routes the node's pod
+//! subnets back via the node's 169.254.169.1 (and fd00:ec2::1), so pods (default route via their
+//! bridge's gateway, forwarded by the node, which the bridge plugin's `isGateway` turns on) reach
+//! it too. Nothing leaves the test's namespaces: the node has no other link.
 //!
 //! Authentication: moto counts every request that goes through a service's `call_action`
 //! (`ActionAuthenticatorMixin.request_count`, one class-wide counter, moto/core/authorization.py);
@@ -23,6 +23,7 @@
 //! is not a request, so the readiness probe does not count. [`Moto::start`] sets the count to the
 //! exact number of set-up calls (`moto_setup.py`, retries off so none is counted twice).
 
+use crate::cni::Node;
 use crate::fake::FakeOptions;
 use crate::netns::{Netns, TempDir, IP};
 use crate::proxy::Cloud;
@@ -138,26 +139,26 @@ pub fn sts_endpoint() -> String {
 }
 
 /// Puts [`STS_ADDR`] in the cloud namespace and routes it from the node (and, through the node,
-/// from pods): see the module docs. `cloud` is [`crate::proxy::Cloud`]'s namespace, linked to
-/// `node` by [`crate::proxy::Cloud::attach`].
-pub fn attach_sts_address(node: &Netns, cloud: &Netns) {
+/// from pods on `pod_subnets`, IPv4 or IPv6 CIDRs): see the module docs. `cloud` is
+/// [`crate::proxy::Cloud`]'s namespace, linked to `node` by [`crate::proxy::Cloud::attach`].
+///
+/// The cloud gets routes back to those subnets only, not a default route: with one, moto's start
+/// (Python's `HTTPServer.server_bind` calls `socket.getfqdn`) sent a DNS query to the machine's
+/// resolver towards the node, where it died, and start-up waited 10 s for the timeout; without
+/// it the query fails at once and nothing leaves the cloud namespace.
+pub fn attach_sts_address(node: &Netns, cloud: &Netns, pod_subnets: &[&str]) {
     cloud.ok(
         IP,
         &["addr", "add", &format!("{STS_ADDR}/32"), "dev", "eth0"],
     );
-    // The way back to the pods' subnets (whatever they are): the node, which has no other link.
-    cloud.ok(
-        IP,
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.169.1",
-            "dev",
-            "eth0",
-        ],
-    );
+    for net in pod_subnets {
+        let via = if net.contains(':') {
+            "fd00:ec2::1"
+        } else {
+            "169.254.169.1"
+        };
+        cloud.ok(IP, &["route", "add", net, "via", via, "dev", "eth0"]);
+    }
     node.ok(
         IP,
         &[
@@ -296,6 +297,27 @@ impl Moto {
         roles: &[&str],
         node_ttl: Duration,
     ) -> Result<Moto, MotoError> {
+        Self::start_inner(ns, addr, roles, node_ttl, true)
+    }
+
+    /// [`Moto::start`] with authentication never on (moto's default): the control that shows a
+    /// test of signatures can fail.
+    pub fn start_unauthenticated(
+        ns: &Netns,
+        addr: SocketAddr,
+        roles: &[&str],
+        node_ttl: Duration,
+    ) -> Result<Moto, MotoError> {
+        Self::start_inner(ns, addr, roles, node_ttl, false)
+    }
+
+    fn start_inner(
+        ns: &Netns,
+        addr: SocketAddr,
+        roles: &[&str],
+        node_ttl: Duration,
+        auth: bool,
+    ) -> Result<Moto, MotoError> {
         let server = venv_bin("moto_server")?;
         venv_bin("python")?;
         let dir = TempDir::new("moto");
@@ -312,7 +334,7 @@ impl Moto {
         let count = 3 + roles.len() as u32;
         let mut cmd = ns.command(&server);
         cmd.args(["-H", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string())
+            .env_remove("INITIAL_NO_AUTH_ACTION_COUNT")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
@@ -320,6 +342,9 @@ impl Moto {
             if k.to_string_lossy().starts_with("AWS_") {
                 cmd.env_remove(k);
             }
+        }
+        if auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string());
         }
         let t0 = Instant::now();
         let child = cmd.spawn().map_err(|source| MotoError::Spawn {
@@ -543,7 +568,7 @@ pub struct IdentityCloud {
 impl IdentityCloud {
     /// Links a cloud namespace to `node`, starts fake-metadata and moto there and runs moto's
     /// set-up; the node credentials fake-metadata serves are then the node user's.
-    pub fn attach(node: &Netns, opts: &IdentityOptions) -> Result<IdentityCloud, MotoError> {
+    pub fn attach(node: &Node, opts: &IdentityOptions) -> Result<IdentityCloud, MotoError> {
         // Checked before anything is made, so a missing venv is the first and only error.
         venv_bin("moto_server")?;
         let dir = TempDir::new("identity");
@@ -558,14 +583,14 @@ impl IdentityCloud {
         }
         .write(&creds_file)?;
         let cloud = Cloud::attach_with(
-            node,
+            &node.ns,
             FakeOptions {
                 aws_credentials: Some(creds_file.clone()),
                 require_imdsv2: opts.require_imdsv2,
                 ..FakeOptions::default()
             },
         );
-        attach_sts_address(node, &cloud.ns);
+        attach_sts_address(&node.ns, &cloud.ns, &[&node.subnet4, &node.subnet6]);
         let roles: Vec<&str> = opts.roles.iter().map(String::as_str).collect();
         let moto = Moto::start(&cloud.ns, sts_addr(), &roles, opts.node_ttl)?;
         moto.setup.node.write(&creds_file)?;
