@@ -348,3 +348,68 @@ fn control_without_the_auth_count_moto_accepts_a_wrong_signature() {
     let a = moto.sts_call(&ns, &wrong, &StsOp::CallerIdentity).unwrap();
     assert!(a.ok, "{a:?}");
 }
+
+/// The EC2-like variant: the node's credentials are a session of the node role, with a token.
+/// botocore gets them from fake-metadata; the session assumes a pod role; the same call with the
+/// token left out, or another token, is refused (a proxy must sign with the node's token).
+#[test]
+fn node_role_session_with_a_token_is_served_and_may_assume_the_pod_roles() {
+    let node = Node::new();
+    let id = IdentityCloud::attach(
+        &node,
+        &IdentityOptions {
+            node_session: true,
+            ..IdentityOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let setup = &id.moto.setup;
+    let session = setup.node_session.as_ref().expect("node session");
+    assert!(
+        session
+            .arn
+            .ends_with(":assumed-role/metaguard-node-role/i-0fa4e5c0ffee00001"),
+        "{session:?}"
+    );
+    let served = setup.served();
+    assert!(served.token.as_deref().is_some_and(|t| !t.is_empty()));
+
+    let r = pod_client(&id.cloud.ns, &PodClientOptions::default()).unwrap();
+    assert!(r.error.is_none(), "{r:?}\n{}", id.moto.log());
+    assert!(r.token_present, "{r:?}");
+    assert_eq!(r.access_key_id.as_ref(), Some(&served.access_key_id));
+    assert_eq!(r.arn.as_deref(), Some(setup.served_arn()));
+
+    // The session may assume a pod role (from the node namespace, where the proxy runs)...
+    let a = id
+        .moto
+        .sts_call(
+            &node.ns,
+            served,
+            &assume(&id, "pod-role-a", "team-a.web-0", 1),
+        )
+        .unwrap();
+    assert!(
+        a.ok && a
+            .arn
+            .as_deref()
+            .is_some_and(|x| x.ends_with(":assumed-role/pod-role-a/team-a.web-0")),
+        "{a:?}"
+    );
+    // ...only with its own token.
+    for token in [None, Some("another-token".to_string())] {
+        let bad = NodeCredentials {
+            token,
+            ..served.clone()
+        };
+        let r = id
+            .moto
+            .sts_call(
+                &node.ns,
+                &bad,
+                &assume(&id, "pod-role-a", "team-a.web-0", 1),
+            )
+            .unwrap();
+        refused(&r, "InvalidClientTokenId");
+    }
+}

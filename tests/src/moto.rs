@@ -44,6 +44,10 @@ pub const VENV_ENV: &str = "METAGUARD_IDENTITY_VENV";
 pub const VENV_COMMAND: &str = "bash scripts/lib/identity-venv.sh";
 /// The node's IAM user in moto.
 pub const NODE_USER: &str = "metaguard-node";
+/// The node role with [`MotoOptions::node_session`].
+pub const NODE_ROLE: &str = "metaguard-node-role";
+/// Its session's name: the instance's ID, as EC2 names it.
+pub const NODE_SESSION: &str = crate::fake::INSTANCE_ID;
 /// How long moto may take to accept connections (it imports every service: seconds).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -212,10 +216,45 @@ pub struct MotoSetup {
     pub account_id: String,
     /// `arn:aws:iam::<account>:user/metaguard-node`
     pub user_arn: String,
-    /// The node user's key, expiring [`Moto::start`]'s `node_ttl` from set-up.
+    /// The node user's key, expiring [`MotoOptions::node_ttl`] from set-up.
     pub node: NodeCredentials,
+    /// With [`MotoOptions::node_session`]: the user's session of the node role.
+    pub node_session: Option<NodeSession>,
     /// Role name → ARN, for each role asked for.
     pub roles: BTreeMap<String, String>,
+}
+
+/// A session of the node role [`NODE_ROLE`], as EC2 hands an instance (with a session token).
+#[derive(Debug, Clone)]
+pub struct NodeSession {
+    /// `arn:aws:sts::<account>:assumed-role/metaguard-node-role/<instance id>`
+    pub arn: String,
+    pub credentials: NodeCredentials,
+}
+
+impl MotoSetup {
+    /// The node's credentials as fake-metadata serves them: the node role's session when there is
+    /// one, else the user's key.
+    pub fn served(&self) -> &NodeCredentials {
+        self.node_session
+            .as_ref()
+            .map_or(&self.node, |s| &s.credentials)
+    }
+
+    /// What `get_caller_identity` answers for [`MotoSetup::served`].
+    pub fn served_arn(&self) -> &str {
+        self.node_session
+            .as_ref()
+            .map_or(self.user_arn.as_str(), |s| s.arn.as_str())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SessionLine {
+    arn: String,
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,7 +264,34 @@ struct SetupLine {
     access_key_id: String,
     secret_access_key: String,
     roles: BTreeMap<String, String>,
+    node_session: Option<SessionLine>,
     calls: u32,
+}
+
+/// What [`Moto::start_with`] sets up.
+#[derive(Debug, Clone)]
+pub struct MotoOptions {
+    /// Roles to create (each trusting the node user, and the node role's session if any).
+    pub roles: Vec<String>,
+    /// The node credentials' `Expiration` (what fake-metadata serves), from set-up. moto itself
+    /// never expires credentials.
+    pub node_ttl: Duration,
+    /// The node's credentials are a session of [`NODE_ROLE`] (with a token), as on EC2, instead
+    /// of the user's long-term key.
+    pub node_session: bool,
+    /// Authentication on after set-up; `false` is the control (moto's default: never).
+    pub auth: bool,
+}
+
+impl Default for MotoOptions {
+    fn default() -> Self {
+        MotoOptions {
+            roles: vec!["pod-role-a".into(), "pod-role-b".into()],
+            node_ttl: Duration::from_secs(6 * 3600),
+            node_session: false,
+            auth: true,
+        }
+    }
 }
 
 /// A running moto server, killed and reaped on drop.
@@ -297,7 +363,15 @@ impl Moto {
         roles: &[&str],
         node_ttl: Duration,
     ) -> Result<Moto, MotoError> {
-        Self::start_inner(ns, addr, roles, node_ttl, true)
+        Self::start_with(
+            ns,
+            addr,
+            &MotoOptions {
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                node_ttl,
+                ..MotoOptions::default()
+            },
+        )
     }
 
     /// [`Moto::start`] with authentication never on (moto's default): the control that shows a
@@ -308,16 +382,20 @@ impl Moto {
         roles: &[&str],
         node_ttl: Duration,
     ) -> Result<Moto, MotoError> {
-        Self::start_inner(ns, addr, roles, node_ttl, false)
+        Self::start_with(
+            ns,
+            addr,
+            &MotoOptions {
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                node_ttl,
+                auth: false,
+                ..MotoOptions::default()
+            },
+        )
     }
 
-    fn start_inner(
-        ns: &Netns,
-        addr: SocketAddr,
-        roles: &[&str],
-        node_ttl: Duration,
-        auth: bool,
-    ) -> Result<Moto, MotoError> {
+    /// Starts moto inside `ns` on `addr` and runs the set-up `opts` describes.
+    pub fn start_with(ns: &Netns, addr: SocketAddr, opts: &MotoOptions) -> Result<Moto, MotoError> {
         let server = venv_bin("moto_server")?;
         venv_bin("python")?;
         let dir = TempDir::new("moto");
@@ -330,8 +408,9 @@ impl Moto {
             path: log_path.clone(),
             source,
         })?;
-        // CreateUser, CreateAccessKey, PutUserPolicy, one CreateRole per role.
-        let count = 3 + roles.len() as u32;
+        // CreateUser, CreateAccessKey, PutUserPolicy, [CreateRole, PutRolePolicy, AssumeRole for
+        // the node session], one CreateRole per role.
+        let count = 3 + 3 * u32::from(opts.node_session) + opts.roles.len() as u32;
         let mut cmd = ns.command(&server);
         cmd.args(["-H", &addr.ip().to_string(), "-p", &addr.port().to_string()])
             .env_remove("INITIAL_NO_AUTH_ACTION_COUNT")
@@ -343,7 +422,7 @@ impl Moto {
                 cmd.env_remove(k);
             }
         }
-        if auth {
+        if opts.auth {
             cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string());
         }
         let t0 = Instant::now();
@@ -365,6 +444,7 @@ impl Moto {
                     token: None,
                     expiration: String::new(),
                 },
+                node_session: None,
                 roles: BTreeMap::new(),
             },
             started_in: Duration::ZERO,
@@ -374,7 +454,7 @@ impl Moto {
         moto.wait_accepting(ns, t0)?;
         moto.started_in = t0.elapsed();
         let t1 = Instant::now();
-        moto.setup = moto.run_setup(ns, roles, count, node_ttl)?;
+        moto.setup = moto.run_setup(ns, opts, count)?;
         moto.setup_took = t1.elapsed();
         Ok(moto)
     }
@@ -411,9 +491,8 @@ impl Moto {
     fn run_setup(
         &self,
         ns: &Netns,
-        roles: &[&str],
+        opts: &MotoOptions,
         count: u32,
-        node_ttl: Duration,
     ) -> Result<MotoSetup, MotoError> {
         let mut args = vec![
             "--endpoint".to_string(),
@@ -421,9 +500,17 @@ impl Moto {
             "--user".into(),
             NODE_USER.into(),
         ];
-        for r in roles {
+        if opts.node_session {
+            args.extend([
+                "--node-role".into(),
+                NODE_ROLE.into(),
+                "--node-session".into(),
+                NODE_SESSION.into(),
+            ]);
+        }
+        for r in &opts.roles {
             args.push("--role".into());
-            args.push(r.to_string());
+            args.push(r.clone());
         }
         let out = run_script(ns, "moto_setup.py", &args)?;
         if !out.status.success() {
@@ -444,6 +531,7 @@ impl Moto {
                 counted: count,
             });
         }
+        let expiration = rfc3339(SystemTime::now() + opts.node_ttl);
         Ok(MotoSetup {
             account_id: line.account_id,
             user_arn: line.user_arn,
@@ -451,8 +539,17 @@ impl Moto {
                 access_key_id: line.access_key_id,
                 secret_access_key: line.secret_access_key,
                 token: None,
-                expiration: rfc3339(SystemTime::now() + node_ttl),
+                expiration: expiration.clone(),
             },
+            node_session: line.node_session.map(|s| NodeSession {
+                arn: s.arn,
+                credentials: NodeCredentials {
+                    access_key_id: s.access_key_id,
+                    secret_access_key: s.secret_access_key,
+                    token: Some(s.session_token),
+                    expiration,
+                },
+            }),
             roles: line.roles,
         })
     }
@@ -543,14 +640,19 @@ pub struct IdentityOptions {
     pub require_imdsv2: bool,
     /// The node credentials' `Expiration`, from set-up.
     pub node_ttl: Duration,
+    /// Serve a session of the node role (with a token, as EC2 does) instead of the user's key:
+    /// [`MotoOptions::node_session`].
+    pub node_session: bool,
 }
 
 impl Default for IdentityOptions {
     fn default() -> Self {
+        let m = MotoOptions::default();
         IdentityOptions {
-            roles: vec!["pod-role-a".into(), "pod-role-b".into()],
+            roles: m.roles,
             require_imdsv2: false,
-            node_ttl: Duration::from_secs(6 * 3600),
+            node_ttl: m.node_ttl,
+            node_session: m.node_session,
         }
     }
 }
@@ -567,7 +669,7 @@ pub struct IdentityCloud {
 
 impl IdentityCloud {
     /// Links a cloud namespace to `node`, starts fake-metadata and moto there and runs moto's
-    /// set-up; the node credentials fake-metadata serves are then the node user's.
+    /// set-up; the node credentials fake-metadata serves are then [`MotoSetup::served`].
     pub fn attach(node: &Node, opts: &IdentityOptions) -> Result<IdentityCloud, MotoError> {
         // Checked before anything is made, so a missing venv is the first and only error.
         venv_bin("moto_server")?;
@@ -591,9 +693,17 @@ impl IdentityCloud {
             },
         );
         attach_sts_address(&node.ns, &cloud.ns, &[&node.subnet4, &node.subnet6]);
-        let roles: Vec<&str> = opts.roles.iter().map(String::as_str).collect();
-        let moto = Moto::start(&cloud.ns, sts_addr(), &roles, opts.node_ttl)?;
-        moto.setup.node.write(&creds_file)?;
+        let moto = Moto::start_with(
+            &cloud.ns,
+            sts_addr(),
+            &MotoOptions {
+                roles: opts.roles.clone(),
+                node_ttl: opts.node_ttl,
+                node_session: opts.node_session,
+                auth: true,
+            },
+        )?;
+        moto.setup.served().write(&creds_file)?;
         Ok(IdentityCloud {
             moto,
             cloud,
