@@ -11,6 +11,7 @@ use metaguard_tests::moto::{
     PodClientOptions, StsAnswer, StsOp,
 };
 use metaguard_tests::netns::Netns;
+use std::io::{ErrorKind, Read, Write};
 use std::time::Duration;
 
 const V: &str = "1.0.0";
@@ -412,4 +413,45 @@ fn node_role_session_with_a_token_is_served_and_may_assume_the_pod_roles() {
             .unwrap();
         refused(&r, "InvalidClientTokenId");
     }
+}
+
+/// What the "STS slow" and "STS stopped" tests need: a paused moto accepts but does not answer
+/// until resumed; a stopped one refuses connections.
+#[test]
+fn moto_can_be_paused_resumed_and_stopped() {
+    let node = Node::new();
+    let mut id = identity(&node, false);
+    let creds = id.moto.setup.served().clone();
+    id.moto.pause().unwrap();
+    let mut conn = node
+        .ns
+        .tcp_connect(None, sts_addr(), Duration::from_secs(2))
+        .expect("the kernel still accepts");
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: sts\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let e = conn.read(&mut buf).expect_err("no answer while paused");
+    assert!(
+        matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{e}"
+    );
+    id.moto.resume().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = conn.read(&mut buf).expect("answered once resumed");
+    assert!(buf[..n].starts_with(b"HTTP/1."), "{:?}", &buf[..n]);
+    let a = id
+        .moto
+        .sts_call(&node.ns, &creds, &StsOp::CallerIdentity)
+        .unwrap();
+    assert!(a.ok, "{a:?}");
+
+    id.moto.stop();
+    let e = node
+        .ns
+        .tcp_connect(None, sts_addr(), Duration::from_secs(2))
+        .expect_err("stopped");
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
 }

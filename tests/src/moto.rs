@@ -562,6 +562,32 @@ impl Moto {
         format!("http://{}", self.addr)
     }
 
+    /// Stops moto now (SIGKILL, reaped): STS is gone, connections are refused. Its state (users,
+    /// keys, roles) is in memory only, so there is no restarting it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Freezes moto (SIGSTOP): connections are still accepted by the kernel but nothing is
+    /// answered, as a slow or hung STS looks to a client. [`Moto::resume`] undoes it.
+    pub fn pause(&self) -> Result<(), MotoError> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a paused moto answer again (SIGCONT); what waited is answered then.
+    pub fn resume(&self) -> Result<(), MotoError> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<(), MotoError> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).map_err(|e| MotoError::Spawn {
+            what: format!("{sig} to moto ({pid})"),
+            source: std::io::Error::from(e),
+        })
+    }
+
     /// The namespace moto runs in.
     pub fn netns(&self) -> &str {
         &self.netns
@@ -626,8 +652,8 @@ impl Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGKILL ends a stopped (paused) process too.
+        self.stop();
     }
 }
 
