@@ -34,6 +34,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "building binaries"
 cargo build --workspace --bins
 
+step "identity tests' Python venv (moto[server], botocore; once, under the target directory)"
+bash scripts/lib/identity-venv.sh
+
 step "unit, integration and end-to-end tests"
 # The adversarial corpus runs on its own below, uncaptured, so its summary table is in the output.
 cargo test --workspace --no-fail-fast -- --test-threads=2 --skip adversarial_corpus

@@ -18,8 +18,9 @@ build=(gcc libc6-dev ca-certificates)
 demo=(iproute2 nftables containerd runc containernetworking-plugins busybox-static procps util-linux
       mount curl jq)
 # The test suite and the benchmarks on top: protoc for the CRI client (tests/src/cri.rs), iptables
-# for the adversarial suite, nginx + wrk + socat for the benchmarks, Python for the Kubernetes checks
-# and the import-circle check, and Prometheus's Python client, whose exposition-format parser checks
+# for the adversarial suite, nginx + wrk + socat for the benchmarks, Python (and its venv module) for
+# the Kubernetes checks, the identity tests' moto and botocore (scripts/lib/identity-venv.sh) and the
+# import-circle check, and Prometheus's Python client, whose exposition-format parser checks
 # the proxy's /metrics output (proxy/src/metrics.rs).
 rest=(iptables nginx wrk socat protobuf-compiler psmisc python3 python3-venv python3-prometheus-client)
 case $what in

@@ -198,6 +198,11 @@ pub struct FakeOptions {
     pub bench: bool,
     /// Skip the record file (benchmarks).
     pub no_record: bool,
+    /// `--aws-credentials`: a JSON file with the node credentials to serve (see
+    /// `crate::moto::NodeCredentials::write`), instead of the `FAKE-SECRET` ones.
+    pub aws_credentials: Option<PathBuf>,
+    /// `--require-imdsv2`: 401 for AWS requests without a valid token.
+    pub require_imdsv2: bool,
 }
 
 /// A running fake-metadata; killed and reaped on drop, its temporary directory removed.
@@ -337,6 +342,12 @@ impl FakeMetadata {
         }
         if opts.bench {
             cmd.arg("--bench");
+        }
+        if let Some(f) = &opts.aws_credentials {
+            cmd.arg("--aws-credentials").arg(f);
+        }
+        if opts.require_imdsv2 {
+            cmd.arg("--require-imdsv2");
         }
         // stderr goes to a file: a pipe nobody reads could fill up and stall the server.
         let stderr_path = dir.join("stderr.log");

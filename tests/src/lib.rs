@@ -9,6 +9,7 @@ pub mod corpus;
 #[cfg(feature = "cri")]
 pub mod cri;
 pub mod fake;
+pub mod moto;
 pub mod netns;
 pub mod observer;
 pub mod packets;

@@ -8,7 +8,7 @@
 //! redirect would reach the fake (and be recorded) instead of vanishing.
 
 use crate::bins;
-use crate::fake::FakeMetadata;
+use crate::fake::{FakeMetadata, FakeOptions};
 use crate::netns::{Netns, TempDir};
 use crate::raw::{self, ReadOpts, Step};
 use serde_json::Value;
@@ -338,6 +338,13 @@ impl Cloud {
     /// on: otherwise the bridge's gateway address (the target of the pods' IPv6 redirect) stays
     /// "tentative", unusable, for about two seconds after the first pod.
     pub fn attach(node: &Netns) -> Cloud {
+        Self::attach_with(node, FakeOptions::default())
+    }
+
+    /// [`Cloud::attach`] with fake-metadata's options (its `netns` and `listen` are set here):
+    /// the identity tests serve moto's node credentials and require IMDSv2 tokens
+    /// (`crate::moto::IdentityCloud`).
+    pub fn attach_with(node: &Netns, fake_opts: FakeOptions) -> Cloud {
         node.ok("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
         let ns = Netns::new("cloud");
         node.ok(
@@ -393,7 +400,12 @@ impl Cloud {
             format!("{IMDS_V4}:80").parse().expect("v4"),
             format!("[{IMDS_V6}]:80").parse().expect("v6"),
         ];
-        let fake = FakeMetadata::start_in_netns(ns.name(), &listen).expect("start fake-metadata");
+        let fake = FakeMetadata::start_with(FakeOptions {
+            netns: Some(ns.name().to_string()),
+            listen,
+            ..fake_opts
+        })
+        .expect("start fake-metadata");
         Cloud { fake, ns }
     }
 

@@ -5,6 +5,14 @@
 //!
 //! Usage:
 //!   fake-metadata --listen ADDR:PORT [--listen ADDR:PORT]... [--record FILE.jsonl] [--bench]
+//!                 [--aws-credentials FILE.json] [--require-imdsv2] [--aws-region REGION]
+//!
+//! `--aws-credentials` serves the credentials in FILE (`AccessKeyId`, `SecretAccessKey`, optional
+//! `Token` and `Expiration`; read at every request, so rewriting it rotates them) at
+//! `/latest/meta-data/iam/security-credentials/<role>` instead of the `FAKE-SECRET` ones: the
+//! identity tests serve a moto IAM user's key there (tests/src/moto.rs). `--require-imdsv2` answers
+//! 401 to AWS requests without a valid token (an instance with `HttpTokens=required`).
+//! `--aws-region` changes the region (default us-east-1).
 //!
 //! `--record` appends one JSON line per request (see `record.rs`); the line is written with one
 //! `write` to an `O_APPEND` file before the answer is sent, so a reader that got the answer finds the
@@ -34,18 +42,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: fake-metadata --listen ADDR:PORT [--listen ADDR:PORT]... [--record FILE] [--bench]";
+    "usage: fake-metadata --listen ADDR:PORT [--listen ADDR:PORT]... [--record FILE] [--bench] \
+     [--aws-credentials FILE] [--require-imdsv2] [--aws-region REGION]";
 
 struct Args {
     listen: Vec<SocketAddr>,
     record: Option<PathBuf>,
     bench: bool,
+    aws: content::AwsOptions,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut listen = Vec::new();
     let mut record = None;
     let mut bench = false;
+    let mut aws = content::AwsOptions::default();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -59,6 +70,20 @@ fn parse_args() -> Result<Args, String> {
             }
             "--record" => record = Some(PathBuf::from(it.next().ok_or("--record needs FILE")?)),
             "--bench" => bench = true,
+            "--aws-credentials" => {
+                let v = it.next().ok_or("--aws-credentials needs FILE")?;
+                // Checked now so a typo fails at start, not at the first credentials request.
+                std::fs::metadata(&v).map_err(|e| format!("--aws-credentials {v}: {e}"))?;
+                aws.credentials = Some(PathBuf::from(v));
+            }
+            "--require-imdsv2" => aws.require_token = true,
+            "--aws-region" => {
+                let v = it.next().ok_or("--aws-region needs REGION")?;
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    return Err(format!("--aws-region {v:?}: letters, digits and '-' only"));
+                }
+                aws.region = v;
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -70,6 +95,7 @@ fn parse_args() -> Result<Args, String> {
         listen,
         record,
         bench,
+        aws,
     })
 }
 
@@ -98,7 +124,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let cfg = server::Config { bench: args.bench };
+    let cfg = server::Config {
+        bench: args.bench,
+        aws: args.aws,
+    };
     match rt.block_on(server::serve(args.listen, recorder, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -14,6 +14,7 @@
 use crate::http1::Head;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -71,9 +72,33 @@ impl Reply {
     }
 }
 
+/// How the AWS side answers (`--aws-credentials`, `--require-imdsv2`, `--aws-region`).
+#[derive(Debug, Clone)]
+pub struct AwsOptions {
+    /// A JSON file with the node's credentials (`AccessKeyId`, `SecretAccessKey`, optional `Token`
+    /// and `Expiration`), read at every request so a test can rotate them; `None` serves the
+    /// `FAKE-SECRET` marker credentials.
+    pub credentials: Option<PathBuf>,
+    /// Refuse (401) AWS requests without a valid IMDSv2 token, as an instance with
+    /// `HttpTokens=required` does.
+    pub require_token: bool,
+    pub region: String,
+}
+
+impl Default for AwsOptions {
+    fn default() -> Self {
+        AwsOptions {
+            credentials: None,
+            require_token: false,
+            region: "us-east-1".into(),
+        }
+    }
+}
+
 /// IMDSv2 tokens handed out, with their expiry; GCP values set through the control path.
 #[derive(Debug)]
 pub struct State {
+    aws: AwsOptions,
     tokens: Mutex<HashMap<String, Instant>>,
     next: AtomicU64,
     /// (path under /computeMetadata/v1/, value), in the order they were set.
@@ -84,16 +109,21 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
+        State::new(AwsOptions::default())
+    }
+}
+
+impl State {
+    pub fn new(aws: AwsOptions) -> State {
         State {
+            aws,
             tokens: Mutex::default(),
             next: AtomicU64::default(),
             gcp_values: Mutex::default(),
             changes: watch::Sender::new(0),
         }
     }
-}
 
-impl State {
     /// A receiver that sees every GCP change from now on.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -307,7 +337,7 @@ fn is_aws_version(v: &str) -> bool {
             }))
 }
 
-fn aws_creds() -> Value {
+fn marker_creds() -> Value {
     json!({
         "Code": "Success",
         "LastUpdated": "2024-01-01T00:00:00Z",
@@ -319,24 +349,65 @@ fn aws_creds() -> Value {
     })
 }
 
-fn aws_identity_document() -> Value {
+fn aws_identity_document(region: &str) -> Value {
     json!({
         "accountId": "123456789012",
         "architecture": "x86_64",
-        "availabilityZone": "us-east-1a",
+        "availabilityZone": format!("{region}a"),
         "imageId": "ami-0fake00000000001",
         "instanceId": INSTANCE_ID,
         "instanceType": "m5.large",
         "privateIp": "10.0.0.10",
-        "region": "us-east-1",
+        "region": region,
         "version": "2017-09-30"
     })
 }
 
+/// The node role's credentials: the `--aws-credentials` file's (read now, so a test can rotate
+/// them), else the marker credentials. A file that cannot be read or lacks a key is a 500 with the
+/// reason, never the marker credentials in its place.
+fn aws_creds(aws: &AwsOptions) -> Reply {
+    let Some(path) = &aws.credentials else {
+        return Reply::json(200, &marker_creds());
+    };
+    let parsed = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()));
+    let v = match parsed {
+        Ok(v) => v,
+        Err(e) => return Reply::text(500, format!("{}: {e}\n", path.display())),
+    };
+    let field = |k: &str| v.get(k).and_then(Value::as_str);
+    let (Some(id), Some(secret)) = (field("AccessKeyId"), field("SecretAccessKey")) else {
+        return Reply::text(
+            500,
+            format!(
+                "{}: AccessKeyId and SecretAccessKey needed\n",
+                path.display()
+            ),
+        );
+    };
+    Reply::json(
+        200,
+        &json!({
+            "Code": "Success",
+            "LastUpdated": field("LastUpdated").unwrap_or("2024-01-01T00:00:00Z"),
+            "Type": "AWS-HMAC",
+            "AccessKeyId": id,
+            "SecretAccessKey": secret,
+            // IMDS always has the key; an IAM user's long-term key has no session token, and
+            // SDKs (botocore) then send no X-Amz-Security-Token.
+            "Token": field("Token").unwrap_or(""),
+            "Expiration": field("Expiration").unwrap_or("2099-01-01T00:00:00Z"),
+        }),
+    )
+}
+
 /// Content below a version prefix; `None` means 404.
-fn aws_file(rest: &str) -> Option<Reply> {
+fn aws_file(rest: &str, aws: &AwsOptions) -> Option<Reply> {
     let dir = rest.trim_end_matches('/');
     let t = |s: &str| Some(Reply::text(200, s));
+    let region = aws.region.as_str();
     match dir {
         "" => t("dynamic\nmeta-data\nuser-data"),
         "meta-data" => t("ami-id\nhostname\niam/\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nmac\nnetwork/\nplacement/\nsecurity-groups"),
@@ -356,9 +427,9 @@ fn aws_file(rest: &str) -> Option<Reply> {
         "meta-data/network/interfaces/macs/0e:00:00:00:00:01/subnet-id" => t("subnet-0fake0001"),
         "meta-data/network/interfaces/macs/0e:00:00:00:00:01/vpc-id" => t("vpc-0fake0001"),
         "meta-data/placement" => t("availability-zone\navailability-zone-id\nregion"),
-        "meta-data/placement/availability-zone" => t("us-east-1a"),
+        "meta-data/placement/availability-zone" => t(&format!("{region}a")),
         "meta-data/placement/availability-zone-id" => t("use1-az1"),
-        "meta-data/placement/region" => t("us-east-1"),
+        "meta-data/placement/region" => t(region),
         "meta-data/iam" => t("info\nsecurity-credentials/"),
         "meta-data/iam/info" => Some(Reply::json(
             200,
@@ -366,17 +437,17 @@ fn aws_file(rest: &str) -> Option<Reply> {
         )),
         "meta-data/iam/security-credentials" => t(AWS_ROLE),
         "meta-data/identity-credentials/ec2/security-credentials/ec2-instance" => {
-            Some(Reply::json(200, &aws_creds()))
+            Some(Reply::json(200, &marker_creds()))
         }
         "user-data" => t("#!/bin/sh\n# cloud-init user-data\nexport DB_PASSWORD=FAKE-SECRET-user-data-hunter2\n"),
         "dynamic" => t("instance-identity/"),
         "dynamic/instance-identity" => t("document\npkcs7\nsignature"),
-        "dynamic/instance-identity/document" => Some(Reply::json(200, &aws_identity_document())),
+        "dynamic/instance-identity/document" => Some(Reply::json(200, &aws_identity_document(region))),
         "dynamic/instance-identity/pkcs7" => t("MIAGCSqGSIb3DQEHAqCAMIACAQExFAKEPKCS7"),
         "dynamic/instance-identity/signature" => t("FAKESIGNATUREBASE64=="),
         _ => {
             let role = dir.strip_prefix("meta-data/iam/security-credentials/")?;
-            (role == AWS_ROLE).then(|| Reply::json(200, &aws_creds()))
+            (role == AWS_ROLE).then(|| aws_creds(aws))
         }
     }
 }
@@ -397,12 +468,12 @@ fn aws(req: &Req, st: &State) -> Reply {
     if !matches!(req.method(), "GET" | "HEAD") {
         return Reply::text(405, "Method Not Allowed\n").with("Allow", "GET, HEAD");
     }
-    if let Some(tok) = req.head.header("X-aws-ec2-metadata-token") {
-        if !st.valid(tok) {
-            return Reply::text(401, "Unauthorized\n");
-        }
+    match req.head.header("X-aws-ec2-metadata-token") {
+        Some(tok) if !st.valid(tok) => return Reply::text(401, "Unauthorized\n"),
+        None if st.aws.require_token => return Reply::text(401, "Unauthorized\n"),
+        _ => {}
     }
-    aws_file(rest).unwrap_or_else(not_found)
+    aws_file(rest, &st.aws).unwrap_or_else(not_found)
 }
 
 fn aws_token(req: &Req, st: &State) -> Reply {
@@ -786,6 +857,80 @@ mod tests {
             false,
         );
         assert_eq!(bad.status, 401);
+    }
+
+    #[test]
+    fn aws_options_serve_given_credentials_and_require_tokens() {
+        let dir = std::env::temp_dir().join(format!("mg-fake-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("creds.json");
+        std::fs::write(
+            &file,
+            r#"{"AccessKeyId":"AKIAMOTO","SecretAccessKey":"s3cr3t","Expiration":"2030-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let st = State::new(AwsOptions {
+            credentials: Some(file.clone()),
+            require_token: true,
+            region: "eu-west-3".into(),
+        });
+        let creds_path = format!("/latest/meta-data/iam/security-credentials/{AWS_ROLE}");
+        let get = |target: &str, h: &[(&str, &str)]| route(&head("GET", target, h), &st, false);
+        // Required token: none is 401, a bad one is 401, a valid one is served.
+        assert_eq!(get(&creds_path, &[]).status, 401);
+        assert_eq!(
+            get(&creds_path, &[("X-aws-ec2-metadata-token", "x")]).status,
+            401
+        );
+        let put = route(
+            &head(
+                "PUT",
+                "/latest/api/token",
+                &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
+            ),
+            &st,
+            false,
+        );
+        let tok = body(&put);
+        let ok = get(&creds_path, &[("X-aws-ec2-metadata-token", &tok)]);
+        assert_eq!(ok.status, 200);
+        let v: Value = serde_json::from_slice(&ok.body).unwrap();
+        assert_eq!(v["AccessKeyId"], "AKIAMOTO");
+        assert_eq!(v["SecretAccessKey"], "s3cr3t");
+        assert_eq!(v["Token"], "");
+        assert_eq!(v["Expiration"], "2030-01-01T00:00:00Z");
+        assert!(!body(&ok).contains(SECRET_MARKER));
+        let region = get(
+            "/latest/meta-data/placement/region",
+            &[("X-aws-ec2-metadata-token", &tok)],
+        );
+        assert_eq!(body(&region), "eu-west-3");
+        // Rewritten file: the next answer has the new key (rotation).
+        std::fs::write(
+            &file,
+            r#"{"AccessKeyId":"AKIANEW","SecretAccessKey":"x","Token":"t"}"#,
+        )
+        .unwrap();
+        let v: Value =
+            serde_json::from_slice(&get(&creds_path, &[("X-aws-ec2-metadata-token", &tok)]).body)
+                .unwrap();
+        assert_eq!(
+            (v["AccessKeyId"].as_str(), v["Token"].as_str()),
+            (Some("AKIANEW"), Some("t"))
+        );
+        // A broken file is a 500, never the marker credentials in its place.
+        std::fs::write(&file, "{").unwrap();
+        let broken = get(&creds_path, &[("X-aws-ec2-metadata-token", &tok)]);
+        assert_eq!(broken.status, 500);
+        assert!(!body(&broken).contains(SECRET_MARKER));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Defaults unchanged: no token needed, marker credentials, us-east-1.
+        assert!(body(&route(
+            &head("GET", &creds_path, &[]),
+            &State::default(),
+            false
+        ))
+        .contains(SECRET_MARKER));
     }
 
     #[test]

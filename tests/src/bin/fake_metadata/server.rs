@@ -1,6 +1,6 @@
 //! Listeners and connections: accept, parse, record, answer; keep-alive and pipelining.
 
-use crate::content::{self, Action, LongPoll, Reply, State};
+use crate::content::{self, Action, AwsOptions, LongPoll, Reply, State};
 use crate::http1::{self, Chunked, Framing, ParsedHead, MAX_HEAD};
 use crate::record::{self, Conn, Line, Recorder};
 use bytes::{Buf, BytesMut};
@@ -11,9 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub bench: bool,
+    pub aws: AwsOptions,
 }
 
 struct Shared {
@@ -52,7 +53,7 @@ pub async fn serve(addrs: Vec<SocketAddr>, recorder: Recorder, cfg: Config) -> R
     println!("ready");
     let shared = Arc::new(Shared {
         recorder,
-        state: State::default(),
+        state: State::new(cfg.aws.clone()),
         cfg,
     });
     let mut tasks = Vec::new();
