@@ -7,6 +7,7 @@
 //! to [`MAX_ANSWER`] bytes. [`parse`] reads the XML and sorts error answers into [`StsError`].
 
 mod parse;
+pub(crate) use parse::parse_time;
 #[cfg(test)]
 pub(crate) mod fake;
 #[cfg(test)]
@@ -154,8 +155,9 @@ impl StsError {
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Calls `sts:AssumeRole` at one endpoint, in one region. Cheap to share (`&self` calls run
-/// concurrently over a pool of kept-alive connections).
+/// Calls `sts:AssumeRole` at one endpoint, in one region. `&self` calls run concurrently over a
+/// pool of kept-alive connections; a clone shares that pool.
+#[derive(Clone)]
 pub struct StsClient {
     endpoint: String,
     uri: Uri,
@@ -184,8 +186,14 @@ impl StsClient {
         } else {
             cfg.endpoint.trim_end_matches('/').to_string()
         };
+        // A user part (`https://user:password@host`) is refused, and never shown.
+        let shown = if endpoint.contains('@') {
+            "(an endpoint with a user part)".to_string()
+        } else {
+            endpoint.clone()
+        };
         let config_err = |detail: String| StsError::Config {
-            endpoint: endpoint.clone(),
+            endpoint: shown.clone(),
             detail,
         };
         if !valid_region(region) {
@@ -198,7 +206,11 @@ impl StsClient {
             .map_err(|e| config_err(format!("not a URL: {e}")))?;
         match uri.scheme_str() {
             Some("https") | Some("http") => {}
-            _ => return Err(config_err("the scheme must be https:// (or http://)".into())),
+            _ => {
+                return Err(config_err(
+                    "the scheme must be https:// (or http://)".into(),
+                ))
+            }
         }
         if uri.path() != "/" || uri.query().is_some() {
             return Err(config_err("no path or query is allowed".into()));
@@ -241,7 +253,7 @@ impl StsClient {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| self.transport(&e))?;
+                .map_err(|e| self.transport_detail(&e))?;
             let status = resp.status().as_u16();
             let body = Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
@@ -327,24 +339,25 @@ impl StsClient {
         Ok(request)
     }
 
-    fn transport(&self, e: &hyper_util::client::legacy::Error) -> StsError {
-        self.transport_detail(e)
-    }
-
     /// The error and its causes, one line (hyper's and rustls's messages carry no header values).
     fn transport_detail(&self, e: &(dyn std::error::Error + 'static)) -> StsError {
-        let mut detail = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            detail.push_str(": ");
-            detail.push_str(&s.to_string());
-            source = s.source();
-        }
         StsError::Transport {
             endpoint: self.endpoint.clone(),
-            detail,
+            detail: error_chain(e),
         }
     }
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut detail = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    detail
 }
 
 /// `Action=AssumeRole&Version=2011-06-15&...`, form-encoded (`application/x-www-form-urlencoded`).
@@ -378,7 +391,7 @@ fn secrets(node: &Credentials) -> Vec<&str> {
 }
 
 /// A region name goes into a host name: `us-east-1`, `cn-north-1`, `us-gov-west-1`.
-fn valid_region(region: &str) -> bool {
+pub(crate) fn valid_region(region: &str) -> bool {
     !region.is_empty()
         && region.len() <= 32
         && region

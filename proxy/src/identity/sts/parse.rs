@@ -163,7 +163,8 @@ fn collect(
     fields: usize,
     stop_after: Option<&str>,
 ) -> Result<Vec<Option<String>>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8 at byte {}", e.valid_up_to()))?;
+    let text =
+        std::str::from_utf8(body).map_err(|e| format!("not UTF-8 at byte {}", e.valid_up_to()))?;
     let mut reader = Reader::from_str(text);
     let mut path: Vec<String> = Vec::new();
     let mut out: Vec<Option<String>> = vec![None; fields];
@@ -197,7 +198,11 @@ fn collect(
                     }
                 }
             }
-            Event::Text(t) => append(&mut out, current, &t.xml_content().map_err(|_| bad(&reader))?),
+            Event::Text(t) => append(
+                &mut out,
+                current,
+                &t.xml_content().map_err(|_| bad(&reader))?,
+            ),
             Event::CData(t) => append(&mut out, current, &t.decode().map_err(|_| bad(&reader))?),
             Event::GeneralRef(r) => {
                 let resolved = match r.resolve_char_ref().map_err(|_| bad(&reader))? {
@@ -229,8 +234,12 @@ fn append(out: &mut [Option<String>], current: Option<usize>, text: &str) {
 pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
     let s = s.trim();
     let utc = s.strip_suffix("+00:00").map(|t| format!("{t}Z"));
-    humantime::parse_rfc3339(utc.as_deref().unwrap_or(s))
-        .map_err(|_| format!("expiration {:?} is not an RFC 3339 UTC time", truncate(s, 40)))
+    humantime::parse_rfc3339(utc.as_deref().unwrap_or(s)).map_err(|_| {
+        format!(
+            "expiration {:?} is not an RFC 3339 UTC time",
+            truncate(s, 40)
+        )
+    })
 }
 
 /// Secrets cut out, control characters made spaces, whitespace runs folded, at most

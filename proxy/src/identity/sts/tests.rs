@@ -157,7 +157,9 @@ fn server_side_signature(r: &Received, region: &str, secret: &str) -> String {
         .signed_headers
         .iter()
         .map(|n| {
-            let v = r.header(n).unwrap_or_else(|| panic!("signed header {n} not sent"));
+            let v = r
+                .header(n)
+                .unwrap_or_else(|| panic!("signed header {n} not sent"));
             (n.clone(), v.to_string())
         })
         .collect();
@@ -216,11 +218,22 @@ async fn the_signature_at_a_fixed_time_is_the_one_the_spec_gives() {
     };
     // 2026-12-03T07:00:00Z
     let request = c.signed_request(&node(), &req, at(1_796_281_200)).unwrap();
-    let h = |n: &str| request.headers().get(n).unwrap().to_str().unwrap().to_string();
+    let h = |n: &str| {
+        request
+            .headers()
+            .get(n)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(h("x-amz-date"), "20261203T070000Z");
     assert_eq!(h("x-amz-security-token"), TOKEN);
     let auth = authorization(&h("authorization"));
-    assert_eq!(auth.credential, "ASIANODEKEY/20261203/eu-west-3/sts/aws4_request");
+    assert_eq!(
+        auth.credential,
+        "ASIANODEKEY/20261203/eu-west-3/sts/aws4_request"
+    );
     assert_eq!(
         auth.signed_headers,
         ["content-type", "host", "x-amz-date", "x-amz-security-token"]
@@ -268,10 +281,16 @@ async fn assume_role_sends_the_form_signed_and_reads_the_credentials() {
         tags: &tags,
     };
     let got = c.assume_role(&node(), &req).await.unwrap();
-    assert_eq!(got.assumed_role_arn, "arn:aws:sts::123456789012:assumed-role/app/ns1.pod-a");
+    assert_eq!(
+        got.assumed_role_arn,
+        "arn:aws:sts::123456789012:assumed-role/app/ns1.pod-a"
+    );
     assert_eq!(got.credentials.access_key_id, "ASIAROLEKEY");
     assert_eq!(got.credentials.secret_access_key, "role/secret+key");
-    assert_eq!(got.credentials.session_token.as_deref(), Some("FwoG&token/=="));
+    assert_eq!(
+        got.credentials.session_token.as_deref(),
+        Some("FwoG&token/==")
+    );
     assert_eq!(got.credentials.expiration, Some(at(1_796_281_200)));
 
     let r = &sts.received()[0];
@@ -301,11 +320,17 @@ async fn assume_role_sends_the_form_signed_and_reads_the_credentials() {
     // Reserved characters travel percent-encoded, never raw.
     let raw = String::from_utf8(r.body.clone()).unwrap();
     assert!(raw.contains("ExternalId=ext+id%261"), "{raw}");
-    assert!(!raw.contains('{') && !raw.contains('"') && !raw.contains('é'), "{raw}");
+    assert!(
+        !raw.contains('{') && !raw.contains('"') && !raw.contains('é'),
+        "{raw}"
+    );
 
     assert_eq!(r.header("x-amz-security-token"), Some(TOKEN));
     let date = r.header("x-amz-date").unwrap();
-    assert!(date.len() == 16 && date.ends_with('Z') && date.as_bytes()[8] == b'T', "{date}");
+    assert!(
+        date.len() == 16 && date.ends_with('Z') && date.as_bytes()[8] == b'T',
+        "{date}"
+    );
     let auth = authorization(r.header("authorization").unwrap());
     assert_eq!(
         auth.credential,
@@ -315,8 +340,14 @@ async fn assume_role_sends_the_form_signed_and_reads_the_credentials() {
         assert!(auth.signed_headers.iter().any(|s| s == h), "{h} not signed");
     }
     assert_eq!(auth.signature.len(), 64);
-    assert_eq!(auth.signature, server_side_signature(r, "eu-west-3", SECRET));
-    assert_ne!(auth.signature, server_side_signature(r, "eu-west-3", "wrong"));
+    assert_eq!(
+        auth.signature,
+        server_side_signature(r, "eu-west-3", SECRET)
+    );
+    assert_ne!(
+        auth.signature,
+        server_side_signature(r, "eu-west-3", "wrong")
+    );
 }
 
 #[tokio::test]
@@ -337,10 +368,18 @@ async fn long_term_keys_send_no_security_token() {
     let r = &sts.received()[0];
     assert_eq!(r.header("x-amz-security-token"), None);
     let auth = authorization(r.header("authorization").unwrap());
-    assert!(!auth.signed_headers.iter().any(|h| h == "x-amz-security-token"));
-    assert_eq!(auth.signature, server_side_signature(r, "eu-west-3", SECRET));
+    assert!(!auth
+        .signed_headers
+        .iter()
+        .any(|h| h == "x-amz-security-token"));
+    assert_eq!(
+        auth.signature,
+        server_side_signature(r, "eu-west-3", SECRET)
+    );
     let form = r.form();
-    assert!(form.iter().all(|(k, _)| !k.starts_with("Tags") && k != "ExternalId" && k != "Policy"));
+    assert!(form
+        .iter()
+        .all(|(k, _)| !k.starts_with("Tags") && k != "ExternalId" && k != "Policy"));
 }
 
 fn simple_request() -> AssumeRoleRequest<'static> {
@@ -408,7 +447,13 @@ async fn error_answers_are_sorted_into_classes() {
         }
     }
     let e = c
-        .assume_role(&node(), &AssumeRoleRequest { session_name: "0", ..simple_request() })
+        .assume_role(
+            &node(),
+            &AssumeRoleRequest {
+                session_name: "0",
+                ..simple_request()
+            },
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("is not authorized"), "{e}");
@@ -418,14 +463,21 @@ async fn error_answers_are_sorted_into_classes() {
 async fn messages_never_show_the_node_secret_or_token() {
     let echo = format!("bad signature for {SECRET} with token {TOKEN}\n\u{7}and more");
     let sts = FakeServer::start(move |_| {
-        answer(403, "text/xml", error_body("SignatureDoesNotMatch", &echo).as_bytes())
+        answer(
+            403,
+            "text/xml",
+            error_body("SignatureDoesNotMatch", &echo).as_bytes(),
+        )
     })
     .await;
     let c = client(&format!("http://{}", sts.addr), 2000);
     let e = c.assume_role(&node(), &simple_request()).await.unwrap_err();
     let shown = format!("{e} {e:?}");
     assert!(!shown.contains(SECRET) && !shown.contains(TOKEN), "{shown}");
-    assert!(shown.contains("[redacted]") && !shown.contains('\u{7}'), "{shown}");
+    assert!(
+        shown.contains("[redacted]") && !shown.contains('\u{7}'),
+        "{shown}"
+    );
 }
 
 #[tokio::test]
@@ -436,16 +488,23 @@ async fn an_oversized_answer_is_refused_and_a_cut_one_is_a_transport_error() {
             answer(200, "text/xml", big.as_bytes())
         } else {
             let mut head =
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 1500\r\n\r\n".to_vec();
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 1500\r\n\r\n"
+                    .to_vec();
             head.extend_from_slice(&SUCCESS.as_bytes()[..200]);
             Reply::Close(head)
         }
     })
     .await;
     let c = client(&format!("http://{}", sts.addr), 2000);
-    let big_req = AssumeRoleRequest { session_name: "big", ..simple_request() };
+    let big_req = AssumeRoleRequest {
+        session_name: "big",
+        ..simple_request()
+    };
     let e = c.assume_role(&node(), &big_req).await.unwrap_err();
-    assert!(matches!(e, StsError::BadResponse { status: 200, .. }), "{e}");
+    assert!(
+        matches!(e, StsError::BadResponse { status: 200, .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("65536"), "{e}");
     let e = c.assume_role(&node(), &simple_request()).await.unwrap_err();
     assert!(matches!(e, StsError::Transport { .. }), "{e}");
@@ -477,9 +536,12 @@ async fn https_endpoints_speak_tls() {
     // A plain-HTTP server behind an https:// endpoint: the client starts a TLS handshake (it
     // never sends the form in clear), which fails.
     let sts = FakeServer::start(|_| answer(200, "text/xml", SUCCESS.as_bytes())).await;
-    let c = client(&format!("https://{}", sts.addr), 2000);
+    let c = client(&format!("https://{}", sts.addr), 500);
     let e = c.assume_role(&node(), &simple_request()).await.unwrap_err();
-    assert!(matches!(e, StsError::Transport { .. } | StsError::Timeout { .. }), "{e}");
+    assert!(
+        matches!(e, StsError::Transport { .. } | StsError::Timeout { .. }),
+        "{e}"
+    );
     assert!(sts.received().is_empty(), "the form went out in clear");
 }
 
@@ -497,10 +559,20 @@ fn endpoints_and_regions() {
     let c = StsClient::new(&with("http://10.0.0.1:5000/"), "us-east-1").unwrap();
     assert_eq!(c.endpoint(), "http://10.0.0.1:5000");
     assert_eq!(c.host, "10.0.0.1:5000");
-    for bad in ["ftp://x", "sts.amazonaws.com", "https://x/path", "https://x/?a=b", "https://u@x", "http://"] {
+    for bad in [
+        "ftp://x",
+        "sts.amazonaws.com",
+        "https://x/path",
+        "https://x/?a=b",
+        "https://u@x",
+        "http://",
+    ] {
         let e = StsClient::new(&with(bad), "us-east-1").unwrap_err();
         assert_eq!(e.result_label(), "config", "{bad}: {e}");
+        assert!(!e.recoverable());
     }
+    let e = StsClient::new(&with("https://user:hunter2@sts.example"), "us-east-1").unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
     for bad in ["", "US-EAST-1", "us-east-1.evil.com", "a/b"] {
         assert!(StsClient::new(&cfg, bad).is_err(), "{bad}");
     }
@@ -509,13 +581,19 @@ fn endpoints_and_regions() {
 #[test]
 fn parsing_success_answers() {
     let got = parse::success(SUCCESS.as_bytes()).unwrap();
-    assert_eq!(got.credentials.session_token.as_deref(), Some("FwoG&token/=="));
+    assert_eq!(
+        got.credentials.session_token.as_deref(),
+        Some("FwoG&token/==")
+    );
     // Fractional seconds, CDATA.
     let frac = SUCCESS
         .replace("2026-12-03T07:00:00Z", "2026-12-03T07:00:00.250Z")
         .replace("role/secret+key", "<![CDATA[role/secret+key]]>");
     let got = parse::success(frac.as_bytes()).unwrap();
-    assert_eq!(got.credentials.expiration, Some(at(1_796_281_200) + Duration::from_millis(250)));
+    assert_eq!(
+        got.credentials.expiration,
+        Some(at(1_796_281_200) + Duration::from_millis(250))
+    );
     assert_eq!(got.credentials.secret_access_key, "role/secret+key");
     assert_eq!(
         parse::parse_time("2026-12-03T07:00:00+00:00").unwrap(),
@@ -526,11 +604,34 @@ fn parsing_success_answers() {
     let e = parse::success(cut.as_bytes()).unwrap_err();
     assert!(e.contains("truncated"), "{e}");
     for (broken, why) in [
-        (SUCCESS.replace("<Arn>", "<Arn2>").replace("</Arn>", "</Arn2>"), "no Arn"),
-        (SUCCESS.replace("2026-12-03T07:00:00Z", "tomorrow"), "expiration"),
-        (SUCCESS.replace("<SessionToken>FwoG&amp;token&#x2F;==</SessionToken>", "<SessionToken/>"), "no SessionToken"),
-        (SUCCESS.replace("</AccessKeyId>", "</AccessKeyId><AccessKeyId>X</AccessKeyId>"), "twice"),
-        (SUCCESS.replace("AssumeRoleResponse", "GetCallerIdentityResponse"), "no AccessKeyId"),
+        (
+            SUCCESS
+                .replace("<Arn>", "<Arn2>")
+                .replace("</Arn>", "</Arn2>"),
+            "no Arn",
+        ),
+        (
+            SUCCESS.replace("2026-12-03T07:00:00Z", "tomorrow"),
+            "expiration",
+        ),
+        (
+            SUCCESS.replace(
+                "<SessionToken>FwoG&amp;token&#x2F;==</SessionToken>",
+                "<SessionToken/>",
+            ),
+            "no SessionToken",
+        ),
+        (
+            SUCCESS.replace(
+                "</AccessKeyId>",
+                "</AccessKeyId><AccessKeyId>X</AccessKeyId>",
+            ),
+            "twice",
+        ),
+        (
+            SUCCESS.replace("AssumeRoleResponse", "GetCallerIdentityResponse"),
+            "no AccessKeyId",
+        ),
         (SUCCESS.replace("</Credentials>", "</Credential>"), "XML"),
         (SUCCESS.replace("&amp;", "&bogus;"), "XML"),
     ] {
@@ -540,5 +641,7 @@ fn parsing_success_answers() {
     }
     assert!(parse::success(b"\xff\xfe").unwrap_err().contains("UTF-8"));
     let deep = "<a>".repeat(100);
-    assert!(parse::success(deep.as_bytes()).unwrap_err().contains("deeper"));
+    assert!(parse::success(deep.as_bytes())
+        .unwrap_err()
+        .contains("deeper"));
 }
