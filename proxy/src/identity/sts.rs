@@ -179,10 +179,17 @@ impl std::fmt::Debug for StsClient {
 }
 
 impl StsClient {
-    /// `cfg.endpoint`, or `https://sts.{region}.amazonaws.com` when it is empty; `region` signs.
+    /// `cfg.endpoint`, or `https://sts.{region}.amazonaws.com` (`.com.cn` in China) when it is
+    /// empty; `region` signs.
     pub fn new(cfg: &StsConfig, region: &str) -> Result<StsClient, StsError> {
         let endpoint = if cfg.endpoint.is_empty() {
-            format!("https://sts.{region}.amazonaws.com")
+            // The China partition has its own domain; other partitions (ISO) set `endpoint`.
+            let domain = if region.starts_with("cn-") {
+                "amazonaws.com.cn"
+            } else {
+                "amazonaws.com"
+            };
+            format!("https://sts.{region}.{domain}")
         } else {
             cfg.endpoint.trim_end_matches('/').to_string()
         };

@@ -552,6 +552,8 @@ fn endpoints_and_regions() {
     assert_eq!(c.endpoint(), "https://sts.eu-west-3.amazonaws.com");
     assert_eq!(c.region(), "eu-west-3");
     assert_eq!(c.host, "sts.eu-west-3.amazonaws.com");
+    let c = StsClient::new(&cfg, "cn-north-1").unwrap();
+    assert_eq!(c.endpoint(), "https://sts.cn-north-1.amazonaws.com.cn");
     let with = |endpoint: &str| StsConfig {
         endpoint: endpoint.into(),
         ..StsConfig::default()
