@@ -367,26 +367,54 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     detail
 }
 
-/// `Action=AssumeRole&Version=2011-06-15&...`, form-encoded (`application/x-www-form-urlencoded`).
+/// `Action=AssumeRole&Version=2011-06-15&...`, form-encoded byte for byte as botocore encodes it
+/// (Python's `urlencode`: letters, digits and `-_.~` as they are, space as `+`, the rest `%XX`).
+/// STS hashes the body it receives, so any form encoding signs; but a server that checks the
+/// signature over the form it parsed and encoded again (moto does) only agrees with this one.
 fn form_body(req: &AssumeRoleRequest<'_>) -> String {
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("Action", "AssumeRole")
-        .append_pair("Version", "2011-06-15")
-        .append_pair("RoleArn", req.role_arn)
-        .append_pair("RoleSessionName", req.session_name)
-        .append_pair("DurationSeconds", &req.duration_seconds.to_string());
+    let mut pairs: Vec<(std::borrow::Cow<'_, str>, &str)> = vec![
+        ("Action".into(), "AssumeRole"),
+        ("Version".into(), "2011-06-15"),
+        ("RoleArn".into(), req.role_arn),
+        ("RoleSessionName".into(), req.session_name),
+    ];
+    let duration = req.duration_seconds.to_string();
+    pairs.push(("DurationSeconds".into(), &duration));
     if let Some(id) = req.external_id {
-        form.append_pair("ExternalId", id);
+        pairs.push(("ExternalId".into(), id));
     }
     if let Some(policy) = req.policy {
-        form.append_pair("Policy", policy);
+        pairs.push(("Policy".into(), policy));
     }
     for (n, (key, value)) in req.tags.iter().enumerate() {
         let n = n + 1;
-        form.append_pair(&format!("Tags.member.{n}.Key"), key);
-        form.append_pair(&format!("Tags.member.{n}.Value"), value);
+        pairs.push((format!("Tags.member.{n}.Key").into(), key));
+        pairs.push((format!("Tags.member.{n}.Value").into(), value));
     }
-    form.finish()
+    let mut body = String::new();
+    for (k, v) in &pairs {
+        if !body.is_empty() {
+            body.push('&');
+        }
+        body.push_str(&form_encode(k));
+        body.push('=');
+        body.push_str(&form_encode(v));
+    }
+    body
+}
+
+/// Everything but letters, digits and `-_.~` is escaped (space too: it becomes `+` below).
+const FORM_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn form_encode(s: &str) -> String {
+    // A `%20` here can only come from a space: a `%` in the input is itself escaped (`%25`).
+    percent_encoding::utf8_percent_encode(s, FORM_ESCAPED)
+        .to_string()
+        .replace("%20", "+")
 }
 
 /// What must never appear in an error message: the node's secret key and session token.
@@ -425,3 +453,5 @@ fn https_client(timeout: Duration) -> Result<HttpsClient, rustls::Error> {
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector))
 }
+#[cfg(test)]
+mod moto_probe;

@@ -324,6 +324,7 @@ async fn assume_role_sends_the_form_signed_and_reads_the_credentials() {
         !raw.contains('{') && !raw.contains('"') && !raw.contains('é'),
         "{raw}"
     );
+    assert!(raw.contains("%22s3%3AGet%2A%22"), "{raw}");
 
     assert_eq!(r.header("x-amz-security-token"), Some(TOKEN));
     let date = r.header("x-amz-date").unwrap();
@@ -543,6 +544,24 @@ async fn https_endpoints_speak_tls() {
         "{e}"
     );
     assert!(sts.received().is_empty(), "the form went out in clear");
+}
+
+#[test]
+fn the_form_is_encoded_as_botocore_encodes_it() {
+    // Python: urlencode([("Policy", "a b*~'!()/:é&=+%20\"{}")], doseq=True); moto checks the
+    // signature over the form encoded that way again.
+    let req = AssumeRoleRequest {
+        policy: Some("a b*~'!()/:é&=+%20\"{}"),
+        ..simple_request()
+    };
+    let body = form_body(&req);
+    assert!(
+        body.ends_with("&Policy=a+b%2A~%27%21%28%29%2F%3A%C3%A9%26%3D%2B%2520%22%7B%7D"),
+        "{body}"
+    );
+    assert!(body.starts_with(
+        "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fr&RoleSessionName=s&DurationSeconds=3600&"
+    ), "{body}");
 }
 
 #[test]
