@@ -453,5 +453,3 @@ fn https_client(timeout: Duration) -> Result<HttpsClient, rustls::Error> {
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector))
 }
-#[cfg(test)]
-mod moto_probe;

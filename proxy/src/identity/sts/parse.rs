@@ -62,16 +62,17 @@ pub(super) fn success(body: &[u8]) -> Result<RoleCredentials, String> {
 pub(super) fn error(status: u16, body: &[u8], secrets: &[&str]) -> StsError {
     let pick = |path: &[String]| -> Option<usize> {
         match path {
-            [.., e, f] if e == "Error" => ["Code", "Message"].iter().position(|x| x == f),
+            [.., e, f] if e == "Error" => ["Code", "Message", "Type"].iter().position(|x| x == f),
             _ => None,
         }
     };
-    let (code, message) = match collect(body, &pick, 2, Some("Error")) {
+    let (code, message, kind) = match collect(body, &pick, 3, Some("Error")) {
         Ok(mut f) => (
             f[0].take().map(|s| s.trim().to_string()),
             f[1].take().unwrap_or_default(),
+            f[2].take().unwrap_or_default(),
         ),
-        Err(_) => (None, String::new()),
+        Err(_) => (None, String::new(), String::new()),
     };
     let message = clean_message(&message, secrets);
     let code = match code {
@@ -84,12 +85,12 @@ pub(super) fn error(status: u16, body: &[u8], secrets: &[&str]) -> StsError {
             }
         }
     };
-    classify(status, code, message)
+    classify(status, code, message, kind.trim() == "Receiver")
 }
 
-/// Which kind of error a code is. Unknown codes: 429 throttled, 5xx server, 403 denied, other
-/// 4xx an invalid request.
-fn classify(status: u16, code: String, message: String) -> StsError {
+/// Which kind of error a code is. Unknown codes: 429 throttled, 5xx or `Type` `Receiver` (STS's
+/// side failed) server, 401/403 denied, other 4xx an invalid request.
+fn classify(status: u16, code: String, message: String, receiver: bool) -> StsError {
     const THROTTLED: &[&str] = &[
         "Throttling",
         "ThrottlingException",
@@ -133,7 +134,7 @@ fn classify(status: u16, code: String, message: String) -> StsError {
             code,
             message,
         }
-    } else if SERVER.contains(&c) || status >= 500 {
+    } else if SERVER.contains(&c) || status >= 500 || (receiver && !DENIED.contains(&c)) {
         StsError::ServerError {
             status,
             code,

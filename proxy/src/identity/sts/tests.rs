@@ -415,6 +415,10 @@ async fn error_answers_are_sorted_into_classes() {
         // moto's and EC2's shape: ErrorResponse/Errors/Error, CDATA message.
         (403, "<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message><![CDATA[no <way>]]></Message></Error></Errors></ErrorResponse>".into(), "denied", false, Some("AccessDenied")),
         (404, "<html>not found</html>".into(), "bad_response", false, None),
+        // An unknown code that STS blames on itself (Type Receiver).
+        (400, error_body("SomethingNew", "x").replace("Sender", "Receiver"), "server_error", true, Some("SomethingNew")),
+        (400, error_body("SomethingNew", "x"), "invalid_request", false, Some("SomethingNew")),
+        (403, error_body("SomethingNew", "x"), "denied", false, Some("SomethingNew")),
         (200, "<AssumeRoleResponse><AssumeRoleResult></AssumeRoleResult></AssumeRoleResponse>".into(), "bad_response", true, None),
         (200, "not xml".into(), "bad_response", true, None),
     ];
