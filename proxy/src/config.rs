@@ -369,7 +369,9 @@ impl Default for StsConfig {
             duration_seconds: 3600,
             session_tags: true,
             node_name: String::new(),
-            refresh_before_ms: 15 * 60 * 1000,
+            // Botocore refreshes credentials with less than 15 minutes left: renewing at 20
+            // leaves a margin so an SDK never holds credentials inside its own window.
+            refresh_before_ms: 20 * 60 * 1000,
             rate: 20,
             burst: 40,
             wait_ms: 2000,

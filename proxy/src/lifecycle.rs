@@ -16,13 +16,14 @@ use crate::app::App;
 use crate::config::{ms, Config};
 use crate::decision_log::DecisionLog;
 use crate::http1::client::{Target, Upstream};
+use crate::identity;
 use crate::longpoll::LongPolls;
 use crate::metrics::Metrics;
 use crate::pipeline::cache::ResponseCache;
 use crate::pipeline::worker::Worker;
 use crate::policy::store::{self, PolicyStore, Reloaded};
 use crate::ratelimit::RateLimiter;
-use crate::records::RecordCache;
+use crate::records::{Identity, RecordCache};
 use crate::server::conn::ConnSettings;
 use crate::server::dispatch::{self, Dispatcher, WorkerQueue};
 use crate::server::limits::ConnLimits;
@@ -49,6 +50,8 @@ pub enum RunError {
     /// its records would decide who callers are, so the daemon does not start on it.
     #[error("refusing to start: {0}")]
     StateDir(#[from] metaguard_common::state::StateError),
+    #[error(transparent)]
+    Identity(#[from] identity::service::ServiceError),
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Errors are start-up errors.
@@ -81,16 +84,34 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             Ok(Arc::new(Worker::new(upstream, cache, metrics.counters(i))))
         })
         .collect::<Result<Vec<_>, RunError>>()?;
+    let aws = identity::service::prepare(&cfg, metrics.identity.clone())?;
+    let naming = aws.as_ref().map(|_| identity::service::naming(&cfg));
+    let (aws, launch) = match aws {
+        Some((shared, launch)) => (Some(shared), Some(launch)),
+        None => (None, None),
+    };
+    let mut records = records(&cfg);
+    if let Some(n) = &naming {
+        records = records.with_roles(n.clone());
+    }
     let app = Arc::new(App {
         policy: PolicyStore::new(policy, cfg.policy.clone()),
-        records: records(&cfg),
+        records,
         log,
         metrics,
         targets: cfg.endpoints.iter().map(Target::from_config).collect(),
         long_polls: LongPolls::new(&cfg.long_poll, ms(cfg.upstream.response_timeout_ms)),
         limiter: RateLimiter::default(),
-        aws: None,
+        aws,
     });
+    if let (Some(launch), Some(naming)) = (launch, naming) {
+        // The prefetch resolves roles exactly as a request's lookup does.
+        let a = app.clone();
+        launch.start(Box::new(move |rec| {
+            let snap = a.policy.current();
+            Identity::resolve(rec, &snap, Some(&naming)).role
+        }))?;
+    }
     let (dispatcher, queues) = Dispatcher::new(n);
     let settings = ConnSettings::from_config(&cfg.limits);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -389,6 +410,10 @@ pub async fn reload(app: &Arc<App>) {
         Ok(Ok(Reloaded::Swapped(names))) => {
             app.metrics.reload(true);
             log::info!("policy reloaded: {}", names.join(", "));
+            // Roles may have changed: the prefetch resolves every record again.
+            if let Some(aws) = &app.aws {
+                aws.rescan.notify_one();
+            }
             // Select every known pod's policy again now, rather than on each pod's next request
             // (which would read its record file on the request path).
             let app = app.clone();

@@ -145,7 +145,7 @@ pub struct Metrics {
 
 /// The `result` label values of `metaguard_sts_calls_total`: `ok`, then every
 /// `StsError::result_label` (and `node_credentials`: the node's own credentials were missing).
-pub const STS_RESULTS: [&str; 10] = [
+pub const STS_RESULTS: [&str; 11] = [
     "ok",
     "throttled",
     "denied",
@@ -154,6 +154,7 @@ pub const STS_RESULTS: [&str; 10] = [
     "timeout",
     "server_error",
     "bad_response",
+    "config",
     "node_credentials",
     "other",
 ];

@@ -399,6 +399,34 @@ impl Node {
         pod.mg_result = Some(out.expect_ok());
         pod
     }
+
+    /// A pod named `namespace/name` (a UID of its own), attached by bridge and then metaguard,
+    /// with `annotations` passed the way containerd passes them (the
+    /// `io.kubernetes.cri.pod-annotations` capability).
+    pub fn k8s_pod(
+        &self,
+        version: &str,
+        namespace: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+    ) -> Pod<'_> {
+        let mut pod = self.bridge_pod(version);
+        let uid = format!("uid-{}", pod.ns.name());
+        pod.args = Some(format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_UID={uid};K8S_POD_INFRA_CONTAINER_ID={}",
+            pod.container_id
+        ));
+        if !annotations.is_empty() {
+            let map: serde_json::Map<String, Value> = annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            pod.mg_extra = json!({ "runtimeConfig": { "io.kubernetes.cri.pod-annotations": map } });
+        }
+        let out = pod.metaguard("ADD");
+        pod.mg_result = Some(out.expect_ok());
+        pod
+    }
 }
 
 impl Default for Node {
@@ -468,6 +496,16 @@ impl Pod<'_> {
             o.insert("prevResult".into(), self.prev_result.clone());
         }
         c
+    }
+
+    /// Makes this attachment that of container `container_id`, pod `namespace/name` (its UID
+    /// derived from the container ID): what a runtime passes when a sandbox is replaced on the
+    /// same network namespace, so the next ADD gets the same address.
+    pub fn become_k8s(&mut self, container_id: &str, namespace: &str, name: &str) {
+        self.container_id = container_id.to_string();
+        self.args = Some(format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_UID=uid-{container_id}"
+        ));
     }
 
     /// Runs metaguard `command` for this pod as a runtime would.

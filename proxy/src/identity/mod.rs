@@ -14,6 +14,7 @@ pub mod creds;
 pub mod node;
 pub mod prefetch;
 pub mod role;
+pub mod service;
 pub mod sts;
 pub mod token;
 
@@ -56,6 +57,8 @@ pub struct AwsIdentity {
     pub creds: std::sync::Arc<creds::CredStore>,
     /// The node's own token, put on forwarded requests instead of the pod's.
     pub node: std::sync::Arc<node::NodeSource>,
+    /// Notify after a policy reload: the prefetch reads every record again (roles may change).
+    pub rescan: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl AwsIdentity {

@@ -444,13 +444,15 @@ fn parse_credentials(path: &str, body: &str) -> Result<Credentials, NodeError> {
     };
     let access_key_id = need(doc.access_key_id, "AccessKeyId")?;
     let secret_access_key = need(doc.secret_access_key, "SecretAccessKey")?;
-    let token = need(doc.token, "Token")?;
+    // EC2 always gives a session token; a long-term key (an IAM user's, as some on-premises or
+    // test set-ups serve) has none, and must then be signed without one.
+    let token = doc.token.filter(|t| !t.is_empty());
     let expiration = super::sts::parse_time(&need(doc.expiration, "Expiration")?)
         .map_err(|e| bad("GET", path, e))?;
     Ok(Credentials {
         access_key_id,
         secret_access_key,
-        session_token: Some(token),
+        session_token: token,
         expiration: Some(expiration),
     })
 }
@@ -858,8 +860,13 @@ mod tests {
             c.expiration,
             Some(std::time::UNIX_EPOCH + Duration::from_secs(1_796_281_200))
         );
+        assert_eq!(c.session_token.as_deref(), Some("T"));
+        // A long-term key: no token, signed without one.
+        let long_term = parse_credentials(path, &ok.replace(r#""Token":"T","#, "")).unwrap();
+        assert_eq!(long_term.session_token, None);
+        let empty = parse_credentials(path, &ok.replace(r#""Token":"T""#, r#""Token":"""#));
+        assert_eq!(empty.unwrap().session_token, None);
         for (doc, why) in [
-            (ok.replace(r#""Token":"T","#, ""), "no Token"),
             (ok.replace(r#""S""#, r#""""#), "no SecretAccessKey"),
             (ok.replace("2026-12-03T07:00:00Z", "soon"), "expiration"),
             ("[]".into(), "not the credentials document"),

@@ -9,9 +9,9 @@
 //! (the pod asking before the daemon knows it) does not exist here. DEL's removal of the record
 //! drops the pod's entry ([`CredStore::pod_gone`]).
 //!
-//! At start, after a queue overflow, and when asked ([`Prefetch::rescan`], after a policy
-//! reload) every record is read again and pods whose record is gone are forgotten. While `pods/`
-//! does not exist (no ADD yet), the watch is retried every second.
+//! At start, after a queue overflow, and when asked (after a policy reload,
+//! [`super::AwsIdentity::rescan`]) every record is read again and pods whose record is gone are
+//! forgotten. While `pods/` does not exist (no ADD yet), the watch is retried every second.
 
 use super::creds::CredStore;
 use super::role::PodRole;
@@ -34,22 +34,23 @@ pub struct Prefetch {
     state: StateDir,
     store: Arc<CredStore>,
     resolve: Box<Resolve>,
-    rescan: Notify,
+    /// Notified after a policy reload ([`super::AwsIdentity::rescan`]).
+    rescan: Arc<Notify>,
 }
 
 impl Prefetch {
-    pub fn new(state: StateDir, store: Arc<CredStore>, resolve: Box<Resolve>) -> Arc<Prefetch> {
+    pub fn new(
+        state: StateDir,
+        store: Arc<CredStore>,
+        resolve: Box<Resolve>,
+        rescan: Arc<Notify>,
+    ) -> Arc<Prefetch> {
         Arc::new(Prefetch {
             state,
             store,
             resolve,
-            rescan: Notify::new(),
+            rescan,
         })
-    }
-
-    /// Read every record again on the next turn (the policy changed: roles may have).
-    pub fn rescan(&self) {
-        self.rescan.notify_one();
     }
 
     /// The record `name` (`<key>.json`) appeared or changed.

@@ -31,19 +31,6 @@ use std::time::{Duration, SystemTime};
 pub const MAX_ANSWER: usize = 64 * 1024;
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
-/// Every value [`StsError::result_label`] returns, and `ok`: the metric's series, known up front.
-pub const RESULT_LABELS: &[&str] = &[
-    "ok",
-    "throttled",
-    "denied",
-    "invalid_request",
-    "transport",
-    "timeout",
-    "server_error",
-    "bad_response",
-    "config",
-];
-
 /// What one AssumeRole asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct AssumeRoleRequest<'a> {
@@ -127,7 +114,7 @@ impl StsError {
         }
     }
 
-    /// A metric label from the closed set [`RESULT_LABELS`].
+    /// A metric label from the closed set `metrics::STS_RESULTS` (its `result` label).
     pub fn result_label(&self) -> &'static str {
         match self {
             StsError::Config { .. } => "config",

@@ -29,7 +29,6 @@ pub const TOKEN_PATH: &str = "/latest/api/token";
 /// like a policy's own rule ids).
 pub const RULE_TOKEN_REFUSED: &str = "imdsv2-token-refused";
 pub const RULE_V2_REQUIRED: &str = "imdsv2-required";
-pub const RULE_TOKEN_ISSUED: &str = "imdsv2-token-issued";
 pub const RULE_ROLE: &str = "pod-role";
 
 /// How the request was authenticated: the decision line's `imds_version`.
@@ -75,7 +74,7 @@ fn text(status: StatusCode, policy: &Policy, body: &str) -> Answer {
 fn local<'a>(
     policy: &'a Policy,
     outcome: Outcome,
-    rule: &'static str,
+    rule: &'a str,
     status: StatusCode,
     reason: Option<Cow<'a, str>>,
 ) -> Fields<'a> {
@@ -143,28 +142,18 @@ pub(super) enum TokenCheck<'a> {
     Refused(Box<(Answer, Fields<'a>)>),
 }
 
-/// The answer to a token request the policy allowed: a token bound to this pod and address,
-/// the TTL it asked for, and how many hops the answer may travel (`token_hop_limit`).
+/// The answer to a token request the policy allowed (under its rule `rule`): a token bound to
+/// this pod and address, the TTL it asked for, and how many hops the answer may travel
+/// (`token_hop_limit`). A token request carrying `X-Forwarded-For` never gets here: forwarding
+/// headers are refused with 403 before any policy (`http1::rules`), as the real service does.
 pub(super) fn issue_token<'a>(
     cx: &Ctx<'_>,
     aws: &AwsIdentity,
     head: &RequestHead<'_>,
     caller: &Caller,
     policy: &'a Policy,
+    rule: &'a str,
 ) -> (Answer, Fields<'a>, Option<u8>) {
-    if head.headers.contains_key("x-forwarded-for") {
-        let st = StatusCode::FORBIDDEN;
-        let reason =
-            "a token request carrying X-Forwarded-For is refused (it came through a proxy)";
-        let f = local(
-            policy,
-            Outcome::Deny,
-            RULE_TOKEN_ISSUED,
-            st,
-            Some(Cow::Borrowed(reason)),
-        );
-        return (text(st, policy, reason), f, None);
-    }
     let ttl = match head
         .headers
         .get(TOKEN_TTL)
@@ -176,13 +165,8 @@ pub(super) fn issue_token<'a>(
             let st = StatusCode::BAD_REQUEST;
             let reason = e.to_string();
             let answer = text(st, policy, &reason);
-            let f = local(
-                policy,
-                Outcome::Deny,
-                RULE_TOKEN_ISSUED,
-                st,
-                Some(Cow::Owned(reason)),
-            );
+            let mut f = local(policy, Outcome::Deny, "", st, Some(Cow::Owned(reason)));
+            f.rule = Some(rule);
             return (answer, f, None);
         }
     };
@@ -197,13 +181,8 @@ pub(super) fn issue_token<'a>(
         // The real service answers the bare token, no newline.
         *body = Bytes::from(token);
     }
-    let mut f = local(
-        policy,
-        Outcome::Respond,
-        RULE_TOKEN_ISSUED,
-        StatusCode::OK,
-        None,
-    );
+    let mut f = local(policy, Outcome::Respond, "", StatusCode::OK, None);
+    f.rule = Some(rule);
     f.imds = Some(Version::V2);
     (answer, f, policy.token_hop_limit())
 }
@@ -379,9 +358,12 @@ fn profile_id(arn: &str) -> String {
     format!("AIPA{tail}")
 }
 
-/// The node's token for an upstream request, when the proxy holds one (`identity::node`).
-pub fn node_token(aws: &AwsIdentity) -> Option<std::sync::Arc<str>> {
-    aws.node.current_token()
+/// The node's token for an upstream request at `now`, when the proxy holds one
+/// (`identity::node`; renewed by the identity thread, never on a request's path). Without one the
+/// request goes without a token (IMDSv1): an instance that requires IMDSv2 answers 401, which
+/// the pod sees as it would see it from the real service.
+pub fn node_token(aws: &AwsIdentity, now: std::time::Instant) -> Option<std::sync::Arc<str>> {
+    aws.node.current_token_at(now)
 }
 
 #[cfg(test)]

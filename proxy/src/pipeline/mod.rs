@@ -293,8 +293,7 @@ async fn decide<'a>(
             // Allowed by the policy, answered here: a token bound to this pod.
             Some(aws) if imds::is_token_request(&head.method, target) => {
                 let (answer, mut fields, hop_limit) =
-                    imds::issue_token(cx, aws, head, caller, policy);
-                fields.rule = Some(d.rule_id);
+                    imds::issue_token(cx, aws, head, caller, policy, d.rule_id);
                 fields.hop_limit = hop_limit;
                 (answer, fields)
             }
@@ -442,7 +441,7 @@ async fn forward<'a>(
         .unwrap_or("");
     // Exactly what was matched: the canonical path and the raw query (`forward_target`).
     scratch.clear();
-    let node_token = a.aws.and_then(imds::node_token);
+    let node_token = a.aws.and_then(|aws| imds::node_token(aws, cx.start));
     encode_request(
         scratch,
         method,
@@ -477,6 +476,11 @@ async fn forward<'a>(
     fields.done = Some(done);
     match result {
         Ok(up) => {
+            if let (Some(aws), Some(t), StatusCode::UNAUTHORIZED) = (a.aws, &node_token, up.status)
+            {
+                // The service no longer takes the node's token (it restarted): renew it.
+                aws.node.token_rejected(t);
+            }
             let upstream_latency = done.saturating_duration_since(up_start);
             app.metrics.observe_upstream(endpoint, upstream_latency);
             fields.status = up.status;

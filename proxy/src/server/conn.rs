@@ -158,6 +158,9 @@ pub async fn serve_connection(
             buf.clear();
             start = 0;
         }
+        if let Some(hops) = reply.hop_limit {
+            set_hop_limit(&stream, hops);
+        }
         if write_answer(&mut stream, &out, lim.header_read_timeout)
             .await
             .is_err()
@@ -176,6 +179,20 @@ pub async fn serve_connection(
             // Nor the room of one request with very many headers.
             headers = HeaderMap::new();
         }
+    }
+}
+
+/// Sends the rest of the connection with IP TTL / IPv6 hop limit `hops` (`token_hop_limit`: an
+/// IMDSv2 token answer must not travel past the pod). It stays for the rest of the connection:
+/// resetting it after the write would let a retransmission of the token go out with the old
+/// value. Both options are set, so an IPv4 peer on a dual-stack socket is covered too; a failure
+/// is logged and the answer still goes out (the token is bound to the pod's address anyway).
+fn set_hop_limit(stream: &TcpStream, hops: u8) {
+    let sock = socket2::SockRef::from(stream);
+    let v4 = sock.set_ttl(u32::from(hops));
+    let v6 = sock.set_unicast_hops_v6(u32::from(hops));
+    if v4.is_err() && v6.is_err() {
+        log::warn!("cannot set the hop limit of a token answer: {v4:?} {v6:?}");
     }
 }
 

@@ -442,7 +442,7 @@ async fn error_answers_are_sorted_into_classes() {
         };
         let e = c.assume_role(&node(), &req).await.unwrap_err();
         assert_eq!(e.result_label(), *label, "case {i}: {e}");
-        assert!(RESULT_LABELS.contains(&e.result_label()));
+        assert!(crate::metrics::STS_RESULTS.contains(&e.result_label()));
         assert_eq!(e.recoverable(), *recoverable, "case {i}: {e}");
         assert_eq!(e.code(), *code, "case {i}: {e}");
         let shown = e.to_string();
