@@ -17,12 +17,26 @@ use serde_json::Value;
 use std::time::Duration;
 
 const V: &str = "1.0.0";
+
+/// One test at a time: each runs moto, fake-metadata, a proxy and Python clients, and the
+/// prefetch figures mean something only when tests do not fight over the 2 CPUs.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 const TOKEN: &str = "X-aws-ec2-metadata-token";
 const CREDS: &str = "/latest/meta-data/iam/security-credentials/";
 
+/// The proxy's configuration: `[aws]` on, moto as STS; `extra` is more TOML: keys of `[aws]`
+/// first (before any table header), then tables.
 fn config(ic: &IdentityCloud, extra: &str) -> String {
+    let (aws_keys, tables) = match extra.find('[') {
+        Some(i) => extra.split_at(i),
+        None => (extra, ""),
+    };
     format!(
-        "[aws]\nenabled = true\n[aws.sts]\nendpoint = \"{}\"\nnode_name = \"node-1\"\n{extra}",
+        "[aws]\nenabled = true\n{aws_keys}\n[aws.sts]\nendpoint = \"{}\"\nnode_name = \"node-1\"\n{tables}",
         ic.moto.endpoint()
     )
 }
@@ -88,6 +102,7 @@ fn assumed(ic: &IdentityCloud, role: &str, session: &str) -> String {
 
 #[test]
 fn each_pod_gets_its_own_role_and_a_pod_without_one_gets_none() {
+    let _serial = serial();
     let node = Node::new();
     let ic = IdentityCloud::attach(&node, &IdentityOptions::default()).expect("cloud");
     let proxy = start(&node, &ic, "");
@@ -156,6 +171,7 @@ fn each_pod_gets_its_own_role_and_a_pod_without_one_gets_none() {
 
 #[test]
 fn imdsv1_is_refused_under_require_imdsv2() {
+    let _serial = serial();
     let node = Node::new();
     let ic = IdentityCloud::attach(&node, &IdentityOptions::default()).expect("cloud");
     let _proxy = start(&node, &ic, "");
@@ -205,6 +221,7 @@ fn credentials(pod: &Pod<'_>, role: &str) -> Value {
 
 #[test]
 fn sts_stopped_cached_credentials_are_still_served() {
+    let _serial = serial();
     let node = Node::new();
     let mut ic = IdentityCloud::attach(&node, &IdentityOptions::default()).expect("cloud");
     let proxy = start(&node, &ic, "");
@@ -283,6 +300,7 @@ fn reuse_rounds(node: &Node, n: usize) -> Reuse {
 
 #[test]
 fn a_reused_address_never_gets_the_previous_pods_credentials() {
+    let _serial = serial();
     let node = Node::new();
     let ic = IdentityCloud::attach(&node, &IdentityOptions::default()).expect("cloud");
     let _proxy = start(&node, &ic, "");
@@ -294,6 +312,7 @@ fn a_reused_address_never_gets_the_previous_pods_credentials() {
 
 #[test]
 fn control_without_the_watch_a_reused_address_gets_the_previous_pods_credentials() {
+    let _serial = serial();
     let node = Node::new();
     let ic = IdentityCloud::attach(&node, &IdentityOptions::default()).expect("cloud");
     // The same rounds with the record watch off: B is taken for A until the entry is revalidated.
@@ -308,4 +327,104 @@ fn control_without_the_watch_a_reused_address_gets_the_previous_pods_credentials
         seen.leaked, seen.rounds,
         "the attack works when the watch is off"
     );
+}
+
+/// Starts `n` pods one after the other, each followed by what its container would do first:
+/// botocore's default credential chain in a new process in the pod. Returns how many first
+/// credential requests were answered from memory (decision line `cache: hit`), and the waits of
+/// the others (ms).
+fn first_requests(proxy: &Proxy, node: &Node, n: usize) -> (usize, Vec<f64>) {
+    let mut waited = Vec::new();
+    let mut hits = 0;
+    for i in 0..n {
+        let pod = node.k8s_pod(V, "team-a", &format!("p{i}"), &[]);
+        let r = client(&pod, ImdsMode::V2Only);
+        assert_eq!(r.method.as_deref(), Some("iam-role"), "pod {i}: {r:?}");
+        let ip = pod.ip(false).to_string();
+        let line = proxy.wait_decision("the first credential request", |d| {
+            d["src"] == ip.as_str() && d["path"] == format!("{CREDS}pod-role-a")
+        });
+        if line["cache"] == "hit" {
+            hits += 1;
+        } else {
+            eprintln!("pod {i} waited: {line}");
+            waited.push(line["latency_ms"].as_f64().unwrap_or(-1.0));
+        }
+    }
+    (hits, waited)
+}
+
+/// In 100 pod starts, the first credential request is answered from the prefetch: the STS call
+/// was made when the plugin wrote the record, and the request found the credentials in memory.
+/// One call per pod in all: the request never made one of its own.
+#[test]
+fn the_first_credential_request_of_a_new_pod_is_answered_from_the_prefetch() {
+    let _serial = serial();
+    let node = Node::new();
+    let ic = IdentityCloud::attach(&node, &IdentityOptions::default()).expect("cloud");
+    let proxy = start(&node, &ic, "");
+    // moto loads its STS backend at its first STS request (tens of milliseconds, once per
+    // process): one pod before the measured ones, so that cost is not counted as a pod start's.
+    let warm = node.k8s_pod(V, "team-a", "warm-up", &[]);
+    credentials(&warm, "pod-role-a");
+    let (hits, waited) = first_requests(&proxy, &node, 100);
+    println!("first credential requests: {hits} of 100 from memory; waited (ms): {waited:?}");
+    if hits != 100 {
+        // When and for whom the prefetch saw records and called STS (the proxy's debug log).
+        let log = proxy.stderr();
+        let relevant = log
+            .lines()
+            .filter(|l| l.contains("prefetch") || l.contains("sts"));
+        for l in relevant.take(60) {
+            eprintln!("{l}");
+        }
+    }
+    assert_eq!(hits, 100, "waited: {waited:?}");
+    let ok = proxy
+        .metric("metaguard_sts_calls_total{result=\"ok\"}")
+        .unwrap_or(0.0);
+    assert_eq!(ok, 101.0, "one STS call per pod: the prefetch's");
+}
+
+/// The control: without the prefetch, the same pod starts wait for STS on their first request.
+#[test]
+fn control_without_the_prefetch_the_first_request_waits_for_sts() {
+    let _serial = serial();
+    let node = Node::new();
+    let ic = IdentityCloud::attach(&node, &IdentityOptions::default()).expect("cloud");
+    let proxy = start(&node, &ic, "prefetch = false\n");
+    let (hits, waited) = first_requests(&proxy, &node, 10);
+    println!("without prefetch: {hits} of 10 from memory; waited (ms): {waited:?}");
+    assert_eq!(hits, 0);
+}
+
+/// A pod that asks the instant ADD returns (on the test's own connections: sooner than any
+/// container can) finds the prefetch's call in flight and shares it: still one STS call per pod,
+/// and every first request answered.
+#[test]
+fn a_pod_asking_before_the_prefetch_finished_shares_its_call() {
+    let _serial = serial();
+    let node = Node::new();
+    let ic = IdentityCloud::attach(&node, &IdentityOptions::default()).expect("cloud");
+    let proxy = start(&node, &ic, "");
+    let mut waits = Vec::new();
+    for i in 0..100 {
+        let pod = node.k8s_pod(V, "team-a", &format!("q{i}"), &[]);
+        let c = credentials(&pod, "pod-role-a");
+        assert!(c["AccessKeyId"].is_string());
+        let ip = pod.ip(false).to_string();
+        let line = proxy.wait_decision("the credential request", |d| {
+            d["src"] == ip.as_str() && d["path"] == format!("{CREDS}pod-role-a")
+        });
+        waits.push(line["latency_ms"].as_f64().unwrap_or(-1.0));
+    }
+    waits.sort_by(f64::total_cmp);
+    println!(
+        "asked at once: latency ms p50 {:.3} p99 {:.3} max {:.3}",
+        waits[49], waits[98], waits[99]
+    );
+    let ok = proxy
+        .metric("metaguard_sts_calls_total{result=\"ok\"}")
+        .unwrap_or(0.0);
+    assert_eq!(ok, 100.0, "one STS call per pod, shared with the request");
 }

@@ -321,6 +321,9 @@ pub struct AwsConfig {
     /// How often the key that signs pod tokens is replaced (the previous key stays valid for
     /// one more period, so this must be at least the longest token TTL, 21600 s).
     pub token_key_rotation_ms: u64,
+    /// Fetch a pod's credentials when its record appears. `false` (diagnosis only): at its first
+    /// request, which then waits for STS.
+    pub prefetch: bool,
     pub sts: StsConfig,
 }
 
@@ -331,6 +334,7 @@ impl Default for AwsConfig {
             endpoints: vec!["imds-v4".into(), "imds-v6".into()],
             node_endpoint: "imds-v4".into(),
             token_key_rotation_ms: 21_600_000,
+            prefetch: true,
             sts: StsConfig::default(),
         }
     }

@@ -350,6 +350,12 @@ impl CredStore {
             let next = match result {
                 Ok(c) => {
                     self.stats.sts_call("ok", took);
+                    log::debug!(
+                        "sts AssumeRole {} (session {}): ok in {} ms",
+                        role.role_arn(),
+                        role.session_name,
+                        took.as_millis()
+                    );
                     let issued = Arc::new(issue(c, Instant::now()));
                     let refresh_in = issued
                         .expires_at

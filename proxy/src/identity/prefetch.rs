@@ -11,11 +11,12 @@
 //!
 //! At start, after a queue overflow, and when asked (after a policy reload,
 //! [`super::AwsIdentity::rescan`]) every record is read again and pods whose record is gone are
-//! forgotten. While `pods/` does not exist (no ADD yet), the watch is retried every second.
+//! forgotten. While `pods/` does not exist (no ADD yet), the state directory is watched for it
+//! (and both are looked for every second, for a state directory that does not exist yet).
 
 use super::creds::CredStore;
 use super::role::PodRole;
-use inotify::{EventMask, Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use metaguard_common::record::PodRecord;
 use metaguard_common::state::StateDir;
 use std::collections::HashSet;
@@ -27,7 +28,24 @@ use tokio::sync::Notify;
 /// What the pod's record gives: its role under the policy in force (`None`: no role).
 pub type Resolve = dyn Fn(&PodRecord) -> Option<Arc<PodRole>> + Send + Sync;
 
-/// How often a missing `pods/` directory is looked for again.
+/// Watches `dir` for directories made or moved into it.
+fn watch_dir(inotify: &mut Inotify, dir: &std::path::Path) -> Option<WatchDescriptor> {
+    let mask = WatchMask::CREATE
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+        | WatchMask::DONT_FOLLOW;
+    inotify.watches().add(dir, mask).ok()
+}
+
+/// A watched directory went away (or its watch did).
+const LOST: EventMask = EventMask::IGNORED
+    .union(EventMask::DELETE_SELF)
+    .union(EventMask::MOVE_SELF);
+
+/// How often a missing `pods/` directory is looked for again (its creation is also watched,
+/// when the state directory exists).
 const RETRY: Duration = Duration::from_secs(1);
 
 pub struct Prefetch {
@@ -56,7 +74,10 @@ impl Prefetch {
     /// The record `name` (`<key>.json`) appeared or changed.
     fn added(&self, key: &str) {
         match self.state.read_record(key) {
-            Ok(Some(rec)) => self.store.pod_added(key, (self.resolve)(&rec)),
+            Ok(Some(rec)) => {
+                log::debug!("prefetch: record {key}");
+                self.store.pod_added(key, (self.resolve)(&rec))
+            }
             Ok(None) => self.store.pod_gone(key),
             // Unreadable: the request path will refuse it too; nothing to fetch.
             Err(e) => log::warn!("prefetch: {e}"),
@@ -101,24 +122,53 @@ impl Prefetch {
             }
         };
         let mut buf = vec![0u8; 4096];
-        let mut watching = false;
+        // The state directory and its parent are watched too, so `pods/` is watched the moment
+        // the first ADD makes it (a record written before the watch is found by the scan that
+        // follows): on a new node the first pods are prefetched like every other.
+        let root_name = self.state.root().file_name().and_then(|n| n.to_str());
+        let mut parent: Option<WatchDescriptor> = None;
+        let (mut root, mut pods): (Option<WatchDescriptor>, Option<WatchDescriptor>) = (None, None);
         loop {
-            if !watching {
-                watching = self.watch(fd.get_mut());
+            if pods.is_none() {
+                let inotify = fd.get_mut();
+                if parent.is_none() {
+                    parent = self
+                        .state
+                        .root()
+                        .parent()
+                        .and_then(|p| watch_dir(inotify, p));
+                }
+                if root.is_none() {
+                    root = watch_dir(inotify, self.state.root());
+                }
+                pods = self.watch_pods(inotify);
                 // Whatever happened before the watch: read it all now.
                 self.scan();
             }
             tokio::select! {
-                ready = fd.readable_mut(), if watching => {
+                ready = fd.readable_mut(), if parent.is_some() || root.is_some() || pods.is_some() => {
                     let Ok(mut guard) = ready else { return };
                     match guard.get_inner_mut().read_events(&mut buf) {
                         Ok(events) => {
-                            let mut again = false;
                             for ev in events {
-                                again |= self.event(ev.mask, ev.name.and_then(|n| n.to_str()));
-                            }
-                            if again {
-                                watching = false;
+                                let name = ev.name.and_then(|n| n.to_str());
+                                if parent.as_ref() == Some(&ev.wd) {
+                                    if ev.mask.intersects(LOST) {
+                                        parent = None;
+                                    } else if name.is_some() && name == root_name {
+                                        root = None;
+                                        pods = None;
+                                    }
+                                } else if root.as_ref() == Some(&ev.wd) {
+                                    if ev.mask.intersects(LOST) {
+                                        root = None;
+                                        pods = None;
+                                    } else if name == Some("pods") {
+                                        pods = None; // made or replaced: watch it, scan
+                                    }
+                                } else if self.event(ev.mask, name) {
+                                    pods = None;
+                                }
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -126,17 +176,17 @@ impl Prefetch {
                         }
                         Err(e) => {
                             log::warn!("prefetch: reading events: {e}");
-                            watching = false;
+                            pods = None;
                         }
                     }
                 }
-                _ = tokio::time::sleep(RETRY), if !watching => {}
+                _ = tokio::time::sleep(RETRY), if pods.is_none() => {}
                 _ = self.rescan.notified() => self.scan(),
             }
         }
     }
 
-    fn watch(&self, inotify: &mut Inotify) -> bool {
+    fn watch_pods(&self, inotify: &mut Inotify) -> Option<WatchDescriptor> {
         let mask = WatchMask::MOVED_TO
             | WatchMask::CLOSE_WRITE
             | WatchMask::DELETE
@@ -145,18 +195,13 @@ impl Prefetch {
             | WatchMask::MOVE_SELF
             | WatchMask::ONLYDIR
             | WatchMask::DONT_FOLLOW;
-        inotify.watches().add(self.state.pods_dir(), mask).is_ok()
+        inotify.watches().add(self.state.pods_dir(), mask).ok()
     }
 
     /// Applies one event; `true` when the watch was lost or events were missed (watch again,
     /// rescan).
     fn event(&self, mask: EventMask, name: Option<&str>) -> bool {
-        if mask.intersects(
-            EventMask::Q_OVERFLOW
-                | EventMask::IGNORED
-                | EventMask::DELETE_SELF
-                | EventMask::MOVE_SELF,
-        ) {
+        if mask.intersects(LOST | EventMask::Q_OVERFLOW) {
             return true;
         }
         // Temporary files of atomic writes start with '.'.

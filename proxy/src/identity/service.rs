@@ -35,6 +35,7 @@ pub struct Launch {
     sts: StsConfig,
     state: StateDir,
     rescan: Arc<Notify>,
+    prefetch: bool,
 }
 
 /// How sessions are named and tagged on this node.
@@ -96,6 +97,7 @@ pub fn prepare(
         sts: a.sts.clone(),
         state: StateDir::new(&cfg.state_dir),
         rescan,
+        prefetch: a.prefetch,
     };
     Ok(Some((shared, launch)))
 }
@@ -113,12 +115,20 @@ impl Launch {
             client: OnceCell::new(),
         });
         let prefetch = Prefetch::new(self.state, self.store.clone(), resolve, self.rescan);
-        let (store, jobs, node) = (self.store, self.jobs, self.node);
+        let (store, jobs, node, enabled) = (self.store, self.jobs, self.node, self.prefetch);
+        if !enabled {
+            log::warn!("aws.prefetch = false: each pod's first credential request waits for STS");
+        }
         std::thread::Builder::new()
             .name("identity".into())
             .spawn(move || {
                 rt.block_on(async move {
-                    tokio::join!(store.run(jobs, source), prefetch.run(), keep_node(node));
+                    let watch = async {
+                        if enabled {
+                            prefetch.run().await
+                        }
+                    };
+                    tokio::join!(store.run(jobs, source), watch, keep_node(node));
                 });
             })
             .map_err(ServiceError::Thread)?;
