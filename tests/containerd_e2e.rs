@@ -716,8 +716,24 @@ fn containerd_end_to_end() {
             });
         }
     });
-    // The proxy attributed every request to the right container, by its source address.
-    let d = lab.decisions();
+    // The proxy attributed every request to the right container, by its source address. The
+    // decision log is written in batches by a background writer: wait (bounded) until every
+    // pod's allow and deny lines are in the file.
+    let cids: Vec<String> = pods.iter().map(|p| lab.cni_id(&p.name)).collect();
+    let mut d = Vec::new();
+    metaguard_tests::netns::wait_for(
+        "every pod's decision lines",
+        Duration::from_secs(10),
+        || {
+            d = lab.decisions();
+            cids.iter().all(|cid| {
+                ["allow", "deny"].iter().all(|want| {
+                    d.iter()
+                        .any(|l| l["container_id"] == cid.as_str() && l["decision"] == *want)
+                })
+            })
+        },
+    );
     for p in &pods {
         let cid = lab.cni_id(&p.name);
         let rec = lab.record_of(&p.name).expect("record");

@@ -46,9 +46,11 @@ fn config(ic: &IdentityCloud, extra: &str) -> String {
 fn policy(ic: &IdentityCloud) -> String {
     let a = ic.moto.role_arn("pod-role-a").expect("role a");
     let b = ic.moto.role_arn("pod-role-b").expect("role b");
+    let account = &ic.moto.setup.account_id;
     format!(
         r#"
 default = "aws"
+role_base_arn = "arn:aws:iam::{account}:role/"
 
 [[selector]]
 namespace = "strict"
@@ -71,6 +73,11 @@ role_arn = "{a}"
 namespace = "team-b"
 role_arn = "{b}"
 external_id = "ext-team-b"
+
+# kube2iam's annotation, honoured in team-d for role b only (by name, through role_base_arn).
+[[role_annotation]]
+namespace = "team-d"
+allow = ["{b}"]
 "#
     )
 }
@@ -136,6 +143,26 @@ fn each_pod_gets_its_own_role_and_a_pod_without_one_gets_none() {
         rc.error.as_ref().map(|e| e.stage.as_str()),
         Some("credentials")
     );
+    // The kube2iam annotation: honoured where the operator allows that role, nowhere else.
+    let key = "iam.amazonaws.com/role";
+    let d = node.k8s_pod(V, "team-d", "web-d", &[(key, "pod-role-b")]);
+    let rd = client(&d, ImdsMode::V2Only);
+    assert_eq!(
+        rd.arn.as_deref(),
+        Some(assumed(&ic, "pod-role-b", "team-d.web-d").as_str()),
+        "{rd:?}"
+    );
+    for (ns, asked) in [("team-d", "pod-role-a"), ("team-e", "pod-role-b")] {
+        let e = node.k8s_pod(V, ns, "web-e", &[(key, asked)]);
+        let re = client(&e, ImdsMode::V2Only);
+        assert!(
+            re.access_key_id.is_none(),
+            "{ns} asking for {asked}: {re:?}"
+        );
+    }
+    assert!(proxy
+        .stderr()
+        .contains("no [[role_annotation]] allows this role"));
 
     // The pod's role in its own iam/ tree; another name is 404, and iam/info is built here.
     let (st, token) = token_of(&a);
@@ -166,7 +193,7 @@ fn each_pod_gets_its_own_role_and_a_pod_without_one_gets_none() {
     let ok = proxy
         .metric("metaguard_sts_calls_total{result=\"ok\"}")
         .unwrap_or(0.0);
-    assert_eq!(ok, 2.0, "two identities, one call each (prefetched)");
+    assert_eq!(ok, 3.0, "three identities, one call each (prefetched)");
 }
 
 #[test]
@@ -243,6 +270,8 @@ fn sts_stopped_cached_credentials_are_still_served() {
                 .unwrap_or(0.0)
             >= 1.0
     });
+    // Readiness does not depend on STS.
+    assert_eq!(proxy.admin_get("/readyz").map(|(st, _)| st), Some(200));
     // Pod A still gets the credentials it had, until they expire.
     let after = credentials(&a, "pod-role-a");
     assert_eq!(before["AccessKeyId"], after["AccessKeyId"]);

@@ -475,7 +475,20 @@ impl PolicySet {
             }
             let l = &p.rate_limit;
             let _ = write!(s, ", {} requests/s per pod (burst {})", l.rate(), l.burst());
+            if p.require_imdsv2 {
+                let _ = write!(s, ", IMDSv2 required");
+            }
+            if let Some(h) = p.token_hop_limit {
+                let _ = write!(s, ", token hop limit {h}");
+            }
             s.push('\n');
+        }
+        let roles = self.roles.summary();
+        if !roles.is_empty() {
+            let _ = writeln!(s, "AWS roles (with [aws] enabled in the proxy):");
+            for r in roles {
+                let _ = writeln!(s, "  {r}");
+            }
         }
         s
     }
