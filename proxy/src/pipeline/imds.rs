@@ -52,22 +52,13 @@ pub fn is_token_request(method: &Method, target: &CanonicalTarget<'_>) -> bool {
     *method == Method::PUT && target.path == TOKEN_PATH
 }
 
+/// A one-line (or JSON) text answer with the policy's response headers, as the policy's own
+/// denials are made (`local::deny`).
 fn text(status: StatusCode, policy: &Policy, body: &str) -> Answer {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    for (n, v) in policy.response_headers() {
-        headers.insert(n.clone(), v.clone());
-    }
-    let mut b = body.as_bytes().to_vec();
+    let mut b = Vec::with_capacity(body.len() + 1);
+    b.extend_from_slice(body.as_bytes());
     b.push(b'\n');
-    Answer::Local {
-        status,
-        headers,
-        body: Bytes::from(b),
-    }
+    super::local::deny(policy, status, Bytes::from(b))
 }
 
 /// A decision taken here, under the pod's policy, answered locally.
