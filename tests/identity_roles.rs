@@ -101,6 +101,36 @@ fn client(pod: &Pod<'_>, imds_mode: ImdsMode) -> PodClientResult {
     pod_client(&pod.ns, &opts).expect("pod client")
 }
 
+/// `aws sts get-caller-identity` run in the pod with nothing but IMDS to get credentials from
+/// (no configuration files, no AWS_* variables, IMDSv1 fallback off); the ARN it prints.
+fn aws_cli_caller_arn(pod: &Pod<'_>) -> String {
+    let aws = metaguard_tests::moto::venv_bin("aws").expect("the AWS CLI in the identity venv");
+    let mut cmd = pod.ns.command(&aws);
+    cmd.args([
+        "sts",
+        "get-caller-identity",
+        "--output",
+        "json",
+        "--region",
+        "us-east-1",
+    ])
+    .args(["--endpoint-url", &metaguard_tests::moto::sts_endpoint()])
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .env("HOME", "/nonexistent")
+    .env("AWS_CONFIG_FILE", "/nonexistent/config")
+    .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    .env("AWS_EC2_METADATA_V1_DISABLED", "true");
+    let out = cmd.output().expect("run aws");
+    assert!(
+        out.status.success(),
+        "aws sts get-caller-identity: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("aws CLI JSON");
+    v["Arn"].as_str().expect("Arn").to_string()
+}
+
 fn assumed(ic: &IdentityCloud, role: &str, session: &str) -> String {
     format!(
         "arn:aws:sts::{}:assumed-role/{role}/{session}",
@@ -145,6 +175,11 @@ fn each_pod_gets_its_own_role_and_a_pod_without_one_gets_none() {
         "{rb:?}"
     );
     assert_ne!(ra.access_key_id, rb.access_key_id);
+    // The AWS CLI (v1, its own copy of botocore) in pod B: the same role and session.
+    assert_eq!(
+        aws_cli_caller_arn(&b),
+        assumed(&ic, "pod-role-b", "team-b.web-b")
+    );
     assert_ne!(
         ra.access_key_id.as_deref(),
         Some(ic.moto.setup.node.access_key_id.as_str()),
