@@ -310,3 +310,22 @@ async fn expired_credentials_are_never_served() {
         .await
         .is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_nodes_sts_budget_paces_calls_past_the_burst() {
+    // 10 calls per second, 2 at once: the first two go at once, each further one waits its
+    // tenth of a second (on the runtime's clock, which this test drives).
+    let bucket = tokio::sync::Mutex::new(Bucket::new(10, 2));
+    let t0 = tokio::time::Instant::now();
+    Bucket::take(&bucket).await;
+    Bucket::take(&bucket).await;
+    assert!(t0.elapsed() < Duration::from_millis(10), "the burst");
+    for _ in 0..3 {
+        Bucket::take(&bucket).await;
+    }
+    let paced = t0.elapsed();
+    assert!(
+        paced >= Duration::from_millis(290) && paced < Duration::from_millis(400),
+        "{paced:?}"
+    );
+}
