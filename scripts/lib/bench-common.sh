@@ -1,4 +1,4 @@
-# Shared helpers of scripts/bench-plugin.sh and scripts/bench-proxy.sh (sourced, not run).
+# Shared helpers of scripts/bench-plugin.sh, scripts/bench-proxy.sh and scripts/bench-identity.sh (sourced, not run).
 #
 # Everything the benchmarks create lives in network namespaces named "mg<tag><pid>..." and in one
 # temporary directory; bench_cleanup removes them on any exit. Nothing is done in the root network
