@@ -286,7 +286,7 @@ HITS=$(metric_exact 'metaguard_credential_cache_total{result="hit"}')
 MISSES=$(metric_exact 'metaguard_credential_cache_total{result="miss"}')
 
 # --- figure 3's check: a short run with D = 960 s, refresh_before 900 s ---------------------------
-REFRESH_INFO=""
+REFRESH_INFO="" RERR_KINDS="" RWARN=0
 if [ "$REFRESH_RUN" -gt 0 ]; then
   stop_pid "$MG_PID"
   proxy_config "$W/proxy-refresh.toml" "duration_seconds = 960" "refresh_before_ms = 900000"
@@ -302,6 +302,9 @@ if [ "$REFRESH_RUN" -gt 0 ]; then
   sleep "$REFRESH_RUN" # the measured interval itself, not a synchronisation
   r1=$(sts_ok)
   rerr=$(in_ns "$NODE" curl -s --max-time 2 "$MG_METRICS" | awk '/^metaguard_sts_calls_total\{/ && $1 !~ /"ok"/ { s += $2 } END { print s + 0 }')
+  RERR_KINDS=$(in_ns "$NODE" curl -s --max-time 2 "$MG_METRICS" | awk '/^metaguard_sts_calls_total\{/ && $1 !~ /"ok"/ && $2 > 0 { printf "%s ", $0 }')
+  # The proxy's warnings about STS during this run (its stderr holds both proxies' lines).
+  RWARN=$(grep -c -iE 'WARN.*(sts|assume|credential)' "$W/proxy.err" || true)
   # Each fetch is followed by the next 30 to 60 s later (960 - 900 s, less up to 30 s of jitter):
   # in T seconds after the prefetch, between floor(T/60) and floor(T/30) refreshes per pod.
   REFRESH_INFO=$(awk -v a="$r0" -v b="$r1" -v p="$REFRESH_PODS" -v t="$REFRESH_RUN" -v e="$rerr" 'BEGIN {
@@ -355,8 +358,12 @@ import json, sys, time
 dec, path, files, loads = sys.argv[1], sys.argv[2], sys.argv[3:5], sys.argv[5:7]
 first = {}
 deadline = time.time() + 10
+log = open(dec)
 def scan():
-    for l in open(dec):
+    # Reads on from where the last scan stopped (the log holds figure 1's million lines).
+    for l in log:
+        if path not in l:
+            continue
         try:
             d = json.loads(l)
         except ValueError:
@@ -417,7 +424,10 @@ awk 'BEGIN {
   d = 3600; rb = 1200
   printf "schedule with the defaults (duration_seconds %d, refresh_before 1200 s, jitter 0..30 s): a refresh every %d to %d s = %.2f to %.2f calls per pod per hour in steady state; first hour: 1 (prefetch) + 1 (refresh at ~40 min) = 2\n",
     d, d - rb - 30, d - rb, 3600 / (d - rb), 3600 / (d - rb - 30) }'
-[ -z "$REFRESH_INFO" ] || echo "short run with D = 960 s: $REFRESH_INFO"
+if [ -n "$REFRESH_INFO" ]; then
+  echo "short run with D = 960 s: $REFRESH_INFO"
+  [ -z "$RERR_KINDS" ] || echo "  failed STS calls in the short run: $RERR_KINDS; proxy warnings about STS: $RWARN (first: $(grep -m1 -iE 'WARN.*(sts|assume|credential)' "$W/proxy.err" || true))"
+fi
 echo
 bench_machine_info
 echo "work files: $W$([ "${BENCH_KEEP:-0}" = 1 ] || echo ' (removed on exit; --keep to keep them)')"
