@@ -329,7 +329,11 @@ if [ "$REFRESH_RUN" -gt 0 ]; then
   bench_wait_for 30 "the refresh pods' prefetch" prefetched
   r0=$(sts_ok)
   log "refresh run: $REFRESH_PODS pods, D = 960 s, refresh_before 900 s, ${REFRESH_RUN}s (load $(cut -d' ' -f1-3 /proc/loadavg))"
-  sleep "$REFRESH_RUN" # the measured interval itself, not a synchronisation
+  # The measured interval itself, not a synchronisation; in the background so that a signal
+  # interrupts `wait` and the cleanup runs at once.
+  sleep "$REFRESH_RUN" &
+  BENCH_PIDS+=("$!")
+  wait "$!"
   r1=$(sts_ok)
   rerr=$(in_ns "$NODE" curl -s --max-time 2 "$MG_METRICS" | awk '/^metaguard_sts_calls_total\{/ && $1 !~ /"ok"/ { s += $2 } END { print s + 0 }')
   RERR_KINDS=$(in_ns "$NODE" curl -s --max-time 2 "$MG_METRICS" | awk '/^metaguard_sts_calls_total\{/ && $1 !~ /"ok"/ && $2 > 0 { printf "%s ", $0 }')
