@@ -143,11 +143,6 @@ assert_no_listener "before any server"
 
 # --- measurement helpers -------------------------------------------------------------------------
 declare -A RPS P50 P99 NON2XX ERRS REQS CPU CPU_USER MACHINE
-# ms VALUE: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
-}
-
 # server_conns: connections the server under test still holds on the proxy port (any state but
 # LISTEN/TIME-WAIT), so a run never starts while the previous one's connections are being closed
 # (metaguard caps connections per source address: 64 leftovers + 64 new ones would be refused).
@@ -164,40 +159,6 @@ settled() {
 metric() {
   in_ns "$NODE" curl -s --max-time 2 "$MG_METRICS" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2; f = 1 } END { if (f) print s + 0 }'
 }
-
-# run_wrk CONFIG PATHNAME URL: a warm-up, then the measured run, parsed into the tables above.
-# server_pids PID: PID and its child processes (nginx's workers).
-server_pids() { echo "$1" "$(cat /proc/"$1"/task/*/children 2>/dev/null | tr '\n' ' ')"; }
-
-# cpu_ns PID: CPU time (ns) used so far by the threads of PID and of its child processes (nginx's
-# workers), from schedstat: nanosecond resolution, unlike the clock ticks of /proc/PID/stat.
-cpu_ns() {
-  local p t ns rest sum=0
-  for p in $(server_pids "$1"); do
-    for t in /proc/"$p"/task/*/schedstat; do
-      read -r ns rest <"$t" 2>/dev/null || continue
-      sum=$((sum + ns))
-    done
-  done
-  echo "$sum"
-}
-
-# cpu_ticks PID: "user system" clock ticks used so far by PID and its child processes, from
-# /proc/PID/stat (coarse, but it splits the time between the server's code and the kernel's).
-cpu_ticks() {
-  local p u=0 k=0 f
-  for p in $(server_pids "$1"); do
-    # The command name (field 2) may hold spaces: split after its closing parenthesis.
-    f=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null) || continue
-    read -r -a f <<<"$f"
-    u=$((u + f[11])) k=$((k + f[12]))
-  done
-  echo "$u $k"
-}
-
-# machine_busy: busy clock ticks of the whole machine so far (all CPUs; /proc/stat without idle
-# and iowait): wrk, the server, the fake upstream and the kernel's network work together.
-machine_busy() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
 # run_wrk CONFIG PATHNAME URL [SERVER_PID]: one measured wrk run (after a warm-up); with
 # SERVER_PID, also the server's CPU time per request over the run.

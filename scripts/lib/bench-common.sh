@@ -1,4 +1,4 @@
-# Shared helpers of scripts/bench-plugin.sh and scripts/bench-proxy.sh (sourced, not run).
+# Shared helpers of scripts/bench-plugin.sh, scripts/bench-proxy.sh and scripts/bench-identity.sh (sourced, not run).
 #
 # Everything the benchmarks create lives in network namespaces named "mg<tag><pid>..." and in one
 # temporary directory; bench_cleanup removes them on any exit. Nothing is done in the root network
@@ -140,3 +140,43 @@ bench_machine_info() {
     "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)" "$(uname -r)" \
     "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
+
+# --- CPU accounting (bench-proxy.sh, bench-identity.sh) ---------------------------------------
+# ms VALUE: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+
+# server_pids PID: PID and its child processes (nginx's workers).
+server_pids() { echo "$1" "$(cat /proc/"$1"/task/*/children 2>/dev/null | tr '\n' ' ')"; }
+
+# cpu_ns PID: CPU time (ns) used so far by the threads of PID and of its child processes (nginx's
+# workers), from schedstat: nanosecond resolution, unlike the clock ticks of /proc/PID/stat.
+cpu_ns() {
+  local p t ns rest sum=0
+  for p in $(server_pids "$1"); do
+    for t in /proc/"$p"/task/*/schedstat; do
+      read -r ns rest <"$t" 2>/dev/null || continue
+      sum=$((sum + ns))
+    done
+  done
+  echo "$sum"
+}
+
+# cpu_ticks PID: "user system" clock ticks used so far by PID and its child processes, from
+# /proc/PID/stat (coarse, but it splits the time between the server's code and the kernel's).
+cpu_ticks() {
+  local p u=0 k=0 f
+  for p in $(server_pids "$1"); do
+    # The command name (field 2) may hold spaces: split after its closing parenthesis.
+    f=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null) || continue
+    read -r -a f <<<"$f"
+    u=$((u + f[11])) k=$((k + f[12]))
+  done
+  echo "$u $k"
+}
+
+# machine_busy: busy clock ticks of the whole machine so far (all CPUs; /proc/stat without idle
+# and iowait): wrk, the server, the fake upstream and the kernel's network work together.
+machine_busy() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
