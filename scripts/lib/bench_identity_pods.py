@@ -1,7 +1,7 @@
 """Figure 2 of scripts/bench-identity.sh: the first credential request of pods just attached.
 
 Driver (run as root in the root network namespace, by the script):
-  bench_identity_pods.py drive --mode at-once|pod-start --pods NS1,NS2,... --node NODE_NS
+  bench_identity_pods.py drive --mode at-once|pod-start|sdk-start --pods NS1,NS2,... --node NODE_NS
       --cni-bench PATH --conflist F --cache DIR --cni-path DIR --role ROLE --extra K --out FILE.jsonl --mgcurl PATH
 For each pod namespace in turn (made empty by the script, which also deletes them): the pod is
 attached with `ip netns exec NODE cni-bench add` (bridge + host-local + metaguard, as a runtime
@@ -13,6 +13,9 @@ does), and when ADD returns its first credential request is made:
              pod's namespace, one for the PUT, one for the GET: a compiled client whose start
              costs about a millisecond, far less than a container's): the earliest a real
              container can ask.
+  sdk-start  by botocore's default credential chain in a new Python process started in the pod
+             after ADD returns (--python: the identity venv's): what a container's application
+             does; the process start and botocore's import come first, as in a real container.
 Then K more GETs (the same connection at-once, new mgcurl processes pod-start), for the
 STS-calls-per-pod count. One JSON line per pod: {pod, mode, add_ms, put_ms, get_ms, since_add_ms,
 status, key, extra_ok}: get_ms is the client-side time of the first credential GET (pod-start: of
@@ -132,6 +135,37 @@ def pod_start(a, pod):
     return out
 
 
+SDK_CLIENT = r"""
+import json, sys, time
+t0 = time.monotonic()
+import botocore.session
+s = botocore.session.get_session()
+c = s.get_credentials()
+f = c.get_frozen_credentials() if c else None
+print(json.dumps({"key": f.access_key if f else None, "method": c.method if c else None,
+                  "ms": (time.monotonic() - t0) * 1000}))
+"""
+
+
+def sdk_start(a, pod):
+    """The pod's first request by the AWS SDK in a new process started after ADD returned:
+    botocore's default credential chain (IMDSv2: token PUT, role list, credentials), the way a
+    container's application asks. Nothing but IMDS to find credentials in."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent/c",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/s", "AWS_EC2_METADATA_V1_DISABLED": "true",
+           "AWS_METADATA_SERVICE_TIMEOUT": "5", "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "1"}
+    t0 = time.monotonic()
+    c = subprocess.run([a.python, "-c", SDK_CLIENT], stdin=subprocess.DEVNULL, capture_output=True,
+                       env=env, timeout=60)
+    t1 = time.monotonic()
+    if c.returncode != 0:
+        sys.exit(f"botocore in {pod} failed: {c.stderr.decode(errors='replace')}")
+    r = json.loads(c.stdout)
+    # The GET's own time is the proxy's latency_ms (the report reads it); here the whole process.
+    return {"get_sent": t0, "get_ms": (t1 - t0) * 1000, "status": 200 if r.get("key") else 0,
+            "key": r.get("key"), "extra_ok": 0}
+
+
 def drive(a):
     pods = [p for p in a.pods.split(",") if p]
     root_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -151,7 +185,12 @@ def drive(a):
             if p.returncode != 0:
                 sys.exit(f"ADD of {pod} failed: {p.stderr.decode(errors='replace')}")
             try:
-                r = first_request(a.role, a.extra) if a.mode == "at-once" else pod_start(a, pod)
+                if a.mode == "at-once":
+                    r = first_request(a.role, a.extra)
+                elif a.mode == "pod-start":
+                    r = pod_start(a, pod)
+                else:
+                    r = sdk_start(a, pod)
             finally:
                 libc = ctypes.CDLL(None, use_errno=True)
                 if libc.setns(root_ns, CLONE_NEWNET) != 0:
@@ -171,7 +210,8 @@ def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("drive")
-    d.add_argument("--mode", choices=["at-once", "pod-start"], required=True)
+    d.add_argument("--mode", choices=["at-once", "pod-start", "sdk-start"], required=True)
+    d.add_argument("--python", help="sdk-start: a python with botocore (the identity venv's)")
     d.add_argument("--pods", required=True)
     d.add_argument("--node", required=True)
     d.add_argument("--cni-bench", required=True)
