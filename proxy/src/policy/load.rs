@@ -1,14 +1,14 @@
 //! Validation and compilation of a policy file (and of the built-in presets) into a [`PolicySet`].
 //! Every error points at the line and column of the item at fault.
 
-use super::glob::{NameGlob, PathGlob};
+use super::glob::PathGlob;
 use super::matcher::{HeaderCond, Methods, PathMatch, QueryAllow, Rule};
 use super::near_miss;
 use super::presets::{is_preset, PRESETS};
 use super::rate::{RateLimit, MAX_BURST, MAX_RATE, MIN_RATE};
 use super::roles::RoleMap;
 use super::schema::{FileDoc, PolicyDoc, RuleDoc, SpannedList, SpannedMap};
-use super::select::{AnnotationRule, Selector};
+use super::select::{AnnotationRule, PodMatch, Selector};
 use super::{Action, Policy, PolicyError, PolicySet, PolicyWarning, DEFAULT_DENY_ID};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
@@ -255,27 +255,23 @@ pub(super) fn compile_file(text: &str) -> Result<PolicySet, PolicyError> {
     }
 
     let mut selectors = Vec::new();
+    let err = |span, msg: String| src.err(span, msg);
     for s in &doc.selector {
         let sd = s.get_ref();
-        if sd.namespace.is_none() && sd.pod.is_none() && sd.annotations.is_none() {
-            return Err(src.err(
+        let cond = PodMatch::compile(
+            &err,
+            sd.namespace.as_ref(),
+            sd.pod.as_ref(),
+            sd.annotations.as_ref(),
+        )?
+        .ok_or_else(|| {
+            src.err(
                 s.span(),
                 "selector has no condition (namespace, pod or annotations); use `default` instead",
-            ));
-        }
-        let mut annotations = Vec::new();
-        if let Some(m) = &sd.annotations {
-            for (k, v) in m.get_ref() {
-                if k.get_ref().is_empty() {
-                    return Err(src.err(k.span(), "empty annotation key"));
-                }
-                annotations.push((k.get_ref().clone(), NameGlob::new(v.get_ref())));
-            }
-        }
+            )
+        })?;
         selectors.push(Selector {
-            namespace: sd.namespace.as_ref().map(|g| NameGlob::new(g.get_ref())),
-            pod: sd.pod.as_ref().map(|g| NameGlob::new(g.get_ref())),
-            annotations,
+            cond,
             policy: lookup(&sd.policy, "selector")?,
         });
     }
@@ -287,7 +283,7 @@ pub(super) fn compile_file(text: &str) -> Result<PolicySet, PolicyError> {
         selectors,
         annotation: AnnotationRule { key, allowed },
         warnings,
-        roles: super::roles::compile(&|span, msg| src.err(span, msg), &doc)?,
+        roles: super::roles::compile(&err, &doc)?,
     })
 }
 

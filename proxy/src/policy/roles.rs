@@ -7,10 +7,10 @@
 //! operator did not allow for its namespace: anything else gives the pod no role (and a note).
 
 use super::glob::NameGlob;
-use super::schema::{FileDoc, RoleDoc, SpannedMap};
+use super::schema::{FileDoc, RoleDoc};
+use super::select::{ErrAt, PodMatch};
 use super::PolicyError;
 use metaguard_common::record::PodRecord;
-use std::ops::Range;
 use std::sync::Arc;
 use toml::Spanned;
 
@@ -38,28 +38,8 @@ pub enum RoleChoice {
 }
 
 struct RoleRule {
-    namespace: Option<NameGlob>,
-    pod: Option<NameGlob>,
-    annotations: Vec<(String, NameGlob)>,
+    cond: PodMatch,
     grant: Arc<RoleGrant>,
-}
-
-impl RoleRule {
-    fn matches(&self, rec: &PodRecord) -> bool {
-        fn field(glob: &Option<NameGlob>, value: &Option<String>) -> bool {
-            match (glob, value) {
-                (None, _) => true,
-                (Some(g), Some(v)) => g.matches(v),
-                (Some(_), None) => false,
-            }
-        }
-        field(&self.namespace, &rec.namespace)
-            && field(&self.pod, &rec.pod_name)
-            && self
-                .annotations
-                .iter()
-                .all(|(k, g)| rec.annotations.get(k).is_some_and(|v| g.matches(v)))
-    }
 }
 
 struct AnnotationAllow {
@@ -109,7 +89,7 @@ impl RoleMap {
 
     /// The role of a pod: see the module docs for the order.
     pub fn choose(&self, rec: &PodRecord) -> RoleChoice {
-        if let Some(r) = self.rules.iter().find(|r| r.matches(rec)) {
+        if let Some(r) = self.rules.iter().find(|r| r.cond.matches(rec)) {
             return RoleChoice::Granted(r.grant.clone());
         }
         let Some(asked) = rec.annotations.get(&self.annotation_key) else {
@@ -203,9 +183,6 @@ pub fn role_name(arn: &str) -> Option<&str> {
     (name_ok && path_ok).then_some(name)
 }
 
-/// An error at a span of the file (the loader's `Src::err`).
-pub(super) type ErrAt<'a> = dyn Fn(Range<usize>, String) -> PolicyError + 'a;
-
 /// Compiles the file's role mapping.
 pub(super) fn compile(err: &ErrAt<'_>, doc: &FileDoc) -> Result<RoleMap, PolicyError> {
     let mut map = RoleMap::default();
@@ -263,14 +240,20 @@ pub(super) fn compile(err: &ErrAt<'_>, doc: &FileDoc) -> Result<RoleMap, PolicyE
 
 fn compile_rule(err: &ErrAt<'_>, r: &Spanned<RoleDoc>) -> Result<RoleRule, PolicyError> {
     let rd = r.get_ref();
-    if rd.namespace.is_none() && rd.pod.is_none() && rd.annotations.is_none() {
-        return Err(err(
+    let cond = PodMatch::compile(
+        err,
+        rd.namespace.as_ref(),
+        rd.pod.as_ref(),
+        rd.annotations.as_ref(),
+    )?
+    .ok_or_else(|| {
+        err(
             r.span(),
             "role has no condition (namespace, pod or annotations): it would give every pod \
              the role"
                 .into(),
-        ));
-    }
+        )
+    })?;
     let arn = rd.role_arn.get_ref();
     let Some(name) = role_name(arn) else {
         return Err(err(
@@ -310,9 +293,7 @@ fn compile_rule(err: &ErrAt<'_>, r: &Spanned<RoleDoc>) -> Result<RoleRule, Polic
         }
     };
     Ok(RoleRule {
-        namespace: rd.namespace.as_ref().map(|g| NameGlob::new(g.get_ref())),
-        pod: rd.pod.as_ref().map(|g| NameGlob::new(g.get_ref())),
-        annotations: annotation_globs(err, rd.annotations.as_ref())?,
+        cond,
         grant: Arc::new(RoleGrant {
             role_name: name.into(),
             role_arn: arn.as_str().into(),
@@ -320,22 +301,6 @@ fn compile_rule(err: &ErrAt<'_>, r: &Spanned<RoleDoc>) -> Result<RoleRule, Polic
             session_policy,
         }),
     })
-}
-
-fn annotation_globs(
-    err: &ErrAt<'_>,
-    m: Option<&Spanned<SpannedMap>>,
-) -> Result<Vec<(String, NameGlob)>, PolicyError> {
-    let mut out = Vec::new();
-    if let Some(m) = m {
-        for (k, v) in m.get_ref() {
-            if k.get_ref().is_empty() {
-                return Err(err(k.span(), "empty annotation key".into()));
-            }
-            out.push((k.get_ref().clone(), NameGlob::new(v.get_ref())));
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

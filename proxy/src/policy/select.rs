@@ -5,20 +5,22 @@
 //! other name gives the pod `deny-all`), then the file's `default`.
 
 use super::glob::NameGlob;
+use super::schema::SpannedMap;
+use super::PolicyError;
 use metaguard_common::record::PodRecord;
+use std::ops::Range;
+use toml::Spanned;
 
-/// A compiled `[[selector]]`: every condition given must hold.
+/// The conditions of a `[[selector]]` or a `[[role]]`: every one given must hold.
 #[derive(Debug, Clone)]
-pub struct Selector {
+pub struct PodMatch {
     pub namespace: Option<NameGlob>,
     pub pod: Option<NameGlob>,
     /// Annotation key -> value glob; the annotation must be present and match.
     pub annotations: Vec<(String, NameGlob)>,
-    /// Index into `PolicySet::policies`.
-    pub policy: usize,
 }
 
-impl Selector {
+impl PodMatch {
     pub fn matches(&self, rec: &PodRecord) -> bool {
         // A condition on a field the record lacks (no K8S_* args) does not hold, even `*`.
         fn field(glob: &Option<NameGlob>, value: &Option<String>) -> bool {
@@ -34,6 +36,52 @@ impl Selector {
                 .annotations
                 .iter()
                 .all(|(k, g)| rec.annotations.get(k).is_some_and(|v| g.matches(v)))
+    }
+
+    /// Compiles `namespace`, `pod` and `annotations` as written; `None` when none is given (the
+    /// caller says why that is refused).
+    pub(super) fn compile(
+        err: &ErrAt<'_>,
+        namespace: Option<&Spanned<String>>,
+        pod: Option<&Spanned<String>>,
+        annotations: Option<&Spanned<SpannedMap>>,
+    ) -> Result<Option<PodMatch>, PolicyError> {
+        if namespace.is_none() && pod.is_none() && annotations.is_none() {
+            return Ok(None);
+        }
+        let mut globs = Vec::new();
+        for (k, v) in annotations
+            .map(|m| m.get_ref().iter())
+            .into_iter()
+            .flatten()
+        {
+            if k.get_ref().is_empty() {
+                return Err(err(k.span(), "empty annotation key".into()));
+            }
+            globs.push((k.get_ref().clone(), NameGlob::new(v.get_ref())));
+        }
+        Ok(Some(PodMatch {
+            namespace: namespace.map(|g| NameGlob::new(g.get_ref())),
+            pod: pod.map(|g| NameGlob::new(g.get_ref())),
+            annotations: globs,
+        }))
+    }
+}
+
+/// An error at a span of the file (the loader's `Src::err`).
+pub(super) type ErrAt<'a> = dyn Fn(Range<usize>, String) -> PolicyError + 'a;
+
+/// A compiled `[[selector]]`.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    pub cond: PodMatch,
+    /// Index into `PolicySet::policies`.
+    pub policy: usize,
+}
+
+impl Selector {
+    pub fn matches(&self, rec: &PodRecord) -> bool {
+        self.cond.matches(rec)
     }
 }
 
