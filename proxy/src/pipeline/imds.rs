@@ -9,7 +9,8 @@
 use super::{Ctx, Fields, RequestHead};
 use crate::canon::CanonicalTarget;
 use crate::http1::{rules, Answer};
-use crate::identity::creds::{rfc3339, CredError, Served};
+use crate::identity::creds::{rfc3339, CredError, Issued, Served};
+use crate::identity::role::PodRole;
 use crate::identity::token::{self, Holder};
 use crate::identity::AwsIdentity;
 use crate::outcome::{CacheUse, Outcome};
@@ -98,18 +99,16 @@ pub(super) fn check_token<'a>(
     }
     let refuse = |rule, reason: String, version| {
         let st = StatusCode::UNAUTHORIZED;
-        let answer = text(st, policy, &reason);
-        let mut f = local(policy, Outcome::Deny, rule, st, Some(Cow::Owned(reason)));
+        let (answer, mut f) = refused(policy, Outcome::Deny, rule, st, Cow::Owned(reason), None);
         f.imds = version;
         TokenCheck::Refused(Box::new((answer, f)))
     };
     match head.headers.get(rules::IMDS_TOKEN) {
         Some(t) => {
-            let holder = Holder {
-                attachment: &caller.identity.attachment,
-                address: cx.conn.peer,
-            };
-            match aws.tokens.verify(t.as_bytes(), holder, cx.start) {
+            match aws
+                .tokens
+                .verify(t.as_bytes(), holder(cx, caller), cx.start)
+            {
                 Ok(()) => TokenCheck::Passed(Some(Version::V2)),
                 Err(e) => refuse(RULE_TOKEN_REFUSED, e.to_string(), Some(Version::V2)),
             }
@@ -154,26 +153,19 @@ pub(super) fn issue_token<'a>(
         Ok(ttl) => ttl,
         Err(e) => {
             let st = StatusCode::BAD_REQUEST;
-            let reason = e.to_string();
-            let answer = text(st, policy, &reason);
-            let mut f = local(policy, Outcome::Deny, "", st, Some(Cow::Owned(reason)));
-            f.rule = Some(rule);
+            let reason = Cow::Owned(e.to_string());
+            let (answer, f) = refused(policy, Outcome::Deny, rule, st, reason, None);
             return (answer, f, None);
         }
     };
-    let holder = Holder {
-        attachment: &caller.identity.attachment,
-        address: cx.conn.peer,
-    };
-    let token = aws.tokens.mint(holder, ttl, cx.start);
+    let token = aws.tokens.mint(holder(cx, caller), ttl, cx.start);
     let mut answer = text(StatusCode::OK, policy, "");
     if let Answer::Local { headers, body, .. } = &mut answer {
         headers.insert(TOKEN_TTL, HeaderValue::from(ttl.as_secs()));
         // The real service answers the bare token, no newline.
         *body = Bytes::from(token);
     }
-    let mut f = local(policy, Outcome::Respond, "", StatusCode::OK, None);
-    f.rule = Some(rule);
+    let mut f = local(policy, Outcome::Respond, rule, StatusCode::OK, None);
     f.imds = Some(Version::V2);
     (answer, f, policy.token_hop_limit())
 }
@@ -235,55 +227,77 @@ pub(super) async fn role_answer<'a>(
         IamPath::RoleList => Some(ok(role.role_name().to_owned())),
         IamPath::Other => Some(not_found(policy)),
         IamPath::Role(name) if name != role.role_name() => Some(not_found(policy)),
-        IamPath::Info => Some(info(cx, aws, caller, role, policy).await),
-        IamPath::Role(_) => Some(credentials(cx, aws, caller, role, policy).await),
+        IamPath::Info | IamPath::Role(_) => {
+            // Both from the pod's credentials (waiting a bounded time for a fetch in flight).
+            let got = aws
+                .creds
+                .credentials(&caller.identity.attachment, role, cx.start)
+                .await;
+            Some(match (got, what) {
+                (Err(e), _) => cred_error(policy, e),
+                (Ok((issued, _)), IamPath::Info) => info(role, &issued, policy),
+                (Ok((issued, served)), _) => credentials(cx, &issued, served, policy),
+            })
+        }
+    }
+}
+
+/// A refusal or failure decided here: its answer (the reason as its one-line body, unless
+/// `body` says otherwise) and its decision fields.
+fn refused<'a>(
+    policy: &'a Policy,
+    outcome: Outcome,
+    rule: &'a str,
+    status: StatusCode,
+    reason: Cow<'a, str>,
+    body: Option<&str>,
+) -> (Answer, Fields<'a>) {
+    let answer = text(status, policy, body.unwrap_or(&reason));
+    (answer, local(policy, outcome, rule, status, Some(reason)))
+}
+
+/// Who a token is for: this pod's attachment, at the address it called from.
+fn holder<'c>(cx: &Ctx<'_>, caller: &'c Caller) -> Holder<'c> {
+    Holder {
+        attachment: &caller.identity.attachment,
+        address: cx.conn.peer,
     }
 }
 
 fn not_found(policy: &Policy) -> (Answer, Fields<'_>) {
+    let reason = Cow::Borrowed("not found under this pod's iam/");
     let st = StatusCode::NOT_FOUND;
-    let reason = "not found under this pod's iam/";
-    let f = local(
+    refused(
         policy,
         Outcome::Respond,
         RULE_ROLE,
         st,
-        Some(Cow::Borrowed(reason)),
-    );
-    (text(st, policy, "Not Found"), f)
+        reason,
+        Some("Not Found"),
+    )
 }
 
-/// The pod's credentials, from the cache (waiting a bounded time for a fetch in flight).
-async fn credentials<'a>(
+/// The pod's credentials: the IMDS JSON built when they arrived.
+fn credentials<'a>(
     cx: &Ctx<'_>,
-    aws: &AwsIdentity,
-    caller: &Caller,
-    role: &std::sync::Arc<crate::identity::role::PodRole>,
+    issued: &Issued,
+    served: Served,
     policy: &'a Policy,
 ) -> (Answer, Fields<'a>) {
-    match aws
-        .creds
-        .credentials(&caller.identity.attachment, role, cx.start)
-        .await
-    {
-        Ok((issued, served)) => {
-            cx.app.metrics.identity.served();
-            let mut f = local(policy, Outcome::Respond, RULE_ROLE, StatusCode::OK, None);
-            f.cache = match served {
-                Served::Cached => CacheUse::Hit,
-                Served::Waited(_) => CacheUse::Miss,
-            };
-            let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            let answer = Answer::Local {
-                status: StatusCode::OK,
-                headers,
-                body: issued.body.clone(),
-            };
-            (answer, f)
-        }
-        Err(e) => cred_error(policy, e),
-    }
+    cx.app.metrics.identity.served();
+    let mut f = local(policy, Outcome::Respond, RULE_ROLE, StatusCode::OK, None);
+    f.cache = match served {
+        Served::Cached => CacheUse::Hit,
+        Served::Waited(_) => CacheUse::Miss,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    let answer = Answer::Local {
+        status: StatusCode::OK,
+        headers,
+        body: issued.body.clone(),
+    };
+    (answer, f)
 }
 
 /// Credentials not ready (503, retry soon) or refused by STS (500, as IMDS does when the
@@ -293,35 +307,20 @@ fn cred_error(policy: &Policy, e: CredError) -> (Answer, Fields<'_>) {
         CredError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
         CredError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    let reason = e.to_string();
-    let answer = text(st, policy, &reason);
-    let f = local(
+    refused(
         policy,
         Outcome::Error,
         RULE_ROLE,
         st,
-        Some(Cow::Owned(reason)),
-    );
-    (answer, f)
+        Cow::Owned(e.to_string()),
+        None,
+    )
 }
 
 /// `iam/info`: built here from the pod's role (kube2iam forwarded it, naming the node's
 /// instance profile). The profile ARN is the role's with `role/` read as `instance-profile/`.
-async fn info<'a>(
-    cx: &Ctx<'_>,
-    aws: &AwsIdentity,
-    caller: &Caller,
-    role: &std::sync::Arc<crate::identity::role::PodRole>,
-    policy: &'a Policy,
-) -> (Answer, Fields<'a>) {
-    let updated = match aws
-        .creds
-        .credentials(&caller.identity.attachment, role, cx.start)
-        .await
-    {
-        Ok((issued, _)) => issued.issued_unix,
-        Err(e) => return cred_error(policy, e),
-    };
+fn info<'a>(role: &PodRole, issued: &Issued, policy: &'a Policy) -> (Answer, Fields<'a>) {
+    let updated = issued.issued_unix;
     let arn = role.role_arn();
     let profile = arn.replacen(":role/", ":instance-profile/", 1);
     let id = profile_id(arn);
