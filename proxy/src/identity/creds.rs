@@ -119,6 +119,38 @@ impl Inner {
     fn holders(&self, role: &PodRole) -> usize {
         self.pods.values().filter(|r| ***r == *role).count()
     }
+
+    /// Records that `attachment` holds `role` (releasing what it held before) and returns the
+    /// identity's slot, and whether the slot is new (nothing fetched or being fetched yet).
+    fn hold(&mut self, attachment: &str, role: &Arc<PodRole>) -> (Arc<Slot>, bool) {
+        if self.pods.get(attachment).is_none_or(|r| **r != **role) {
+            if let Some(old) = self.pods.insert(attachment.into(), role.clone()) {
+                self.release(&old);
+            }
+        }
+        match self.slots.get(role) {
+            Some(slot) => (slot.clone(), false),
+            None => {
+                let slot = Slot::new();
+                self.slots.insert(role.clone(), slot.clone());
+                (slot, true)
+            }
+        }
+    }
+
+    /// `attachment` holds nothing any more.
+    fn forget(&mut self, attachment: &str) {
+        if let Some(old) = self.pods.remove(attachment) {
+            self.release(&old);
+        }
+    }
+
+    /// Drops `role`'s slot once no pod holds it.
+    fn release(&mut self, role: &PodRole) {
+        if self.holders(role) == 0 {
+            self.slots.remove(role);
+        }
+    }
 }
 
 /// How a credential request was answered.
@@ -191,26 +223,16 @@ impl CredStore {
             self.pod_gone(attachment);
             return;
         };
-        let mut i = self.lock();
-        let old = i.pods.insert(attachment.into(), role.clone());
-        if let Some(old) = old.filter(|o| **o != *role) {
-            Self::release(&mut i, &old);
+        let (slot, new) = self.lock().hold(attachment, &role);
+        // An existing slot is fetched or being fetched, and its refresh is scheduled.
+        if new {
+            self.ensure_fetch(&slot, &role);
         }
-        if i.slots.contains_key(&role) {
-            return; // fetched or being fetched; its refresh is scheduled
-        }
-        let slot = Slot::new();
-        i.slots.insert(role.clone(), slot.clone());
-        drop(i);
-        self.ensure_fetch(&slot, &role);
     }
 
     /// A pod's record went: its identity is dropped once no other pod holds it.
     pub fn pod_gone(&self, attachment: &str) {
-        let mut i = self.lock();
-        if let Some(old) = i.pods.remove(attachment) {
-            Self::release(&mut i, &old);
-        }
+        self.lock().forget(attachment);
     }
 
     /// Keeps only the pods in `live` (after a rescan of the state directory).
@@ -218,15 +240,7 @@ impl CredStore {
         let mut i = self.lock();
         let gone: Vec<Box<str>> = i.pods.keys().filter(|k| !live(k)).cloned().collect();
         for k in gone {
-            if let Some(old) = i.pods.remove(&k) {
-                Self::release(&mut i, &old);
-            }
-        }
-    }
-
-    fn release(i: &mut Inner, role: &PodRole) {
-        if i.holders(role) == 0 {
-            i.slots.remove(role);
+            i.forget(&k);
         }
     }
 
@@ -247,22 +261,7 @@ impl CredStore {
         role: &Arc<PodRole>,
         now: Instant,
     ) -> Result<(Arc<Issued>, Served), CredError> {
-        let slot = {
-            let mut i = self.lock();
-            match i.pods.get(attachment) {
-                Some(r) if **r == **role => {}
-                _ => {
-                    let old = i.pods.insert(attachment.into(), role.clone());
-                    if let Some(old) = old.filter(|o| **o != **role) {
-                        Self::release(&mut i, &old);
-                    }
-                }
-            }
-            i.slots
-                .entry(role.clone())
-                .or_insert_with(Slot::new)
-                .clone()
-        };
+        let (slot, _) = self.lock().hold(attachment, role);
         let mut rx = slot.state.subscribe();
         let state = rx.borrow_and_update().clone();
         match state {

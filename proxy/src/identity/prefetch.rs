@@ -187,8 +187,10 @@ impl Prefetch {
     }
 
     fn watch_pods(&self, inotify: &mut Inotify) -> Option<WatchDescriptor> {
+        // Records are only ever written by rename (`StateDir::write_record`), so MOVED_TO is
+        // every new or changed record. Not CLOSE_WRITE: the writer closes its file after the
+        // rename, under the record's name, which would read every record twice.
         let mask = WatchMask::MOVED_TO
-            | WatchMask::CLOSE_WRITE
             | WatchMask::DELETE
             | WatchMask::MOVED_FROM
             | WatchMask::DELETE_SELF
@@ -211,7 +213,7 @@ impl Prefetch {
         else {
             return false;
         };
-        if mask.intersects(EventMask::MOVED_TO | EventMask::CLOSE_WRITE) {
+        if mask.contains(EventMask::MOVED_TO) {
             self.added(key);
         } else if mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
             self.store.pod_gone(key);

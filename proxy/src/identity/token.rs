@@ -124,15 +124,19 @@ impl TokenKeys {
         u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Replaces the current key when it is `rotation` old (the previous one is dropped).
-    fn rotate_if_due(&self, now: Instant) {
-        let due = {
-            let r = self.ring.read().unwrap_or_else(|e| e.into_inner());
-            now.saturating_duration_since(r.since) >= self.rotation
-        };
-        if !due {
-            return;
+    /// The ring at `now`: one read lock, unless the current key is `rotation` old, which is
+    /// replaced first (the previous one is dropped).
+    fn ring(&self, now: Instant) -> std::sync::RwLockReadGuard<'_, Ring> {
+        let r = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        if now.saturating_duration_since(r.since) < self.rotation {
+            return r;
         }
+        drop(r);
+        self.rotate(now);
+        self.ring.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rotate(&self, now: Instant) {
         let mut r = self.ring.write().unwrap_or_else(|e| e.into_inner());
         if now.saturating_duration_since(r.since) < self.rotation {
             return; // another thread rotated
@@ -151,9 +155,8 @@ impl TokenKeys {
 
     /// A token for `holder`, valid for `ttl` from `now`.
     pub fn mint(&self, holder: Holder<'_>, ttl: Duration, now: Instant) -> String {
-        self.rotate_if_due(now);
         let expires = self.ms(now).saturating_add(ttl.as_millis() as u64);
-        let r = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let r = self.ring(now);
         let mut raw = [0u8; RAW_LEN];
         raw[0] = VERSION;
         raw[1..5].copy_from_slice(&r.current.id.to_be_bytes());
@@ -179,8 +182,7 @@ impl TokenKeys {
         let mut exp = [0u8; 8];
         exp.copy_from_slice(&raw[5..13]);
         let expires = u64::from_be_bytes(exp);
-        self.rotate_if_due(now);
-        let r = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let r = self.ring(now);
         let key = std::iter::once(&r.current)
             .chain(r.previous.as_ref())
             .find(|k| k.id == id)
