@@ -7,8 +7,8 @@
 
 use metaguard_tests::cni::Node;
 use metaguard_tests::moto::{
-    pod_client, sts_addr, IdentityCloud, IdentityOptions, ImdsMode, Moto, NodeCredentials,
-    PodClientOptions, StsAnswer, StsOp,
+    pod_client, sts_addr, IdentityCloud, IdentityOptions, ImdsMode, Moto, MotoOptions,
+    NodeCredentials, PodClientOptions, StsAnswer, StsOp,
 };
 use metaguard_tests::netns::Netns;
 use std::io::{ErrorKind, Read, Write};
@@ -335,13 +335,14 @@ fn pods_reach_sts_through_the_node() {
 #[test]
 fn control_without_the_auth_count_moto_accepts_a_wrong_signature() {
     let ns = Netns::new("motoctl");
-    let moto = Moto::start_unauthenticated(
-        &ns,
-        "127.0.0.1:5000".parse().unwrap(),
-        &["pod-role-a"],
-        Duration::from_secs(3600),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let opts = MotoOptions {
+        roles: vec!["pod-role-a".into()],
+        node_ttl: Duration::from_secs(3600),
+        auth: false,
+        ..MotoOptions::default()
+    };
+    let moto = Moto::start(&ns, "127.0.0.1:5000".parse().unwrap(), &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
     let wrong = NodeCredentials {
         secret_access_key: "wrong".into(),
         ..moto.setup.node.clone()
@@ -359,7 +360,10 @@ fn node_role_session_with_a_token_is_served_and_may_assume_the_pod_roles() {
     let id = IdentityCloud::attach(
         &node,
         &IdentityOptions {
-            node_session: true,
+            moto: MotoOptions {
+                node_session: true,
+                ..MotoOptions::default()
+            },
             ..IdentityOptions::default()
         },
     )

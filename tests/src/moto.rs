@@ -268,7 +268,7 @@ struct SetupLine {
     calls: u32,
 }
 
-/// What [`Moto::start_with`] sets up.
+/// What [`Moto::start`] sets up.
 #[derive(Debug, Clone)]
 pub struct MotoOptions {
     /// Roles to create (each trusting the node user, and the node role's session if any).
@@ -353,49 +353,11 @@ fn run_script(ns: &Netns, name: &str, args: &[String]) -> Result<Output, MotoErr
 }
 
 impl Moto {
-    /// Starts moto's server inside `ns` on `addr` with authentication on after set-up, and runs
-    /// the set-up: [`NODE_USER`] with a key and a policy allowing `sts:AssumeRole` and
-    /// `sts:TagSession`, and one role per name in `roles` trusting that user. The node
-    /// credentials' `Expiration` is `node_ttl` from now.
-    pub fn start(
-        ns: &Netns,
-        addr: SocketAddr,
-        roles: &[&str],
-        node_ttl: Duration,
-    ) -> Result<Moto, MotoError> {
-        Self::start_with(
-            ns,
-            addr,
-            &MotoOptions {
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-                node_ttl,
-                ..MotoOptions::default()
-            },
-        )
-    }
-
-    /// [`Moto::start`] with authentication never on (moto's default): the control that shows a
-    /// test of signatures can fail.
-    pub fn start_unauthenticated(
-        ns: &Netns,
-        addr: SocketAddr,
-        roles: &[&str],
-        node_ttl: Duration,
-    ) -> Result<Moto, MotoError> {
-        Self::start_with(
-            ns,
-            addr,
-            &MotoOptions {
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-                node_ttl,
-                auth: false,
-                ..MotoOptions::default()
-            },
-        )
-    }
-
-    /// Starts moto inside `ns` on `addr` and runs the set-up `opts` describes.
-    pub fn start_with(ns: &Netns, addr: SocketAddr, opts: &MotoOptions) -> Result<Moto, MotoError> {
+    /// Starts moto's server inside `ns` on `addr` and runs the set-up `opts` describes:
+    /// [`NODE_USER`] with a key and a policy allowing `sts:AssumeRole` and `sts:TagSession`, one
+    /// role per name in `opts.roles` trusting that user, and authentication on afterwards unless
+    /// `opts.auth` is false (the control that shows a test of signatures can fail).
+    pub fn start(ns: &Netns, addr: SocketAddr, opts: &MotoOptions) -> Result<Moto, MotoError> {
         let server = venv_bin("moto_server")?;
         venv_bin("python")?;
         let dir = TempDir::new("moto");
@@ -658,29 +620,12 @@ impl Drop for Moto {
 }
 
 /// Options of [`IdentityCloud::attach`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct IdentityOptions {
-    /// Roles to create in moto (each trusting the node user).
-    pub roles: Vec<String>,
+    /// moto's roles, the node credentials' `Expiration` and kind (see [`MotoOptions`]).
+    pub moto: MotoOptions,
     /// fake-metadata refuses AWS requests without a valid IMDSv2 token (401).
     pub require_imdsv2: bool,
-    /// The node credentials' `Expiration`, from set-up.
-    pub node_ttl: Duration,
-    /// Serve a session of the node role (with a token, as EC2 does) instead of the user's key:
-    /// [`MotoOptions::node_session`].
-    pub node_session: bool,
-}
-
-impl Default for IdentityOptions {
-    fn default() -> Self {
-        let m = MotoOptions::default();
-        IdentityOptions {
-            roles: m.roles,
-            require_imdsv2: false,
-            node_ttl: m.node_ttl,
-            node_session: m.node_session,
-        }
-    }
 }
 
 /// The whole cloud of the identity tests: [`Cloud`] (fake-metadata on 169.254.169.254 and
@@ -707,7 +652,7 @@ impl IdentityCloud {
             access_key_id: "AKIANOTSETUPYET00000".into(),
             secret_access_key: "not-set-up-yet".into(),
             token: None,
-            expiration: rfc3339(SystemTime::now() + opts.node_ttl),
+            expiration: rfc3339(SystemTime::now() + opts.moto.node_ttl),
         }
         .write(&creds_file)?;
         let cloud = Cloud::attach_with(
@@ -719,16 +664,7 @@ impl IdentityCloud {
             },
         );
         attach_sts_address(&node.ns, &cloud.ns, &[&node.subnet4, &node.subnet6]);
-        let moto = Moto::start_with(
-            &cloud.ns,
-            sts_addr(),
-            &MotoOptions {
-                roles: opts.roles.clone(),
-                node_ttl: opts.node_ttl,
-                node_session: opts.node_session,
-                auth: true,
-            },
-        )?;
+        let moto = Moto::start(&cloud.ns, sts_addr(), &opts.moto)?;
         moto.setup.served().write(&creds_file)?;
         Ok(IdentityCloud {
             moto,
