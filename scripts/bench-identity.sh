@@ -243,15 +243,7 @@ run_wrk() {
     die "wrk failed for $cfg: $(cat "$out")"
   busy1=$(machine_busy)
   cpu1=$(cpu_ns "$pid")
-  RPS[$cfg]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-  P50[$cfg]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
-  P99[$cfg]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-  REQS[$cfg]=$(awk '/requests in/ { print $1 }' "$out")
-  NON2XX[$cfg]=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
-  NON2XX[$cfg]=${NON2XX[$cfg]:-0}
-  ERRS[$cfg]=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$out")
-  ERRS[$cfg]=${ERRS[$cfg]:-0}
-  [ -n "${RPS[$cfg]}" ] || die "could not parse wrk output for $cfg: $(cat "$out")"
+  wrk_results "$cfg" "$out"
   CPU[$cfg]=$(awk -v a="$cpu0" -v b="$cpu1" -v n="${REQS[$cfg]}" 'BEGIN { printf "%.1f", (b - a) / 1000 / n }')
   MACHINE[$cfg]=$(awk -v a="$busy0" -v b="$busy1" -v hz="$(getconf CLK_TCK)" -v n="${REQS[$cfg]}" \
     'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')

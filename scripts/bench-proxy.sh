@@ -189,15 +189,7 @@ run_wrk() {
     [ "$refused1" = "$refused0" ] || log "  metaguard refused $((refused1 - refused0)) connection(s) during this run (429/503)"
   fi
   local k="$cfg/$pname"
-  RPS[$k]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-  P50[$k]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
-  P99[$k]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-  REQS[$k]=$(awk '/requests in/ { print $1 }' "$out")
-  NON2XX[$k]=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
-  NON2XX[$k]=${NON2XX[$k]:-0}
-  ERRS[$k]=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$out")
-  ERRS[$k]=${ERRS[$k]:-0}
-  [ -n "${RPS[$k]}" ] || die "could not parse wrk output for $cfg $pname: $(cat "$out")"
+  wrk_results "$k" "$out"
   MACHINE[$k]=$(awk -v a="$busy0" -v b="$busy1" -v hz="$(getconf CLK_TCK)" -v n="${REQS[$k]:-0}" \
     'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "n/a" }')
   CPU[$k]=n/a

@@ -180,3 +180,18 @@ cpu_ticks() {
 # and iowait): wrk, the server, the fake upstream and the kernel's network work together.
 machine_busy() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
+# wrk_results KEY FILE: the figures of one `wrk --latency` run (FILE) into the caller's RPS, P50,
+# P99, REQS, NON2XX and ERRS arrays (declared -A by the caller) under KEY. Dies when FILE holds no
+# request rate (wrk failed).
+wrk_results() {
+  local k=$1 out=$2
+  RPS[$k]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+  P50[$k]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+  P99[$k]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+  REQS[$k]=$(awk '/requests in/ { print $1 }' "$out")
+  NON2XX[$k]=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+  NON2XX[$k]=${NON2XX[$k]:-0}
+  ERRS[$k]=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$out")
+  ERRS[$k]=${ERRS[$k]:-0}
+  [ -n "${RPS[$k]}" ] || die "could not parse wrk output for $k: $(cat "$out")"
+}
